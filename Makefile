@@ -1,0 +1,28 @@
+# The two commands of the README. `make demo` runs the main job on the embedded local stack;
+# `make test` runs the whole test suite (it starts and stops its own stack). .ci/run calls `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: demo test lint install clean-state
+
+demo: install
+	$(BIN)/highland stack up
+	$(BIN)/highland progress
+
+test: install lint
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[local,dev]'
+	touch $@
+
+clean-state:
+	-$(BIN)/highland stack down
+	rm -rf .highland

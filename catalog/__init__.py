@@ -1,0 +1,1 @@
+"""The plan catalog: indicators, agencies and districts as YAML data, validated on load."""

@@ -1,0 +1,1 @@
+"""Dashboards: Grafana dashboards, datasource and alert rules built as code."""

@@ -1,0 +1,1 @@
+"""Highland: command line, settings and the embedded local stack."""

@@ -1,0 +1,3 @@
+from highland.cli import app
+
+app()

@@ -1,0 +1,196 @@
+"""``highland``: the command line of CONTRACT.md §3. Thin wiring only; the work lives in the packages."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from highland.settings import get_settings
+
+app = typer.Typer(help="Highland: progress of the Chongqing Internet-economy plan targets, live.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+stack_app = typer.Typer(help="The embedded local stack: broker, ClickHouse, topics, schema.",
+                        no_args_is_help=True)
+dashboards_app = typer.Typer(help="Grafana dashboards, datasource and alert rules as code.",
+                             no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(dashboards_app, name="dashboards")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _not_built(what: str) -> None:
+    err.print(f"[yellow]highland {what}: not built yet[/] — see the open issues; nothing was done.")
+    raise typer.Exit(3)
+
+
+def _print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+# --- stack ----------------------------------------------------------------------------------------
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Install what is missing, start broker and ClickHouse, create topics, apply migrations."""
+    from highland.stack import local
+
+    report = local.up(get_settings())
+    out.print(f"started: {', '.join(report.started) or 'nothing (already running)'}")
+    out.print(f"topics created: {', '.join(report.topics_created) or 'none (all exist)'}")
+    out.print(f"migrations applied: {', '.join(report.migrations_applied) or 'none (up to date)'}")
+    _print_status()
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the processes `stack up` started (by pid); state stays on disk."""
+    from highland.stack import local
+
+    stopped = local.down(get_settings())
+    out.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack_app.command("status")
+def stack_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What runs where, and what a broker restart loses in the current mode."""
+    from highland.stack import local
+
+    rows = local.status(get_settings())
+    if as_json:
+        _print_json(rows)
+    else:
+        _print_status(rows)
+    if not all(r["answers"] for r in rows):
+        raise typer.Exit(1)
+
+
+def _print_status(rows: list[dict[str, object]] | None = None) -> None:
+    from highland.stack import local
+
+    table = Table("component", "address", "pid", "answers", "detail")
+    for r in rows or local.status(get_settings()):
+        table.add_row(*(str(r[k]) for k in ("component", "address", "pid", "answers", "detail")))
+    out.print(table)
+
+
+# --- progress -------------------------------------------------------------------------------------
+
+def _parse_date(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@app.command("progress")
+def progress_cmd(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="YYYY-MM-DD (default: today, "
+                                                             "capped at the plan's last day)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Per indicator: actual vs. the plan's trajectory, status and projection."""
+    from catalog.loader import default_catalog
+    from sinks.client import connect
+    from sinks.progress import default_as_of, progress
+
+    settings = get_settings()
+    catalog = default_catalog()
+    day = _parse_date(as_of) or default_as_of(
+        catalog, datetime.now(ZoneInfo(catalog.plan.timezone)).date())
+    rows = progress(connect(settings), settings.clickhouse_database, catalog, day)
+    if as_json:
+        _print_json({"as_of": day.isoformat(), "indicators": [r.as_dict() for r in rows]})
+        return
+    table = Table("indicator", "period", "actual", "expected", "target", "%", "status", "projected",
+                  title=f"Plan progress as of {day.isoformat()}")
+    colour = {"on_track": "green", "at_risk": "yellow", "off_track": "red", "no_data": "dim"}
+    for r in rows:
+        table.add_row(r.indicator, r.period, _num(r.actual), _num(r.expected),
+                      f"{_num(r.target)} ({r.target_year})", _num(r.pct_of_target),
+                      f"[{colour[r.status]}]{r.status}[/]", _num(r.projected))
+    out.print(table)
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v:,.2f}" if abs(v) < 1e6 else f"{v:,.0f}"
+
+
+# --- commands of later issues ---------------------------------------------------------------------
+
+@app.command("worker")
+def worker_cmd() -> None:
+    """The stream processor (a Faust worker); several may run side by side."""
+    _not_built("worker")
+
+
+@app.command("push")
+def push_cmd(
+    files: Annotated[list[Path], typer.Argument(help="CSV or JSON Lines files")],
+    agency: Annotated[str, typer.Option("--agency")],
+    token: Annotated[str | None, typer.Option("--token")] = None,
+) -> None:
+    """Push metric events from CSV / JSON Lines files."""
+    _not_built("push")
+
+
+@app.command("alerts")
+def alerts_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Status changes and stale feeds, newest first."""
+    _not_built("alerts")
+
+
+@app.command("dlq")
+def dlq_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Rejected events with their reasons."""
+    _not_built("dlq")
+
+
+@app.command("board")
+def board_cmd() -> None:
+    """A live terminal board for duty staff."""
+    _not_built("board")
+
+
+@dashboards_app.command("build")
+def dashboards_build() -> None:
+    """Write dashboards, datasource and alert rules as provisioning files."""
+    _not_built("dashboards build")
+
+
+@dashboards_app.command("publish")
+def dashboards_publish() -> None:
+    """Publish the built files through Grafana's HTTP API."""
+    _not_built("dashboards publish")
+
+
+@app.command("catalog")
+def catalog_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Validate the plan catalog and list its indicators."""
+    from catalog.loader import default_catalog
+
+    catalog = default_catalog()
+    if as_json:
+        _print_json([i.model_dump(mode="json") for i in catalog.indicators])
+        return
+    table = Table("indicator", "kind", "unit", "baseline", "target", "path", "agency")
+    for i in catalog.indicators:
+        base = f"{_num(i.baseline.value)} ({i.baseline.year})" if i.baseline else "—"
+        table.add_row(i.code, i.kind.value, i.unit, base, f"{_num(i.target.value)} ({i.target.year})",
+                      i.trajectory.value, i.agency)
+    out.print(table)
+    out.print(f"{len(catalog.indicators)} indicators, {len(catalog.agencies)} agencies, "
+              f"{len(catalog.districts)} districts")

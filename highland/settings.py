@@ -1,0 +1,89 @@
+"""Every knob Highland reads, in one place.
+
+Values come from environment variables prefixed ``HIGHLAND_`` (for example
+``HIGHLAND_KAFKA_BOOTSTRAP=broker-1:9092,broker-2:9092``), then from the env file the local stack
+writes (``<state_dir>/local.env``: generated passwords, never committed), then the defaults below,
+which describe the embedded local stack on 127.0.0.1. Pointing Highland at a production Kafka and
+ClickHouse cluster is a matter of environment variables only.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_state_dir() -> Path:
+    return Path(os.environ.get("HIGHLAND_STATE_DIR", Path.cwd() / ".highland")).resolve()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HIGHLAND_",
+        env_file=str(_default_state_dir() / "local.env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:29092"
+    topic_events: str = "highland.events"
+    topic_dlq: str = "highland.events.dlq"
+    topic_alerts: str = "highland.alerts"
+    topic_partitions: int = Field(4, ge=1)
+    topic_replication: int = Field(1, ge=1, description="3 on a production Apache Kafka cluster")
+    consumer_group: str = "highland-worker"
+    # Short group timeouts: a group first created with long ones keeps joining slowly
+    # (ENVIRONMENT.md), and a killed worker must be replaced within seconds.
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 1.0
+    producer_linger_ms: int = 20
+    producer_max_block_s: float = 10.0
+
+    # --- ClickHouse --------------------------------------------------------------------------
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 29000
+    clickhouse_http_port: int = 29123
+    clickhouse_user: str = "highland"
+    clickhouse_password: SecretStr = SecretStr("")
+    clickhouse_database: str = "highland"
+    # Read-only user for Grafana and the board.
+    clickhouse_reader_user: str = "highland_reader"
+    clickhouse_reader_password: SecretStr = SecretStr("")
+    # Set to a cluster name to create Replicated*/Distributed tables ON CLUSTER.
+    clickhouse_cluster: str | None = None
+
+    # --- Worker ------------------------------------------------------------------------------
+    worker_batch_size: int = Field(5000, ge=1)
+    worker_batch_seconds: float = Field(0.5, gt=0)
+    worker_web_port: int = 26066
+    stale_check_seconds: float = Field(30.0, gt=0)
+    alert_webhook_url: str | None = None
+
+    # --- Grafana -----------------------------------------------------------------------------
+    grafana_url: str = "http://127.0.0.1:3000"
+    grafana_token: SecretStr = SecretStr("")
+    dashboards_out: Path = Path("build/grafana")
+
+    # --- Local stack (development and CI only) -----------------------------------------------
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    broker_storage: Literal["memory", "s3"] = "memory"
+    s3_port: int = 28333
+    s3_master_port: int = 29333
+    s3_volume_port: int = 28080
+    s3_filer_port: int = 28888
+    install_missing: bool = True
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,124 @@
+"""`highland stack up | down | status`: the embedded local stack, as one unit.
+
+``up`` is idempotent: it starts only what is not running (as recorded by pid), then creates the
+topics and applies the ClickHouse migrations, which are idempotent too. ``down`` stops only the
+processes ``up`` started. Generated passwords live in ``<state_dir>/local.env`` (mode 600).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from highland.settings import Settings
+from highland.stack import broker, clickhouse_server
+from highland.stack.processes import port_open
+
+SECRET_KEYS = ("HIGHLAND_CLICKHOUSE_PASSWORD", "HIGHLAND_CLICKHOUSE_READER_PASSWORD",
+               "HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD")
+
+LOSS_ON_RESTART = {
+    "memory": "a broker restart LOSES every message and committed offset (ClickHouse keeps its rows)",
+    "s3": "durable: messages and committed offsets survive restarting the broker and the S3 server",
+}
+
+
+def env_file(settings: Settings) -> Path:
+    return settings.state_dir / "local.env"
+
+
+def ensure_secrets(settings: Settings) -> dict[str, str]:
+    """Read the local passwords, generating the missing ones once. Returns them by variable name."""
+    path = env_file(settings)
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                values[key.strip()] = value.strip()
+    changed = False
+    for key in SECRET_KEYS:
+        if not values.get(key):
+            values[key] = os.environ.get(key) or secrets.token_urlsafe(18)
+            changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        path.chmod(0o600)
+    return values
+
+
+def with_secrets(settings: Settings) -> Settings:
+    """The settings with the local passwords filled in where the environment gave none."""
+    values = ensure_secrets(settings)
+    update = {}
+    if not settings.clickhouse_password.get_secret_value():
+        update["clickhouse_password"] = values["HIGHLAND_CLICKHOUSE_PASSWORD"]
+    if not settings.clickhouse_reader_password.get_secret_value():
+        update["clickhouse_reader_password"] = values["HIGHLAND_CLICKHOUSE_READER_PASSWORD"]
+    return settings.model_copy(update={k: type(settings.clickhouse_password)(v) for k, v in update.items()})
+
+
+@dataclass
+class UpReport:
+    started: list[str]
+    topics_created: list[str]
+    migrations_applied: list[str]
+
+
+def up(settings: Settings) -> UpReport:
+    from highland.topics import ensure_topics
+    from sinks.migrate import migrate
+
+    settings = with_secrets(settings)
+    admin_password = ensure_secrets(settings)["HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD"]
+    started = []
+    if settings.broker_storage == "s3" and broker.start_s3(settings):
+        started.append("s3")
+    if broker.start_broker(settings):
+        started.append("broker")
+    if clickhouse_server.start(settings, admin_password):
+        started.append("clickhouse")
+    created = ensure_topics(settings)
+    applied = migrate(settings)
+    return UpReport(started, created, applied)
+
+
+def down(settings: Settings) -> list[str]:
+    stopped = broker.stop(settings)
+    if clickhouse_server.service(settings).stop(grace_s=15.0):
+        stopped.append("clickhouse")
+    return stopped
+
+
+def status(settings: Settings) -> list[dict[str, object]]:
+    """One row per component: what runs, where, and its pid if the stack started it."""
+    ch = clickhouse_server.service(settings)
+    rows: list[dict[str, object]] = [
+        {
+            "component": "broker",
+            "address": settings.kafka_bootstrap,
+            "pid": broker.broker_service(settings).pid(),
+            "answers": port_open(int(settings.bootstrap_servers[0].rsplit(":", 1)[1])),
+            "detail": f"Tansu, storage {settings.broker_storage}: {LOSS_ON_RESTART[settings.broker_storage]}",
+        },
+        {
+            "component": "clickhouse",
+            "address": f"{settings.clickhouse_host}:{settings.clickhouse_port} "
+                       f"(http {settings.clickhouse_http_port})",
+            "pid": ch.pid(),
+            "answers": port_open(settings.clickhouse_port),
+            "detail": f"database {settings.clickhouse_database}, state {settings.state_dir / 'clickhouse'}",
+        },
+    ]
+    if settings.broker_storage == "s3":
+        rows.append({
+            "component": "s3",
+            "address": f"127.0.0.1:{settings.s3_port}",
+            "pid": broker.s3_service(settings).pid(),
+            "answers": port_open(settings.s3_port),
+            "detail": f"SeaweedFS, state {settings.state_dir / 's3'}",
+        })
+    return rows

@@ -1,0 +1,46 @@
+"""Create Highland's Kafka topics (idempotent; works on any Kafka-protocol broker)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from highland.settings import Settings
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [settings.topic_events, settings.topic_dlq, settings.topic_alerts]
+
+
+def admin(settings: Settings) -> KafkaAdminClient:
+    return KafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, client_id="highland-admin",
+        request_timeout_ms=15000,
+    )
+
+
+def ensure_topics(settings: Settings, names: list[str] | None = None, timeout_s: float = 30.0) -> list[str]:
+    """Create the missing topics; return the names created. Retries while the broker warms up."""
+    wanted = names or topic_names(settings)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client = admin(settings)
+            try:
+                existing = set(client.list_topics())
+                missing = [n for n in wanted if n not in existing]
+                for name in missing:
+                    # Another worker or `stack up` may have created it meanwhile.
+                    with contextlib.suppress(TopicAlreadyExistsError):
+                        client.create_topics([NewTopic(name, settings.topic_partitions,
+                                                       settings.topic_replication)])
+                return missing
+            finally:
+                client.close()
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -1,0 +1,1 @@
+"""ClickHouse: the schema (versioned migrations), the batch writer and the queries everyone reads."""

@@ -1,0 +1,76 @@
+"""Versioned ClickHouse migrations: ``sinks/migrations/NNNN_name.sql``, applied in order, once.
+
+Each file holds statements separated by ``;`` at the end of a line, with ``{db}`` for the database.
+Every statement must run on ClickHouse 18.16 (the local server) and on current ClickHouse
+(production); tests run all of them on both (chdb for the current dialect). Applied versions are
+recorded in ``{db}.schema_migrations``; statements use IF NOT EXISTS so a half-applied file can be
+re-run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from highland.settings import Settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            raise ValueError(f"{path}: migration files are named NNNN_name.sql")
+        found.append(Migration(int(match.group(1)), path.stem, split_statements(path.read_text())))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"duplicate migration versions in {directory}")
+    return found
+
+
+def split_statements(sql: str) -> tuple[str, ...]:
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return tuple(s.strip() for s in re.split(r";\s*$", body, flags=re.M) if s.strip())
+
+
+def render(statement: str, database: str) -> str:
+    return statement.replace("{db}", database)
+
+
+def migrate(settings: Settings, database: str | None = None) -> list[str]:
+    """Apply the pending migrations to ``database`` (default: the configured one)."""
+    from sinks.client import connect
+
+    db = database or settings.clickhouse_database
+    client = connect(settings, database="default")
+    try:
+        client.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+        client.execute(
+            f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
+            "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
+            "ENGINE = MergeTree ORDER BY version"
+        )
+        done = {v for (v,) in client.execute(f"SELECT version FROM {db}.schema_migrations")}
+        applied = []
+        for migration in load_migrations():
+            if migration.version in done:
+                continue
+            for statement in migration.statements:
+                client.execute(render(statement, db))
+            client.execute(f"INSERT INTO {db}.schema_migrations (version, name) VALUES",
+                           [(migration.version, migration.name)])
+            applied.append(migration.name)
+        return applied
+    finally:
+        client.disconnect()

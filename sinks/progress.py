@@ -1,0 +1,158 @@
+"""``actual(D)`` from ClickHouse and the plan-side numbers from the catalog: CONTRACT.md §2.
+
+The SQL deduplicates by (agency, event_id) at query time (latest revision wins), so numbers are
+exact whatever copies re-deliveries left in ``events`` and whether or not merges have run.
+Dates are the plan's local dates (its timezone, Asia/Shanghai): an event observed at
+2020-12-31T20:00:00+00:00 belongs to 2021 in Chongqing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import Any
+
+from catalog.models import Catalog, Direction, Indicator, Kind
+from catalog.trajectory import Status, expected, projected, status
+
+# One row per (agency, event_id): the latest revision of every accepted observation. For equal
+# revisions (exact re-deliveries) the copies are identical; argMax picks any. Aliases differ from
+# column names on purpose: 18.16 substitutes aliases inside other aggregates. No filter runs before
+# the deduplication: a revision may move an event to another indicator or region.
+LATEST_EVENTS = """
+    SELECT agency, event_id,
+           max(revision) AS last_revision,
+           argMax(indicator, revision) AS ind,
+           argMax(region, revision) AS reg,
+           argMax(value, revision) AS val,
+           argMax(observed_at, revision) AS obs
+    FROM {db}.events
+    GROUP BY agency, event_id
+"""
+
+
+def latest_events_sql(db: str) -> str:
+    return LATEST_EVENTS.format(db=db)
+
+
+def _in_list(codes: list[str]) -> str:
+    """A SQL list of catalog codes (safe to inline: codes match ``[a-z][a-z0-9_]*``)."""
+    return "(" + ", ".join(f"'{c}'" for c in codes) + ")"
+
+
+def flow_totals_sql(db: str, tz: str, flows: list[str]) -> str:
+    """Year-to-date totals for D's year and the full previous year, per flow indicator."""
+    return f"""
+        SELECT ind,
+               sumIf(val, toYear(obs, '{tz}') = %(year)s AND toDate(obs, '{tz}') <= %(as_of)s) AS ytd,
+               sumIf(val, toYear(obs, '{tz}') = %(year)s - 1) AS prior_year,
+               countIf(toYear(obs, '{tz}') = %(year)s AND toDate(obs, '{tz}') <= %(as_of)s) AS n,
+               maxIf(obs, toDate(obs, '{tz}') <= %(as_of)s) AS last_observed
+        FROM ({latest_events_sql(db)})
+        WHERE ind IN {_in_list(flows)}
+        GROUP BY ind
+    """
+
+
+def level_values_sql(db: str, tz: str, levels: list[str]) -> str:
+    """Latest observation per (indicator, region) at or before D, summed over regions.
+
+    Latest = greatest observed_at; on a tie the greatest revision, then event_id (deterministic).
+    """
+    return f"""
+        SELECT ind, sum(latest) AS total, count() AS regions, max(last_obs) AS last_observed
+        FROM (
+            SELECT ind, reg,
+                   argMax(val, (obs, last_revision, event_id)) AS latest,
+                   max(obs) AS last_obs
+            FROM ({latest_events_sql(db)})
+            WHERE ind IN {_in_list(levels)} AND toDate(obs, '{tz}') <= %(as_of)s
+            GROUP BY ind, reg
+        )
+        GROUP BY ind
+    """
+
+
+@dataclass(frozen=True)
+class Actual:
+    value: float
+    last_observed: datetime | None
+    prior_year: float | None = None  # flows only: the whole previous year's total
+
+
+def query_actuals(client: Any, db: str, catalog: Catalog, as_of: date) -> dict[str, Actual]:
+    tz = catalog.plan.timezone
+    flows = [i.code for i in catalog.indicators if i.kind is Kind.FLOW]
+    others = [i.code for i in catalog.indicators if i.kind is not Kind.FLOW]
+    params = {"year": as_of.year, "as_of": as_of}
+    out: dict[str, Actual] = {}
+    for code, ytd, prior, n, last in client.execute(flow_totals_sql(db, tz, flows), params):
+        if n:  # a flow with no observation in D's year yet has no data (not a zero)
+            out[code] = Actual(ytd, last, prior)
+    for code, value, _regions, last in client.execute(level_values_sql(db, tz, others), params):
+        out[code] = Actual(value, last)
+    return out
+
+
+@dataclass(frozen=True)
+class ProgressRow:
+    indicator: str
+    name_en: str
+    kind: str
+    unit: str
+    agency: str
+    period: str
+    actual: float | None
+    expected: float | None
+    target: float | None
+    target_year: int
+    baseline: float | None
+    pct_of_target: float | None
+    status: str
+    projected: float | None
+    last_observed_at: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _period(ind: Indicator, as_of: date) -> str:
+    if ind.kind is Kind.FLOW:
+        return f"{as_of.year}-01-01..{as_of.isoformat()}"
+    return f"as of {as_of.isoformat()}"
+
+
+def _pct_of_target(ind: Indicator, actual: float | None) -> float | None:
+    target = ind.target.value
+    if actual is None or target is None:
+        return None
+    if ind.direction is Direction.DOWN:
+        return 100.0 * target / actual if actual > 0 else None
+    return 100.0 * actual / target if target else None
+
+
+def progress_row(catalog: Catalog, ind: Indicator, as_of: date, found: Actual | None) -> ProgressRow:
+    actual = found.value if found else None
+    prior = found.prior_year if found else None
+    exp = expected(ind, as_of, prior)
+    st = status(ind, actual, exp, catalog.thresholds_for(ind))
+    last = found.last_observed.isoformat() if found and found.last_observed else None
+    return ProgressRow(
+        indicator=ind.code, name_en=ind.name_en, kind=ind.kind.value, unit=ind.unit, agency=ind.agency,
+        period=_period(ind, as_of), actual=actual, expected=exp, target=ind.target.value,
+        target_year=ind.target.year, baseline=ind.baseline.value if ind.baseline else None,
+        pct_of_target=_pct_of_target(ind, actual), status=st.value,
+        projected=projected(ind, as_of, actual, exp) if st is not Status.NO_DATA else None,
+        last_observed_at=last,
+    )
+
+
+def default_as_of(catalog: Catalog, today: date) -> date:
+    """Today in the plan's calendar, but never past the plan's last day (it states nothing after)."""
+    end = date(catalog.plan.target_year, 12, 31)
+    return min(today, end)
+
+
+def progress(client: Any, db: str, catalog: Catalog, as_of: date) -> list[ProgressRow]:
+    found = query_actuals(client, db, catalog, as_of)
+    return [progress_row(catalog, ind, as_of, found.get(ind.code)) for ind in catalog.indicators]

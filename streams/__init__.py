@@ -1,0 +1,1 @@
+"""Streams: the Faust worker that validates, deduplicates and writes events to ClickHouse."""

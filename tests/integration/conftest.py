@@ -1,0 +1,48 @@
+"""One real stack (Tansu broker + ClickHouse 18.16) for the whole test session.
+
+Each test gets its own ClickHouse database and its own topics, so tests never see each other's
+data. The stack is started by the same code as `highland stack up` and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from highland.settings import Settings
+from highland.stack import local
+from highland.topics import ensure_topics
+from sinks.client import connect
+from sinks.migrate import migrate
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Settings]:
+    settings = local.with_secrets(Settings())
+    started = local.up(settings).started
+    yield settings
+    if started:  # leave a stack alone that someone else started
+        local.down(settings)
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def isolated(stack: Settings, unique: str) -> Iterator[Settings]:
+    """Settings pointing at a fresh, migrated database and fresh topics of this test only."""
+    settings = stack.model_copy(update={
+        "clickhouse_database": f"t_{unique}",
+        "topic_events": f"t.{unique}.events",
+        "topic_dlq": f"t.{unique}.dlq",
+        "topic_alerts": f"t.{unique}.alerts",
+        "consumer_group": f"t-{unique}",
+    })
+    ensure_topics(settings)
+    migrate(settings)
+    yield settings
+    connect(settings, database="default").execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
