@@ -139,12 +139,93 @@ def worker_cmd() -> None:
 
 @app.command("push")
 def push_cmd(
-    files: Annotated[list[Path], typer.Argument(help="CSV or JSON Lines files")],
-    agency: Annotated[str, typer.Option("--agency")],
-    token: Annotated[str | None, typer.Option("--token")] = None,
+    files: Annotated[list[Path], typer.Argument(help="CSV (header row of event fields) or JSON Lines")],
+    agency: Annotated[str, typer.Option("--agency", help="the agency pushing; events must be its own")],
+    token: Annotated[str | None, typer.Option("--token", help="verify this agency token first")] = None,
 ) -> None:
-    """Push metric events from CSV / JSON Lines files."""
-    _not_built("push")
+    """Push metric events; exit 0 only if every row was accepted and acknowledged."""
+    from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from catalog.loader import default_catalog
+    from ingest.producer import BrokerUnavailable
+    from ingest.push import push_files
+
+    settings = get_settings()
+    catalog = default_catalog()
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        _fail(f"no such file: {', '.join(missing)}")
+    if not catalog.is_agency(agency):
+        _fail(f"{agency!r} is not a registered agency (see catalog/data/agencies.yaml)")
+    if token is not None:
+        _check_token(settings, agency, token)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), MofNCompleteColumn(),
+               TextColumn("rows  {task.fields[rate]}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("pushing", total=None, rate="")
+
+        def advance(rows: int) -> None:
+            elapsed = bar.tasks[0].elapsed or 1e-9
+            bar.update(task, advance=rows, rate=f"{bar.tasks[0].completed / elapsed:,.0f}/s")
+
+        try:
+            summary = push_files(files, agency, settings, catalog, on_progress=advance)
+        except BrokerUnavailable as exc:
+            _fail(f"broker unavailable: {exc}")
+        except ValueError as exc:
+            _fail(str(exc))
+    out.print(f"accepted: {summary.accepted}")
+    out.print(f"rejected: {sum(summary.rejected.values())}"
+              + "".join(f"\n  {reason}: {n}" for reason, n in summary.rejected.most_common()))
+    for path in summary.rejected_files:
+        out.print(f"rejected rows with reasons: {path}")
+    if summary.undelivered:
+        out.print(f"[red]not acknowledged by the broker: {summary.undelivered}[/] ({summary.delivery_error})")
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _check_token(settings: object, agency: str, token: str) -> None:
+    from ingest.tokens import agency_of
+    from sinks.client import connect
+
+    owner = agency_of(connect(settings), settings.clickhouse_database, token)  # type: ignore[attr-defined]
+    if owner != agency:
+        _fail(f"unauthenticated: the token is not a valid token of {agency!r}")
+
+
+tokens_app = typer.Typer(help="Agency bearer tokens for the HTTP gateway (stored hashed).",
+                         no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("issue")
+def tokens_issue(agency: Annotated[str, typer.Option("--agency")]) -> None:
+    """Issue a token for an agency; it is printed once and stored only as a hash."""
+    from catalog.loader import default_catalog
+    from ingest.tokens import issue
+    from sinks.client import connect
+
+    settings = get_settings()
+    if not default_catalog().is_agency(agency):
+        _fail(f"{agency!r} is not a registered agency")
+    sys.stdout.write(issue(connect(settings), settings.clickhouse_database, agency) + "\n")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(agency: Annotated[str, typer.Option("--agency")]) -> None:
+    """Revoke every token of an agency."""
+    from ingest.tokens import revoke_all
+    from sinks.client import connect
+
+    settings = get_settings()
+    n = revoke_all(connect(settings), settings.clickhouse_database, agency)
+    out.print(f"revoked {n} token(s) of {agency}")
 
 
 @app.command("alerts")

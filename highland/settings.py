@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 1.0
     producer_linger_ms: int = 20
     producer_max_block_s: float = 10.0
+    producer_compression: str | None = "gzip"
 
     # --- ClickHouse --------------------------------------------------------------------------
     clickhouse_host: str = "127.0.0.1"

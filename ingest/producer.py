@@ -1,0 +1,105 @@
+"""Sending events and dead letters to Kafka with kafka-python.
+
+- key ``indicator|region`` (one series, one partition, in order), timestamp = ``observed_at``,
+  header ``schema=metric-event/1``;
+- ``acks=all`` and idempotent retries, so a retried batch is never written twice;
+- bounded waits everywhere: a broker that is down gives ``BrokerUnavailable`` within
+  ``producer_max_block_s``, never a hang.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError
+
+from highland.settings import Settings
+from ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter
+from ingest.events import SCHEMA_HEADER, Accepted
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker could not be reached or did not acknowledge in time."""
+
+
+@dataclass
+class DeliveryReport:
+    """Counts of acknowledged and failed sends (updated from the producer's I/O thread)."""
+
+    delivered: int = 0
+    failed: int = 0
+    last_error: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def ok(self, _metadata: object) -> None:
+        with self._lock:
+            self.delivered += 1
+
+    def error(self, exc: BaseException) -> None:
+        with self._lock:
+            self.failed += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+
+
+class EventProducer:
+    def __init__(self, settings: Settings, *, client_id: str = "highland-push") -> None:
+        self.settings = settings
+        max_block_ms = int(settings.producer_max_block_s * 1000)
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=settings.bootstrap_servers,
+                client_id=client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=settings.producer_linger_ms,
+                batch_size=512 * 1024,
+                compression_type=settings.producer_compression,
+                max_block_ms=max_block_ms,
+                request_timeout_ms=max_block_ms,
+                delivery_timeout_ms=max_block_ms * 3,
+                bootstrap_timeout_ms=max_block_ms,
+            )
+        except KafkaError as exc:
+            raise BrokerUnavailable(
+                f"no Kafka broker answered at {settings.kafka_bootstrap} within "
+                f"{settings.producer_max_block_s:.0f} s ({type(exc).__name__})") from exc
+        self.events = DeliveryReport()
+        self.dead_letters = DeliveryReport()
+
+    def send_event(self, event: Accepted, payload: bytes) -> None:
+        """Send the event's original JSON (validated once, serialized once) under its key."""
+        self._send(self.settings.topic_events, event.key, payload, event.timestamp_ms,
+                   [SCHEMA_HEADER], self.events)
+
+    def send_dead_letter(self, record: DeadLetter) -> None:
+        self._send(self.settings.topic_dlq, record.key, record.to_bytes(), None,
+                   [DLQ_SCHEMA_HEADER], self.dead_letters)
+
+    def _send(self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None,
+              headers: list[tuple[str, bytes]], report: DeliveryReport) -> None:
+        try:
+            future = self._producer.send(topic, key=key, value=value, timestamp_ms=timestamp_ms,
+                                         headers=headers)
+        except KafkaTimeoutError as exc:
+            raise BrokerUnavailable(f"the broker did not take the message within "
+                                    f"{self.settings.producer_max_block_s:.0f} s") from exc
+        future.add_callback(report.ok)
+        future.add_errback(report.error)
+
+    def flush(self) -> None:
+        """Wait for every send to be acknowledged or failed, within a bounded time."""
+        try:
+            self._producer.flush(timeout=self.settings.producer_max_block_s * 3)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"not every message was acknowledged: {exc}") from exc
+
+    def close(self) -> None:
+        self._producer.close(timeout=self.settings.producer_max_block_s)
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
