@@ -132,9 +132,13 @@ def _num(v: float | None) -> str:
 # --- commands of later issues ---------------------------------------------------------------------
 
 @app.command("worker")
-def worker_cmd() -> None:
-    """The stream processor (a Faust worker); several may run side by side."""
-    _not_built("worker")
+def worker_cmd(
+    loglevel: Annotated[str, typer.Option("--loglevel")] = "warning",
+) -> None:
+    """The stream processor (a Faust worker); several may run side by side in one group."""
+    from streams.app import run_worker
+
+    run_worker(get_settings(), loglevel=loglevel)
 
 
 @app.command("push")
@@ -229,15 +233,47 @@ def tokens_revoke(agency: Annotated[str, typer.Option("--agency")]) -> None:
 
 
 @app.command("alerts")
-def alerts_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def alerts_cmd(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option("--limit")] = 200,
+) -> None:
     """Status changes and stale feeds, newest first."""
-    _not_built("alerts")
+    from sinks.alerts import list_alerts
+    from sinks.client import connect
+
+    settings = get_settings()
+    rows = list_alerts(connect(settings), settings.clickhouse_database, limit)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("when (UTC)", "kind", "indicator", "agency", "change", "detail", title="Alerts, newest first")
+    for r in rows:
+        table.add_row(str(r["created_at"])[:19], r["kind"], r["indicator"], r["agency"],
+                      f"{r['old_status']} → {r['new_status']}", r["detail"])
+    out.print(table)
 
 
 @app.command("dlq")
-def dlq_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Rejected events with their reasons."""
-    _not_built("dlq")
+def dlq_cmd(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option("--limit")] = 200,
+) -> None:
+    """Rejected events with their reasons, newest first (as stored by the worker)."""
+    from sinks.client import connect
+    from sinks.dead_letters import counts_by_reason, list_dead_letters
+
+    settings = get_settings()
+    client = connect(settings)
+    rows = list_dead_letters(client, settings.clickhouse_database, limit)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("received (UTC)", "reason", "agency", "source", "origin", "detail", title="Dead letters")
+    for r in rows:
+        table.add_row(str(r["received_at"])[:19], r["reason"], r["agency"], r["source"], r["origin"], r["detail"])
+    out.print(table)
+    counts = counts_by_reason(client, settings.clickhouse_database)
+    out.print("by reason: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
 
 
 @app.command("board")

@@ -63,7 +63,10 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(5000, ge=1)
     worker_batch_seconds: float = Field(0.5, gt=0)
     worker_web_port: int = 26066
-    stale_check_seconds: float = Field(30.0, gt=0)
+    worker_web_enabled: bool = False
+    worker_data_dir: Path | None = None  # Faust's data folder; default <state_dir>/faust
+    # How often the group's evaluator recomputes statuses and feed freshness.
+    alert_check_seconds: float = Field(5.0, gt=0)
     alert_webhook_url: str | None = None
 
     # --- Grafana -----------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""Alerts in ClickHouse: the state evaluators resume from, storing new ones, listing them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from catalog.models import Catalog
+
+STATUS = "status"
+STALE = "stale"
+FRESH = "fresh"
+
+
+@dataclass(frozen=True)
+class Alert:
+    alert_id: str
+    kind: str
+    seq: int
+    indicator: str
+    agency: str
+    old_status: str
+    new_status: str
+    actual: float | None
+    expected: float | None
+    as_of: date
+    detail: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Last:
+    """The latest alert of one (indicator, kind): its state and its id, for the chain."""
+
+    state: str
+    alert_id: str
+    seq: int
+
+
+@dataclass
+class AlertState:
+    """Latest state per (indicator, kind); the defaults are 'no_data' and 'fresh'."""
+
+    last: dict[tuple[str, str], Last] = field(default_factory=dict)
+
+    def get(self, indicator: str, kind: str) -> Last:
+        default = "no_data" if kind == STATUS else FRESH
+        return self.last.get((indicator, kind), Last(default, "", 0))
+
+    def apply(self, alert: Alert) -> None:
+        kind = STATUS if alert.kind == STATUS else STALE
+        self.last[(alert.indicator, kind)] = Last(alert.new_status, alert.alert_id, alert.seq)
+
+
+
+ALERT_COLUMNS = ("alert_id", "kind", "seq", "indicator", "agency", "old_status", "new_status", "actual",
+                 "expected", "as_of", "detail", "created_at")
+
+
+def load_state(client: Any, db: str) -> AlertState:
+    rows = client.execute(
+        f"SELECT indicator, if(kind = '{STATUS}', '{STATUS}', '{STALE}') AS chain, "
+        "argMax(new_status, seq), argMax(alert_id, seq), max(seq) "
+        f"FROM {db}.alerts GROUP BY indicator, chain")
+    return AlertState({(ind, chain): Last(state, aid, seq) for ind, chain, state, aid, seq in rows})
+
+
+def store(client: Any, db: str, alerts: list[Alert]) -> None:
+    if alerts:
+        client.execute(f"INSERT INTO {db}.alerts ({', '.join(ALERT_COLUMNS)}) VALUES",
+                       [tuple(getattr(a, c) for c in ALERT_COLUMNS) for a in alerts])
+
+
+def list_alerts(client: Any, db: str, limit: int = 200) -> list[dict[str, Any]]:
+    """Newest first; one row per alert_id however often it was written."""
+    rows = client.execute(
+        f"SELECT {', '.join(ALERT_COLUMNS)} FROM {db}.alerts "
+        "ORDER BY created_at DESC, seq DESC LIMIT 1 BY alert_id LIMIT %(limit)s", {"limit": limit})
+    return [asdict(Alert(*r)) for r in rows]
+
+
+def last_arrivals(client: Any, db: str, catalog: Catalog) -> dict[str, datetime]:
+    """When each indicator last received an event from its owning agency (minute precision)."""
+    owners = {i.code: i.agency for i in catalog.indicators}
+    rows = client.execute(
+        f"SELECT indicator, agency, max(window_start) FROM {db}.event_windows_1m GROUP BY indicator, agency")
+    out: dict[str, datetime] = {}
+    for indicator, agency, latest in rows:
+        if owners.get(indicator) == agency:
+            out[indicator] = latest.astimezone(UTC) if latest.tzinfo else latest.replace(tzinfo=UTC)
+    return out

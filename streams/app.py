@@ -1,0 +1,165 @@
+"""The Faust worker: events topic -> validate -> ClickHouse, at least once, exact by construction.
+
+Per batch (``stream.noack_take``: Faust never acks on its own):
+1. every message is re-validated with the shared validator (a producer can't be trusted);
+2. rejects are sent to the dead-letter topic and their delivery awaited;
+3. accepted events are written to ClickHouse (idempotent: each (agency, event_id, revision) once),
+   retried until ClickHouse answers;
+4. only then are the batch's events acked, so Faust commits their offsets.
+A worker killed at any point re-reads at most the uncommitted batches, and the writer skips what
+is already stored. Faust's ``take()`` is not used: it acks a batch in a ``finally`` that also runs
+when the agent is cancelled mid-write (see docs/streams.md).
+
+State lives in ClickHouse, not in Faust tables: plan totals are queries over the deduplicated
+events, live windows are materialized views of the same INSERT, and alert state is the alerts
+table. A restarted or added worker needs nothing but its committed offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from clickhouse_driver.errors import Error as ClickHouseError
+
+from catalog.loader import default_catalog
+from catalog.models import Catalog
+from highland.settings import Settings
+from ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter
+from ingest.events import Accepted, validate
+from sinks import dead_letters as dead_letter_sink
+from sinks.client import connect
+from sinks.writer import Positioned, WriteResult, write_events
+from streams.evaluator import AlertEvaluator
+
+log = logging.getLogger("highland.worker")
+
+
+class ClickHouseSink:
+    """One ClickHouse connection per worker, used from a worker thread so the event loop (and
+    with it the group heartbeat) never blocks on a slow or restarting server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = settings.clickhouse_database
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = connect(self.settings)
+        return self._client
+
+    async def call(self, what: str, fn: Any, *args: Any) -> Any:
+        """Run ``fn(client, db, *args)`` in a thread, retrying until ClickHouse answers."""
+        delay = 0.2
+        while True:
+            try:
+                return await asyncio.to_thread(fn, self.client, self.db, *args)
+            except (ClickHouseError, OSError, EOFError) as exc:
+                log.warning("ClickHouse %s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__,
+                            exc, delay)
+                self._client = None  # reconnect: the server may have restarted
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def split(events: list[Any], catalog: Catalog, now: datetime) -> tuple[list[Positioned], list[DeadLetter]]:
+    accepted: list[Positioned] = []
+    rejected: list[DeadLetter] = []
+    for event in events:
+        msg = event.message
+        raw = msg.value if isinstance(msg.value, bytes) else (msg.value or b"")
+        verdict = validate(raw, catalog, now=now)
+        if isinstance(verdict, Accepted):
+            accepted.append(Positioned(verdict, msg.partition, msg.offset))
+        else:
+            origin = f"{msg.topic}/{msg.partition}/{msg.offset}"
+            rejected.append(dead_letter(verdict, raw, "worker", origin, now))
+    return accepted, rejected
+
+
+def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
+    catalog = catalog or default_catalog()
+    app = faust.App(
+        settings.consumer_group,
+        broker=[f"kafka://{s}" for s in settings.bootstrap_servers],
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        # The events topics are created by `stack up` / operations, never by a worker.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        # Safe with manual acks (only acked offsets are committed), and it keeps SIGTERM from
+        # waiting forever on a stream whose agent died.
+        stream_wait_empty=False,
+        web_enabled=settings.worker_web_enabled,
+        web_port=settings.worker_web_port,
+        store="memory://",
+        datadir=str(settings.worker_data_dir or settings.state_dir / "faust"),
+    )
+    events_topic = app.topic(settings.topic_events, key_serializer="raw", value_serializer="raw",
+                             allow_empty=True)
+    dlq_topic = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw", allow_empty=True)
+    sink = ClickHouseSink(settings)
+    evaluator = AlertEvaluator(settings, catalog, sink)
+    stats = {"events": 0, "inserted": 0, "rejected": 0, "batches": 0}
+    app.highland_stats = stats  # type: ignore[attr-defined]
+
+    async def send_dead_letters(records: list[DeadLetter]) -> None:
+        futures = [await app.producer.send(settings.topic_dlq, r.key, r.to_bytes(), None, None,
+                                           [DLQ_SCHEMA_HEADER]) for r in records]
+        await asyncio.gather(*futures)
+
+    @app.agent(events_topic)
+    async def process_events(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.worker_batch_size, within=settings.worker_batch_seconds):
+            try:
+                now = datetime.now(UTC)
+                accepted, rejected = split(events, catalog, now)
+                if rejected:
+                    await send_dead_letters(rejected)
+                result: WriteResult = await sink.call("insert", write_events, accepted, now)
+            except Exception as exc:
+                log.exception("batch failed; crashing the worker so it restarts from the last commit")
+                await app.crash(exc)
+                return
+            for event in events:
+                await stream.ack(event)
+            stats["events"] += len(events)
+            stats["inserted"] += result.inserted
+            stats["rejected"] += len(rejected)
+            stats["batches"] += 1
+
+    @app.agent(dlq_topic)
+    async def store_dead_letters(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(1000, within=1.0):
+            records = []
+            for event in events:
+                msg = event.message
+                try:
+                    records.append((msg.partition, msg.offset, DeadLetter.model_validate_json(msg.value)))
+                except ValueError:
+                    log.error("unreadable dead letter at %s/%s/%s skipped", msg.topic, msg.partition, msg.offset)
+            await sink.call("dead-letter insert", dead_letter_sink.store, records)
+            for event in events:
+                await stream.ack(event)
+
+    @app.timer(interval=settings.alert_check_seconds)
+    async def evaluate_alerts() -> None:
+        # One evaluator per group: whoever reads partition 0 of the events topic.
+        assigned = app.consumer.assignment() if app.consumer else set()
+        if any(tp.topic == settings.topic_events and tp.partition == 0 for tp in assigned):
+            await evaluator.run(app, datetime.now(UTC))
+
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "warning") -> None:
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel)
+    worker.execute_from_commandline()

@@ -1,0 +1,83 @@
+"""Runs the alert decision on a timer and delivers the alerts it finds.
+
+One worker of the group evaluates (the holder of partition 0 of the events topic), so one change
+gives one alert. Every run reads the last alerted state from ClickHouse, so a new evaluator after a
+rebalance or a restart continues the same chain. Alerts are stored in ClickHouse first (the record
+of truth, idempotent by alert_id), then sent to the alerts topic, then to the optional webhook in
+the background: a slow webhook never blocks ingestion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from catalog.models import Catalog
+from highland.settings import Settings
+from sinks import alerts as alert_sink
+from sinks.alerts import Alert
+from sinks.progress import default_as_of, progress
+from streams.alerts import feed_alerts, status_alerts
+
+log = logging.getLogger("highland.alerts")
+WEBHOOK_ATTEMPTS = 5
+
+
+def evaluate(client: Any, db: str, catalog: Catalog, now: datetime) -> list[Alert]:
+    """Decide and store the alerts due at ``now`` (also used directly by tests with a shifted clock)."""
+    as_of = default_as_of(catalog, now.astimezone(ZoneInfo(catalog.plan.timezone)).date())
+    state = alert_sink.load_state(client, db)
+    rows = progress(client, db, catalog, as_of)
+    alerts = status_alerts(state, rows, as_of, now)
+    alerts += feed_alerts(state, catalog, alert_sink.last_arrivals(client, db, catalog), as_of, now)
+    alert_sink.store(client, db, alerts)
+    return alerts
+
+
+def alert_json(alert: Alert) -> bytes:
+    return json.dumps(asdict(alert), default=str, ensure_ascii=False).encode()
+
+
+class AlertEvaluator:
+    def __init__(self, settings: Settings, catalog: Catalog, sink: Any) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.sink = sink
+        self._webhooks: set[asyncio.Task[None]] = set()
+
+    async def run(self, app: Any, now: datetime) -> list[Alert]:
+        alerts: list[Alert] = await self.sink.call("alert evaluation", evaluate, self.catalog, now)
+        if not alerts:
+            return alerts
+        futures = [await app.producer.send(self.settings.topic_alerts, a.indicator.encode(), alert_json(a),
+                                           None, None, None) for a in alerts]
+        await asyncio.gather(*futures)
+        for alert in alerts:
+            log.warning("ALERT %s", alert.detail)
+            if self.settings.alert_webhook_url:
+                task = asyncio.create_task(self._post(alert))
+                self._webhooks.add(task)
+                task.add_done_callback(self._webhooks.discard)
+        return alerts
+
+    async def _post(self, alert: Alert) -> None:
+        import aiohttp
+
+        delay = 1.0
+        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
+            try:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+                    resp = await session.post(self.settings.alert_webhook_url, data=alert_json(alert),
+                                              headers={"content-type": "application/json"})
+                    if resp.status < 500:
+                        return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("webhook attempt %d for %s failed: %s", attempt, alert.alert_id, exc)
+            await asyncio.sleep(delay)
+            delay *= 2
+        log.error("webhook gave up on alert %s after %d attempts", alert.alert_id, WEBHOOK_ATTEMPTS)

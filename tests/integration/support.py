@@ -1,0 +1,116 @@
+"""Test support: feeds with known answers, an independent reference model, and worker processes.
+
+The reference model below re-implements CONTRACT.md §2 in plain Python, from the events as
+pushed, so the integration tests compare the ClickHouse SQL with a second, independent reading
+of the contract rather than with itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from catalog.models import Catalog, Kind
+from highland.settings import Settings
+from tests.conftest import ROOT
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+def reference_actuals(events: Iterable[dict], catalog: Catalog, as_of: date) -> dict[str, float]:
+    """actual(as_of) per indicator, from the pushed events in push order (all valid)."""
+    latest: dict[tuple[str, str], dict] = {}
+    for e in events:
+        key = (e["agency"], e["event_id"])
+        if key not in latest or e.get("revision", 0) > latest[key].get("revision", 0):
+            latest[key] = e
+    totals: dict[str, float] = {}
+    newest: dict[tuple[str, str], tuple[tuple, float]] = {}
+    for e in latest.values():
+        ind = catalog.indicator(e["indicator"])
+        value = e["value"] * ind.factor_for(e["unit"])
+        observed = datetime.fromisoformat(e["observed_at"])
+        local = observed.astimezone(TZ).date()
+        if local > as_of:
+            continue
+        if ind.kind is Kind.FLOW:
+            if local.year == as_of.year:
+                totals[ind.code] = totals.get(ind.code, 0.0) + value
+        else:
+            region = e.get("region", "chongqing")
+            rank = (observed.timestamp(), e.get("revision", 0), e["event_id"])
+            if (ind.code, region) not in newest or rank > newest[(ind.code, region)][0]:
+                newest[(ind.code, region)] = (rank, value)
+    for (code, _region), (_rank, value) in newest.items():
+        totals[code] = totals.get(code, 0.0) + value
+    return totals
+
+
+def event(event_id: str, agency: str, indicator: str, value: float, unit: str, observed_at: str,
+          revision: int = 0, region: str | None = None) -> dict:
+    e = {"event_id": event_id, "revision": revision, "agency": agency, "indicator": indicator,
+         "value": value, "unit": unit, "observed_at": observed_at}
+    if region is not None:
+        e["region"] = region
+    return e
+
+
+def worker_env(settings: Settings, name: str, tmp: Path) -> dict[str, str]:
+    """Environment for a `highland worker` process using the test's own topics and database."""
+    return {
+        **os.environ,
+        "HIGHLAND_CLICKHOUSE_DATABASE": settings.clickhouse_database,
+        "HIGHLAND_CLICKHOUSE_PASSWORD": settings.clickhouse_password.get_secret_value(),
+        "HIGHLAND_TOPIC_EVENTS": settings.topic_events,
+        "HIGHLAND_TOPIC_DLQ": settings.topic_dlq,
+        "HIGHLAND_TOPIC_ALERTS": settings.topic_alerts,
+        "HIGHLAND_CONSUMER_GROUP": settings.consumer_group,
+        "HIGHLAND_WORKER_DATA_DIR": str(tmp / f"faust-{name}"),
+        "HIGHLAND_WORKER_BATCH_SIZE": str(settings.worker_batch_size),
+        "HIGHLAND_ALERT_CHECK_SECONDS": str(settings.alert_check_seconds),
+    }
+
+
+class WorkerProcess:
+    """A real `highland worker` subprocess."""
+
+    def __init__(self, settings: Settings, name: str, tmp: Path) -> None:
+        self.log_path = tmp / f"worker-{name}.log"
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "highland", "worker", "--loglevel", "info"],
+                                     env=worker_env(settings, name, tmp), cwd=ROOT, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str, on_timeout: Callable[[], str] = str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{on_timeout()}")
+
+
+def dumps(e: dict) -> bytes:
+    return json.dumps(e, ensure_ascii=False).encode()
