@@ -105,8 +105,10 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     events_topic = app.topic(settings.topic_events, key_serializer="raw", value_serializer="raw",
                              allow_empty=True)
     dlq_topic = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw", allow_empty=True)
+    # One connection per concurrent user: a clickhouse-driver connection runs one query at a time.
     sink = ClickHouseSink(settings)
-    evaluator = AlertEvaluator(settings, catalog, sink)
+    dlq_sink = ClickHouseSink(settings)
+    evaluator = AlertEvaluator(settings, catalog, ClickHouseSink(settings))
     stats = {"events": 0, "inserted": 0, "rejected": 0, "batches": 0}
     app.highland_stats = stats  # type: ignore[attr-defined]
 
@@ -145,7 +147,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
                     records.append((msg.partition, msg.offset, DeadLetter.model_validate_json(msg.value)))
                 except ValueError:
                     log.error("unreadable dead letter at %s/%s/%s skipped", msg.topic, msg.partition, msg.offset)
-            await sink.call("dead-letter insert", dead_letter_sink.store, records)
+            await dlq_sink.call("dead-letter insert", dead_letter_sink.store, records)
             for event in events:
                 await stream.ack(event)
 

@@ -99,8 +99,8 @@ class WorkerProcess:
                 self.proc.wait()
         self._log.close()
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+    def log(self, tail: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:]
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str, on_timeout: Callable[[], str] = str) -> None:
