@@ -28,11 +28,6 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _not_built(what: str) -> None:
-    err.print(f"[yellow]highland {what}: not built yet[/] — see the open issues; nothing was done.")
-    raise typer.Exit(3)
-
-
 def _print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
@@ -232,6 +227,21 @@ def tokens_revoke(agency: Annotated[str, typer.Option("--agency")]) -> None:
     out.print(f"revoked {n} token(s) of {agency}")
 
 
+@app.command("gateway")
+def gateway_cmd(
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
+) -> None:
+    """The HTTP gateway: POST /v1/events with an agency bearer token; GET /health."""
+    from catalog.loader import default_catalog
+    from ingest.gateway import serve
+
+    settings = get_settings()
+    host, port = host or settings.gateway_host, port or settings.gateway_port
+    err.print(f"gateway listening on http://{host}:{port}/v1/events")
+    serve(settings, default_catalog(), host, port)
+
+
 @app.command("alerts")
 def alerts_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -277,21 +287,39 @@ def dlq_cmd(
 
 
 @app.command("board")
-def board_cmd() -> None:
-    """A live terminal board for duty staff."""
-    _not_built("board")
+def board_cmd(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="YYYY-MM-DD (default: as `progress`)")] = None,
+    refresh: Annotated[float, typer.Option("--refresh", help="seconds between refreshes")] = 5.0,
+    once: Annotated[bool, typer.Option("--once", help="draw one frame and exit")] = False,
+) -> None:
+    """A live terminal board for duty staff (80 columns, works over ssh)."""
+    from dashboards.board import run_board
+
+    run_board(get_settings(), as_of=_parse_date(as_of), refresh_s=refresh, once=once)
 
 
 @dashboards_app.command("build")
-def dashboards_build() -> None:
-    """Write dashboards, datasource and alert rules as provisioning files."""
-    _not_built("dashboards build")
+def dashboards_build(
+    out_dir: Annotated[Path | None, typer.Option("--out", help="default: HIGHLAND_DASHBOARDS_OUT")] = None,
+) -> None:
+    """Write dashboards, datasource, alert rules and contact points as Grafana provisioning files."""
+    from dashboards.build import build_all
+
+    settings = get_settings()
+    for path in build_all(settings, out_dir or settings.dashboards_out):
+        out.print(f"wrote {path}")
 
 
 @dashboards_app.command("publish")
-def dashboards_publish() -> None:
-    """Publish the built files through Grafana's HTTP API."""
-    _not_built("dashboards publish")
+def dashboards_publish(
+    out_dir: Annotated[Path | None, typer.Option("--out", help="the folder `build` wrote")] = None,
+) -> None:
+    """Publish the built dashboards and alert rules through Grafana's HTTP API (idempotent by uid)."""
+    from dashboards.publish import publish
+
+    settings = get_settings()
+    for line in publish(settings, out_dir or settings.dashboards_out):
+        out.print(line)
 
 
 @app.command("catalog")

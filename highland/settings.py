@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     producer_linger_ms: int = 20
     producer_max_block_s: float = 10.0
     producer_compression: str | None = "gzip"
+    producer_idempotence: bool = True
 
     # --- ClickHouse --------------------------------------------------------------------------
     clickhouse_host: str = "127.0.0.1"
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
     # How often the group's evaluator recomputes statuses and feed freshness.
     alert_check_seconds: float = Field(5.0, gt=0)
     alert_webhook_url: str | None = None
+
+    # --- HTTP gateway --------------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 28000
+    gateway_max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
 
     # --- Grafana -----------------------------------------------------------------------------
     grafana_url: str = "http://127.0.0.1:3000"

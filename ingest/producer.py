@@ -2,7 +2,7 @@
 
 - key ``indicator|region`` (one series, one partition, in order), timestamp = ``observed_at``,
   header ``schema=metric-event/1``;
-- ``acks=all`` and idempotent retries, so a retried batch is never written twice;
+- ``acks=all`` and idempotent retries (``producer_idempotence``), so a retry never writes twice;
 - bounded waits everywhere: a broker that is down gives ``BrokerUnavailable`` within
   ``producer_max_block_s``, never a hang.
 """
@@ -52,7 +52,7 @@ class EventProducer:
                 bootstrap_servers=settings.bootstrap_servers,
                 client_id=client_id,
                 acks="all",
-                enable_idempotence=True,
+                enable_idempotence=settings.producer_idempotence,
                 linger_ms=settings.producer_linger_ms,
                 batch_size=512 * 1024,
                 compression_type=settings.producer_compression,

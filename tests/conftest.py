@@ -19,7 +19,8 @@ TEST_ENV = {
     "HIGHLAND_S3_FILER_PORT": "38888",
 }
 for key, value in TEST_ENV.items():
-    os.environ[key] = value
+    # An explicit environment wins, so two test sessions can run side by side on other ports.
+    os.environ.setdefault(key, value)
 
 
 def _chdb_session():

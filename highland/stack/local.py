@@ -18,6 +18,10 @@ from highland.stack.processes import port_open
 
 SECRET_KEYS = ("HIGHLAND_CLICKHOUSE_PASSWORD", "HIGHLAND_CLICKHOUSE_READER_PASSWORD",
                "HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD")
+# Settings the embedded broker needs. Tansu answers aiokafka's InitProducerId with UnknownError, so
+# producers run without idempotence locally (retries may then duplicate a message in the topic;
+# the worker's deduplication by event_id absorbs that). Production keeps the default (on).
+LOCAL_DEFAULTS = {"HIGHLAND_PRODUCER_IDEMPOTENCE": "false"}
 
 LOSS_ON_RESTART = {
     "memory": "a broker restart LOSES every message and committed offset (ClickHouse keeps its rows)",
@@ -43,6 +47,10 @@ def ensure_secrets(settings: Settings) -> dict[str, str]:
         if not values.get(key):
             values[key] = os.environ.get(key) or secrets.token_urlsafe(18)
             changed = True
+    for key, value in LOCAL_DEFAULTS.items():
+        if key not in values:
+            values[key] = value
+            changed = True
     if changed:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -51,14 +59,9 @@ def ensure_secrets(settings: Settings) -> dict[str, str]:
 
 
 def with_secrets(settings: Settings) -> Settings:
-    """The settings with the local passwords filled in where the environment gave none."""
-    values = ensure_secrets(settings)
-    update = {}
-    if not settings.clickhouse_password.get_secret_value():
-        update["clickhouse_password"] = values["HIGHLAND_CLICKHOUSE_PASSWORD"]
-    if not settings.clickhouse_reader_password.get_secret_value():
-        update["clickhouse_reader_password"] = values["HIGHLAND_CLICKHOUSE_READER_PASSWORD"]
-    return settings.model_copy(update={k: type(settings.clickhouse_password)(v) for k, v in update.items()})
+    """The settings re-read now that the local env file exists (the environment still wins)."""
+    ensure_secrets(settings)
+    return type(settings)(_env_file=env_file(settings), state_dir=settings.state_dir)
 
 
 @dataclass

@@ -1,0 +1,245 @@
+"""Highland benchmarks: ratios measured side by side, in one run, on this machine.
+
+    .venv/bin/python -m bench.run [--events 1000000] [--partitions 4]
+
+Starts its own stack (state in .highland/bench, ports 49xxx), then measures:
+- ingest: raw kafka-python producer vs. `push_files` (validate + produce + dead-letter logic), on the
+  same JSON Lines, same producer settings;
+- processing: raw aiokafka consumer-group read vs. `highland worker` (1 and 2 processes) from topic to
+  rows visible in ClickHouse, sustained (first row to last row; the group join is excluded and
+  printed separately);
+- memory: peak RSS of each worker process.
+Nothing here is asserted: the numbers are printed for people to judge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_ENV = {
+    "HIGHLAND_STATE_DIR": str(ROOT / ".highland" / "bench"),
+    "HIGHLAND_KAFKA_BOOTSTRAP": "127.0.0.1:49092",
+    "HIGHLAND_CLICKHOUSE_PORT": "49000",
+    "HIGHLAND_CLICKHOUSE_HTTP_PORT": "49123",
+    "HIGHLAND_WORKER_WEB_PORT": "46066",
+}
+os.environ.update({k: os.environ.get(k, v) for k, v in BENCH_ENV.items()})
+
+from catalog.loader import default_catalog  # noqa: E402
+from highland.settings import Settings  # noqa: E402
+from highland.stack import local  # noqa: E402
+from highland.topics import ensure_topics  # noqa: E402
+from sinks.client import connect  # noqa: E402
+from sinks.migrate import migrate  # noqa: E402
+
+FEEDS = [  # (agency, indicator, unit, region choices)
+    ("cq_commerce", "ecommerce_turnover", "万元", ["chongqing"]),
+    ("cq_comms_admin", "fiber_broadband_ports", "ports", ["yuzhong", "jiangbei", "wanzhou", "fuling"]),
+    ("cq_economy_it", "internet_plus_index", "index", ["chongqing"]),
+]
+
+
+def write_events(path: Path, n: int, seed: int = 1) -> None:
+    """About 220-byte JSON events, unique ids, spread over 2016-2020."""
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for i in range(n):
+            agency, indicator, unit, regions = FEEDS[i % len(FEEDS)]
+            f.write(json.dumps({
+                "event_id": f"bench-{i:09d}", "revision": 0, "agency": agency, "indicator": indicator,
+                "region": rng.choice(regions), "value": round(rng.uniform(1, 1000), 3), "unit": unit,
+                "observed_at": f"{rng.randint(2016, 2020)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+                               f"T{rng.randint(0, 23):02d}:00:00+08:00",
+            }, ensure_ascii=False) + "\n")
+
+
+def variant(settings: Settings, tag: str) -> Settings:
+    return settings.model_copy(update={
+        "topic_events": f"bench.{tag}.events", "topic_dlq": f"bench.{tag}.dlq", "topic_alerts": f"bench.{tag}.alerts",
+        "clickhouse_database": f"bench_{tag}", "consumer_group": f"bench-{tag}",
+    })
+
+
+def raw_produce(settings: Settings, path: Path) -> float:
+    """kafka-python alone: the same lines, keys and producer settings as push, no validation."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
+                             linger_ms=settings.producer_linger_ms, batch_size=512 * 1024,
+                             compression_type=settings.producer_compression,
+                             enable_idempotence=settings.producer_idempotence)
+    n = 0
+    start = time.perf_counter()
+    with path.open("rb") as f:
+        for line in f:
+            producer.send(settings.topic_events, key=b"k|chongqing", value=line.rstrip(b"\n"))
+            n += 1
+    producer.flush()
+    elapsed = time.perf_counter() - start
+    producer.close()
+    return n / elapsed
+
+
+def _push_all_agencies(settings: Settings, path: Path) -> int:
+    """`highland push` pushes one agency's files; the bench file mixes three agencies, so it was
+    split per agency beforehand (untimed); this pushes the three parts one after the other."""
+    from ingest.push import push_files
+
+    total = 0
+    for agency, *_ in FEEDS:
+        part = path.with_name(f"{path.stem}.{agency}.jsonl")
+        summary = push_files([part], agency, settings, BENCH_CATALOG)
+        assert summary.ok, summary
+        total += summary.delivered
+    return total
+
+
+def split_by_agency(path: Path) -> None:
+    files = {agency: path.with_name(f"{path.stem}.{agency}.jsonl").open("w") for agency, *_ in FEEDS}
+    with path.open() as f:
+        for line in f:
+            agency = line.split('"agency": "', 1)[1].split('"', 1)[0]
+            files[agency].write(line)
+    for f in files.values():
+        f.close()
+
+
+async def _aiokafka_consume(settings: Settings, n: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(settings.topic_events, bootstrap_servers=settings.bootstrap_servers,
+                                group_id=f"raw-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest",
+                                session_timeout_ms=10_000, heartbeat_interval_ms=1000, max_poll_records=10_000,
+                                fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
+    await consumer.start()
+    seen, start = 0, None
+    try:
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            count = sum(len(v) for v in batch.values())
+            if count and start is None:
+                start = time.perf_counter()
+            seen += count
+    finally:
+        await consumer.stop()
+    return n / (time.perf_counter() - start)
+
+
+@dataclass
+class WorkerRun:
+    rate: float
+    join_s: float
+    peak_rss_mb: list[float]
+
+
+def worker_rate(settings: Settings, n: int, workers: int, tmp: Path) -> WorkerRun:
+    from tests.integration.support import worker_env
+
+    env = worker_env(settings, "bench", tmp)
+    procs = [subprocess.Popen([sys.executable, "-m", "highland", "worker"],
+                              env={**env, "HIGHLAND_WORKER_DATA_DIR": str(tmp / f"faust-{i}")}, cwd=ROOT,
+                              stdout=(tmp / f"worker-{i}.log").open("wb"), stderr=subprocess.STDOUT)
+             for i in range(workers)]
+    ps = [psutil.Process(p.pid) for p in procs]
+    peak = [0.0] * workers
+    client = connect(settings)
+    launched = time.perf_counter()
+    first = None
+    try:
+        while True:
+            for i, p in enumerate(ps):
+                peak[i] = max(peak[i], p.memory_info().rss / 2**20)
+            (count,) = client.execute("SELECT count() FROM events")[0]
+            if count and first is None:
+                first = (time.perf_counter(), count)
+            if count >= n:
+                break
+            if time.perf_counter() - launched > 1800:
+                raise TimeoutError(f"worker stuck at {count}/{n}")
+            time.sleep(0.2)
+        done = time.perf_counter()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    t0, c0 = first
+    return WorkerRun((n - c0) / max(done - t0, 1e-9), t0 - launched, peak)
+
+
+BENCH_CATALOG = default_catalog()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--keep-stack", action="store_true")
+    args = parser.parse_args()
+    n = args.events
+
+    base = local.with_secrets(Settings())
+    started = local.up(base).started
+    tmp = base.state_dir / "runs" / uuid.uuid4().hex[:6]
+    tmp.mkdir(parents=True)
+    data = tmp / "events.jsonl"
+    write_events(data, n)
+    split_by_agency(data)
+    size_mb = data.stat().st_size / 2**20
+    print(f"{n:,} events, {size_mb:.0f} MB of JSON Lines, {os.cpu_count()} CPUs")
+
+    raw = variant(base, "raw" + tmp.name)
+    ensure_topics(raw)
+    pushed = variant(base, "push" + tmp.name)
+    ensure_topics(pushed)
+    migrate(pushed)
+    rows = []
+    try:
+        raw_rate = raw_produce(raw, data)
+        rows.append(("ingest", "raw kafka-python producer", raw_rate, None))
+        rate = n / _timed(lambda: _push_all_agencies(pushed, data))
+        rows.append(("ingest", "highland push", rate, rate / raw_rate))
+        consume = asyncio.run(_aiokafka_consume(pushed, n))
+        rows.append(("processing", "raw aiokafka consumer group", consume, None))
+        one = worker_rate(pushed, n, 1, tmp)
+        rows.append(("processing", f"worker x1 (join {one.join_s:.0f} s, RSS {one.peak_rss_mb[0]:.0f} MB)",
+                     one.rate, one.rate / consume))
+        second = variant(base, "two" + tmp.name)
+        second = second.model_copy(update={"topic_events": pushed.topic_events})
+        migrate(second)
+        two = worker_rate(second, n, 2, tmp)
+        rss = "/".join(f"{r:.0f}" for r in two.peak_rss_mb)
+        rows.append(("processing", f"worker x2 (join {two.join_s:.0f} s, RSS {rss} MB)", two.rate, two.rate / consume))
+    finally:
+        _report(rows)
+        if started and not args.keep_stack:
+            local.down(base)
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _report(rows) -> None:
+    print()
+    print(f"{'stage':<11} {'what':<52} {'events/s':>12} {'ratio':>7}")
+    for stage, what, rate, ratio in rows:
+        print(f"{stage:<11} {what:<52} {rate:>12,.0f} {'' if ratio is None else f'{ratio:6.0%}':>7}")
+
+
+if __name__ == "__main__":
+    main()

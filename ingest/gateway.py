@@ -1,0 +1,207 @@
+"""The HTTP gateway, for agencies that can't speak Kafka (aiohttp, which ships with Faust).
+
+``POST /v1/events`` with ``Authorization: Bearer <agency token>`` and a body that is one JSON
+event, a JSON array of events, or NDJSON (``application/x-ndjson``). Every event is validated with
+the shared validator in the name of the token's agency; accepted events are produced to Kafka
+(acks=all, idempotent) and the response lists a result per event. Good events in a request are
+delivered even when others in it are rejected.
+
+Status codes: 200 every event accepted; 400 some rejected (or the body is not JSON); 403 every
+rejection is ``forbidden_agency``; 401 no valid token; 413 body over the limit; 503 the broker
+did not acknowledge (nothing in the request counts as accepted; retry). ``GET /health`` answers
+200 when the broker is reachable, else 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from catalog.models import Catalog
+from highland.settings import Settings
+from ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter
+from ingest.events import MAX_PAYLOAD_BYTES, SCHEMA_HEADER, Accepted, Reason, Rejected, to_json, validate
+
+log = logging.getLogger("highland.gateway")
+TOKEN_CACHE_SECONDS = 30.0
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    catalog: Catalog
+    token_lookup: Any  # (token) -> agency | None, blocking (ClickHouse)
+    producer: AIOKafkaProducer | None = None
+
+    def __post_init__(self) -> None:
+        self._tokens: dict[str, tuple[str | None, float]] = {}
+        self._start_lock = asyncio.Lock()
+
+    # --- Kafka ----------------------------------------------------------------------------------
+    async def ensure_producer(self) -> AIOKafkaProducer:
+        """Start the producer on first use (and again after a failure), within a bounded time."""
+        async with self._start_lock:
+            if self.producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.settings.bootstrap_servers, acks="all",
+                    enable_idempotence=self.settings.producer_idempotence,
+                    linger_ms=5, request_timeout_ms=int(self.settings.producer_max_block_s * 1000),
+                )
+                try:
+                    await asyncio.wait_for(producer.start(), self.settings.producer_max_block_s)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    await producer.stop()
+                    raise BrokerDown(str(exc) or type(exc).__name__) from exc
+                self.producer = producer
+            return self.producer
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def deliver(self, accepted: list[tuple[Accepted, bytes]], rejected: list[DeadLetter]) -> None:
+        producer = await self.ensure_producer()
+        try:
+            futures = [await producer.send(self.settings.topic_events, value=payload, key=event.key,
+                                           timestamp_ms=event.timestamp_ms, headers=[SCHEMA_HEADER])
+                       for event, payload in accepted]
+            futures += [await producer.send(self.settings.topic_dlq, value=r.to_bytes(), key=r.key,
+                                            headers=[DLQ_SCHEMA_HEADER]) for r in rejected]
+            await asyncio.wait_for(asyncio.gather(*futures), self.settings.producer_max_block_s * 3)
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerDown(str(exc) or type(exc).__name__) from exc
+
+    # --- auth -----------------------------------------------------------------------------------
+    async def agency_for(self, request: web.Request) -> str | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        token = token.strip()
+        cached = self._tokens.get(token)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        agency = await asyncio.to_thread(self.token_lookup, token)
+        self._tokens[token] = (agency, time.monotonic() + TOKEN_CACHE_SECONDS)
+        return agency
+
+
+class BrokerDown(RuntimeError):
+    pass
+
+
+def split_body(body: bytes, content_type: str) -> list[bytes] | None:
+    """The request's events as separate JSON payloads; None if the body is not JSON at all."""
+    if content_type in ("application/x-ndjson", "application/ndjson", "application/jsonl"):
+        return [line.strip() for line in body.splitlines() if line.strip()]
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(data, list):
+        return [to_json(item) if isinstance(item, dict) else json.dumps(item).encode() for item in data]
+    return [body]
+
+
+def _status(results: list[dict[str, Any]]) -> int:
+    reasons = {r["reason"] for r in results if r["status"] == "rejected"}
+    if not reasons:
+        return 200
+    return 403 if reasons == {Reason.FORBIDDEN_AGENCY.value} else 400
+
+
+def create_app(gateway: Gateway) -> web.Application:
+    limit = gateway.settings.gateway_max_body_bytes
+    app = web.Application(client_max_size=limit)
+
+    async def post_events(request: web.Request) -> web.Response:
+        now = datetime.now(UTC)
+        origin = request.remote or "?"
+        body = await _read_limited(request, limit)
+        agency = await gateway.agency_for(request)
+        if agency is None:
+            return await _refuse(gateway, 401, Reason.UNAUTHENTICATED, "missing, unknown or revoked bearer token",
+                                 body, origin, now)
+        if body is None:
+            return await _refuse(gateway, 413, Reason.PAYLOAD_TOO_LARGE, f"request body over {limit} bytes",
+                                 b"", origin, now, agency)
+        payloads = split_body(body, request.content_type)
+        if payloads is None:
+            return await _refuse(gateway, 400, Reason.MALFORMED_JSON, "the body is not JSON", body, origin, now,
+                                 agency)
+        results, accepted, rejected = [], [], []
+        for index, payload in enumerate(payloads):
+            verdict = validate(payload, gateway.catalog, now=now, pushed_by=agency)
+            if isinstance(verdict, Accepted):
+                accepted.append((verdict, payload))
+                results.append({"index": index, "status": "accepted", "event_id": verdict.event_id})
+            else:
+                rejected.append(dead_letter(verdict, payload, "gateway", f"{origin}#{index}", now))
+                results.append({"index": index, "status": "rejected", "reason": verdict.reason.value,
+                                "detail": verdict.detail})
+        try:
+            await gateway.deliver(accepted, rejected)
+        except BrokerDown as exc:
+            return web.json_response({"error": "broker_unavailable", "detail": str(exc),
+                                      "accepted": 0, "retry": True}, status=503)
+        return web.json_response({"accepted": len(accepted), "rejected": len(rejected), "results": results},
+                                 status=_status(results))
+
+    async def health(_request: web.Request) -> web.Response:
+        try:
+            await gateway.ensure_producer()
+        except BrokerDown as exc:
+            return web.json_response({"status": "unavailable", "broker": False, "detail": str(exc)}, status=503)
+        return web.json_response({"status": "ok", "broker": True})
+
+    async def on_cleanup(_app: web.Application) -> None:
+        await gateway.close()
+
+    app.router.add_post("/v1/events", post_events)
+    app.router.add_get("/health", health)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None if it is larger than ``limit`` (read no further than that)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _refuse(gateway: Gateway, status: int, reason: Reason, detail: str, body: bytes | None, origin: str,
+                  now: datetime, agency: str | None = None) -> web.Response:
+    """Reject the whole request, leaving a dead letter (payload cut to the event size limit)."""
+    payload = (body or b"")[:MAX_PAYLOAD_BYTES]
+    record = dead_letter(Rejected(reason, detail, agency), payload, "gateway", origin, now)
+    try:
+        await gateway.deliver([], [record])
+    except BrokerDown:
+        log.error("could not dead-letter a refused request (%s): broker down", reason.value)
+    return web.json_response({"error": reason.value, "detail": detail}, status=status)
+
+
+def serve(settings: Settings, catalog: Catalog, host: str, port: int) -> None:
+    from ingest.tokens import agency_of
+    from sinks.client import connect
+
+    def lookup(token: str) -> str | None:
+        return agency_of(connect(settings), settings.clickhouse_database, token)
+
+    web.run_app(create_app(Gateway(settings, catalog, lookup)), host=host, port=port, print=None)

@@ -1,0 +1,264 @@
+"""`highland push` and the HTTP gateway against the real broker: accepted events reach the events
+topic with key, timestamp and header; every rejection reaches the dead-letter topic with its raw
+payload and reason; bad rows never hold up good ones; a dead broker is a clear, bounded error."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kafka import KafkaConsumer, TopicPartition
+
+from highland.settings import Settings
+from ingest.dead_letters import DeadLetter
+from ingest.events import Reason
+from ingest.tokens import issue, revoke_all
+from sinks.client import connect
+from tests.conftest import ROOT
+from tests.integration.support import wait_for, worker_env
+
+pytestmark = pytest.mark.integration
+GATEWAY_PORT = 38000
+
+GOOD = {"event_id": "e-1", "agency": "cq_commerce", "indicator": "ecommerce_turnover", "value": 12.5,
+        "unit": "亿元", "observed_at": "2019-05-01T00:00:00+08:00"}
+
+
+def read_topic(settings: Settings, topic: str) -> list:
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, consumer_timeout_ms=2000)
+    consumer.assign([TopicPartition(topic, p) for p in range(settings.topic_partitions)])
+    consumer.seek_to_beginning()
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
+def dead_letters(settings: Settings) -> list[DeadLetter]:
+    return [DeadLetter.model_validate_json(m.value) for m in read_topic(settings, settings.topic_dlq)]
+
+
+def highland(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = worker_env(settings, "cli", Path("/tmp"))
+    return subprocess.run([sys.executable, "-m", "highland", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=timeout)
+
+
+def jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows))
+    return path
+
+
+def test_push_csv_sends_accepted_rows_with_key_timestamp_and_header(isolated: Settings, tmp_path):
+    csv = tmp_path / "turnover.csv"
+    csv.write_text("event_id,revision,agency,indicator,region,value,unit,observed_at\n"
+                   "c1,0,cq_commerce,ecommerce_turnover,,1200,亿元,2019-01-31T00:00:00+08:00\n"
+                   "c2,1,cq_commerce,ecommerce_turnover,chongqing,50000,万元,2019-02-28T00:00:00+08:00\n")
+    result = highland(isolated, "push", str(csv), "--agency", "cq_commerce")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "accepted: 2" in result.stdout and "rejected: 0" in result.stdout
+    messages = sorted(read_topic(isolated, isolated.topic_events), key=lambda m: m.timestamp)
+    assert [m.key for m in messages] == [b"ecommerce_turnover|chongqing"] * 2
+    assert messages[0].timestamp == 1548864000000  # 2019-01-31T00:00+08:00 in epoch ms
+    assert ("schema", b"metric-event/1") in messages[0].headers
+    assert json.loads(messages[1].value)["revision"] == 1
+    assert not (tmp_path / "turnover.csv.rejected.jsonl").exists()
+
+
+def test_a_mixed_file_delivers_good_rows_and_dead_letters_every_bad_one(isolated: Settings, tmp_path):
+    bad = {
+        "malformed_json": "{not json",
+        "schema_violation": {**GOOD, "event_id": "bad id"},
+        "unknown_indicator": {**GOOD, "event_id": "b2", "indicator": "gdp"},
+        "unknown_region": {**GOOD, "event_id": "b3", "region": "atlantis"},
+        "unit_mismatch": {**GOOD, "event_id": "b4", "unit": "kg"},
+        "not_finite": json.dumps({**GOOD, "event_id": "b5"}).replace("12.5", "NaN"),
+        "negative_value": {**GOOD, "event_id": "b6", "value": -3},
+        "future_timestamp": {**GOOD, "event_id": "b7", "observed_at": "2999-01-01T00:00:00+08:00"},
+        "forbidden_agency": {**GOOD, "event_id": "b8", "agency": "cq_transport"},
+        "payload_too_large": {**GOOD, "event_id": "b9", "pad": "x" * 70_000},
+    }
+    rows: list = []
+    for i, row in enumerate(bad.values()):
+        rows += [row, {**GOOD, "event_id": f"good-{i}"}]  # every bad row has a good one behind it
+    result = highland(isolated, "push", str(jsonl(tmp_path / "mixed.jsonl", rows)), "--agency", "cq_commerce")
+    assert result.returncode == 1
+    assert f"accepted: {len(bad)}" in result.stdout
+    for name in bad:
+        assert f"{name}: 1" in result.stdout
+    rejected_file = tmp_path / "mixed.jsonl.rejected.jsonl"
+    assert sorted(json.loads(line)["reason"] for line in rejected_file.read_text().splitlines()) == sorted(bad)
+    assert len(read_topic(isolated, isolated.topic_events)) == len(bad)
+    letters = {d.reason.value: d for d in dead_letters(isolated)}
+    assert set(letters) == set(bad)
+    assert letters["malformed_json"].raw_payload() == b"{not json"
+    assert letters["unit_mismatch"].origin == "mixed.jsonl:9" and letters["unit_mismatch"].agency == "cq_commerce"
+    assert all(d.source == "push" for d in letters.values())
+
+
+def test_push_names_an_unreachable_broker_and_does_not_hang(isolated: Settings, tmp_path):
+    dead = isolated.model_copy(update={"kafka_bootstrap": "127.0.0.1:1", "producer_max_block_s": 2.0})
+    env = {**worker_env(dead, "cli", tmp_path), "HIGHLAND_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+           "HIGHLAND_PRODUCER_MAX_BLOCK_S": "2"}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "highland", "push", str(jsonl(tmp_path / "a.jsonl", [GOOD])),
+                             "--agency", "cq_commerce"], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "broker unavailable" in result.stderr and "127.0.0.1:1" in result.stderr
+    assert time.monotonic() - started < 30
+
+
+# --- the HTTP gateway ------------------------------------------------------------------------------
+
+class GatewayProcess:
+    def __init__(self, settings: Settings, tmp: Path, port: int = GATEWAY_PORT, extra: dict | None = None):
+        env = {**worker_env(settings, "gw", tmp), **(extra or {})}
+        self.port = port
+        self.log = tmp / "gateway.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "highland", "gateway", "--port", str(port)], env=env,
+                                     cwd=ROOT, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        wait_for(self._listening, 30, "the gateway to listen", lambda: self.log.read_text())
+
+    def _listening(self) -> bool:
+        try:
+            self.request("GET", "/health")
+            return True
+        except OSError:
+            return False
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read() or b"null")
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def gateway(isolated: Settings, tmp_path):
+    gw = GatewayProcess(isolated, tmp_path)
+    yield gw
+    gw.stop()
+
+
+def auth(token: str, content_type: str = "application/json") -> dict:
+    return {"Authorization": f"Bearer {token}", "Content-Type": content_type}
+
+
+def test_gateway_accepts_an_agencys_own_events_and_reports_per_event(isolated: Settings, gateway):
+    token = issue(connect(isolated), isolated.clickhouse_database, "cq_commerce")
+    status, body = gateway.request("POST", "/v1/events", json.dumps(GOOD).encode(), auth(token))
+    assert (status, body["accepted"]) == (200, 1)
+    batch = [GOOD, {**GOOD, "event_id": "e-2", "unit": "kg"}, {**GOOD, "event_id": "e-3"}]
+    status, body = gateway.request("POST", "/v1/events", json.dumps(batch).encode(), auth(token))
+    assert status == 400
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected", "accepted"]
+    assert body["results"][1]["reason"] == "unit_mismatch"
+    ndjson = "\n".join(json.dumps({**GOOD, "event_id": f"n{i}"}) for i in range(3)).encode()
+    status, body = gateway.request("POST", "/v1/events", ndjson, auth(token, "application/x-ndjson"))
+    assert (status, body["accepted"]) == (200, 3)
+    assert len(read_topic(isolated, isolated.topic_events)) == 1 + 2 + 3
+    assert [d.reason for d in dead_letters(isolated)] == [Reason.UNIT_MISMATCH]
+
+
+def test_gateway_refuses_without_a_valid_token_and_outside_ownership(isolated: Settings, gateway):
+    client = connect(isolated)
+    status, body = gateway.request("POST", "/v1/events", json.dumps(GOOD).encode(), {})
+    assert (status, body["error"]) == (401, "unauthenticated")
+    status, _ = gateway.request("POST", "/v1/events", json.dumps(GOOD).encode(), auth("hlt_forged"))
+    assert status == 401
+    other = issue(client, isolated.clickhouse_database, "cq_comms_admin")
+    status, body = gateway.request("POST", "/v1/events", json.dumps(GOOD).encode(), auth(other))
+    assert status == 403 and body["results"][0]["reason"] == "forbidden_agency"  # not its name
+    mine = issue(client, isolated.clickhouse_database, "cq_commerce")
+    ports = {**GOOD, "indicator": "fiber_broadband_ports", "unit": "ports", "region": "yuzhong"}
+    status, body = gateway.request("POST", "/v1/events", json.dumps(ports).encode(), auth(mine))
+    assert status == 403 and "owned by 'cq_comms_admin'" in body["results"][0]["detail"]
+    reasons = sorted(d.reason.value for d in dead_letters(isolated))
+    assert reasons == ["forbidden_agency", "forbidden_agency", "unauthenticated", "unauthenticated"]
+    assert read_topic(isolated, isolated.topic_events) == []
+
+
+def test_a_revoked_token_stops_working(isolated: Settings, tmp_path):
+    client = connect(isolated)
+    token = issue(client, isolated.clickhouse_database, "cq_commerce")
+    assert revoke_all(client, isolated.clickhouse_database, "cq_commerce") == 1
+    gw = GatewayProcess(isolated, tmp_path)  # a fresh process: no cached token
+    try:
+        status, _ = gw.request("POST", "/v1/events", json.dumps(GOOD).encode(), auth(token))
+        assert status == 401
+    finally:
+        gw.stop()
+
+
+def test_gateway_limits_body_size_and_refuses_non_json(isolated: Settings, tmp_path):
+    token = issue(connect(isolated), isolated.clickhouse_database, "cq_commerce")
+    gw = GatewayProcess(isolated, tmp_path, extra={"HIGHLAND_GATEWAY_MAX_BODY_BYTES": "4096"})
+    try:
+        status, body = gw.request("POST", "/v1/events", b"x" * 10_000, auth(token))
+        assert (status, body["error"]) == (413, "payload_too_large")
+        status, body = gw.request("POST", "/v1/events", b"this is not json", auth(token))
+        assert (status, body["error"]) == (400, "malformed_json")
+    finally:
+        gw.stop()
+    assert sorted(d.reason.value for d in dead_letters(isolated)) == ["malformed_json", "payload_too_large"]
+
+
+def test_gateway_answers_503_when_the_broker_is_down(isolated: Settings, tmp_path):
+    token = issue(connect(isolated), isolated.clickhouse_database, "cq_commerce")
+    gw = GatewayProcess(isolated, tmp_path, port=GATEWAY_PORT + 1,
+                        extra={"HIGHLAND_KAFKA_BOOTSTRAP": "127.0.0.1:1", "HIGHLAND_PRODUCER_MAX_BLOCK_S": "2"})
+    try:
+        status, body = gw.request("GET", "/health")
+        assert status == 503 and body["broker"] is False
+        status, body = gw.request("POST", "/v1/events", json.dumps(GOOD).encode(), auth(token))
+        assert status == 503 and body["retry"] is True and body["accepted"] == 0
+    finally:
+        gw.stop()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=st.binary(max_size=200) | st.lists(st.dictionaries(st.sampled_from([*sorted(GOOD), "x"]),
+                                                                 st.none() | st.integers() | st.text(max_size=20)
+                                                                 | st.floats()), max_size=4)
+       .map(lambda v: json.dumps(v).encode()),
+       content_type=st.sampled_from(["application/json", "application/x-ndjson", "text/plain"]))
+def test_fuzzed_requests_get_a_status_and_a_reason_never_a_crash(fuzz_gateway, body, content_type):
+    gw, token = fuzz_gateway
+    status, answer = gw.request("POST", "/v1/events", body, auth(token, content_type))
+    assert status in {200, 400, 403, 413}
+    assert isinstance(answer, dict)
+    for result in answer.get("results", []):
+        assert result["status"] == "accepted" or result["reason"] in {r.value for r in Reason}
+    assert gw.proc.poll() is None
+
+
+@pytest.fixture(scope="module")
+def fuzz_gateway(stack: Settings, tmp_path_factory):
+    settings = stack.model_copy(update={"clickhouse_database": "fuzz_gw", "topic_events": "fuzz.events",
+                                        "topic_dlq": "fuzz.dlq"})
+    from highland.topics import ensure_topics
+    from sinks.migrate import migrate
+
+    ensure_topics(settings)
+    migrate(settings)
+    token = issue(connect(settings), settings.clickhouse_database, "cq_commerce")
+    gw = GatewayProcess(settings, tmp_path_factory.mktemp("fuzz"), port=GATEWAY_PORT + 2)
+    yield gw, token
+    gw.stop()
+    connect(settings, database="default").execute("DROP DATABASE IF EXISTS fuzz_gw")
+
