@@ -7,7 +7,7 @@ PYTHON ?= python3
 .PHONY: demo test lint install clean-state
 
 demo: install
-	$(BIN)/highland stack up
+	$(BIN)/highland demo
 	$(BIN)/highland progress
 
 test: install lint

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -78,6 +80,16 @@ def _print_status(rows: list[dict[str, object]] | None = None) -> None:
     out.print(table)
 
 
+@app.command("demo")
+def demo_cmd() -> None:
+    """The main job on the local stack: stack up, a worker, five years of synthetic feeds pushed."""
+    from highland.demo import run_demo
+
+    run_demo(get_settings(), say=out.print)
+    out.print("next: `highland progress`, `highland board`, `highland alerts`, `highland dlq`, "
+              "`highland dashboards build`; `highland stack down` stops everything")
+
+
 # --- progress -------------------------------------------------------------------------------------
 
 def _parse_date(value: str | None) -> date | None:
@@ -108,20 +120,30 @@ def progress_cmd(
     if as_json:
         _print_json({"as_of": day.isoformat(), "indicators": [r.as_dict() for r in rows]})
         return
-    table = Table("indicator", "period", "actual", "expected", "target", "%", "status", "projected",
-                  title=f"Plan progress as of {day.isoformat()}")
+    table = Table(title=f"Plan progress as of {day.isoformat()} (flows: year to date)", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    table.add_column("indicator", no_wrap=True, overflow="ellipsis", max_width=26)
+    for name in ("actual", "expected", "target"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=8)
+    table.add_column("%", justify="right", no_wrap=True, min_width=4)
+    table.add_column("status", no_wrap=True, min_width=9)
     colour = {"on_track": "green", "at_risk": "yellow", "off_track": "red", "no_data": "dim"}
     for r in rows:
-        table.add_row(r.indicator, r.period, _num(r.actual), _num(r.expected),
-                      f"{_num(r.target)} ({r.target_year})", _num(r.pct_of_target),
-                      f"[{colour[r.status]}]{r.status}[/]", _num(r.projected))
+        table.add_row(r.indicator, _num(r.actual), _num(r.expected), _num(r.target),
+                      "—" if r.pct_of_target is None else f"{r.pct_of_target:.0f}",
+                      f"[{colour[r.status]}]{r.status}[/]")
     out.print(table)
+    counts = Counter(r.status for r in rows)
+    out.print(", ".join(f"{k} {counts[k]}" for k in colour if counts[k]) + "  (details: --json)")
 
 
 def _num(v: float | None) -> str:
+    """Compact enough for an 80-column terminal: 12.35, 4,512, 15.0M."""
     if v is None:
         return "—"
-    return f"{v:,.2f}" if abs(v) < 1e6 else f"{v:,.0f}"
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:,.1f}M"
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.2f}"
 
 
 # --- commands of later issues ---------------------------------------------------------------------

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from highland.settings import Settings
 from highland.stack import broker, clickhouse_server
-from highland.stack.processes import port_open
+from highland.stack.processes import Service, port_open
 
 SECRET_KEYS = ("HIGHLAND_CLICKHOUSE_PASSWORD", "HIGHLAND_CLICKHOUSE_READER_PASSWORD",
                "HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD")
@@ -89,8 +90,21 @@ def up(settings: Settings) -> UpReport:
     return UpReport(started, created, applied)
 
 
+def worker_service(settings: Settings) -> Service:
+    return Service("worker", settings.state_dir)
+
+
+def start_worker(settings: Settings) -> int | None:
+    """A background `highland worker` managed with the stack (the demo's); None if one runs."""
+    svc = worker_service(settings)
+    if svc.pid() is not None:
+        return None
+    return svc.start([sys.executable, "-m", "highland", "worker"])
+
+
 def down(settings: Settings) -> list[str]:
-    stopped = broker.stop(settings)
+    stopped = ["worker"] if worker_service(settings).stop(grace_s=15.0) else []
+    stopped += broker.stop(settings)
     if clickhouse_server.service(settings).stop(grace_s=15.0):
         stopped.append("clickhouse")
     return stopped
@@ -99,6 +113,7 @@ def down(settings: Settings) -> list[str]:
 def status(settings: Settings) -> list[dict[str, object]]:
     """One row per component: what runs, where, and its pid if the stack started it."""
     ch = clickhouse_server.service(settings)
+    worker_pid = worker_service(settings).pid()
     rows: list[dict[str, object]] = [
         {
             "component": "broker",
@@ -116,6 +131,9 @@ def status(settings: Settings) -> list[dict[str, object]]:
             "detail": f"database {settings.clickhouse_database}, state {settings.state_dir / 'clickhouse'}",
         },
     ]
+    if worker_pid is not None:
+        rows.append({"component": "worker", "address": f"group {settings.consumer_group}", "pid": worker_pid,
+                     "answers": True, "detail": f"log {worker_service(settings).log_file}"})
     if settings.broker_storage == "s3":
         rows.append({
             "component": "s3",
