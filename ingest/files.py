@@ -21,8 +21,14 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    origin: str  # file:line, for messages and dead letters
+    file: str
+    line: int
     payload: bytes  # the JSON that is validated and, if accepted, sent
+
+    @property
+    def origin(self) -> str:
+        """file:line, for messages and dead letters (built only when a row is rejected)."""
+        return f"{self.file}:{self.line}"
 
 
 def file_format(path: Path) -> str:
@@ -39,11 +45,12 @@ def read_rows(path: Path) -> Iterator[Row]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row]:
+    name = path.name
     with path.open("rb") as f:
         for number, line in enumerate(f, 1):
             line = line.strip()
             if line:
-                yield Row(f"{path.name}:{number}", line)
+                yield Row(name, number, line)
 
 
 def _typed(cell: str, kind: type) -> object:
@@ -70,4 +77,4 @@ def _csv_rows(path: Path) -> Iterator[Row]:
                     event[key] = _typed(cell.strip(), int)
                 else:
                     event[key] = cell
-            yield Row(f"{path.name}:{reader.line_num}", to_json(event))
+            yield Row(path.name, reader.line_num, to_json(event))

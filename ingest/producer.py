@@ -26,16 +26,17 @@ class BrokerUnavailable(RuntimeError):
 
 @dataclass
 class DeliveryReport:
-    """Counts of acknowledged and failed sends (updated from the producer's I/O thread)."""
+    """Sends and failures (failures are counted from the producer's I/O thread). Only failures
+    get a callback: after ``flush()`` every future is resolved, so delivered = sent - failed."""
 
-    delivered: int = 0
+    sent: int = 0
     failed: int = 0
     last_error: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def ok(self, _metadata: object) -> None:
-        with self._lock:
-            self.delivered += 1
+    @property
+    def delivered(self) -> int:
+        return self.sent - self.failed
 
     def error(self, exc: BaseException) -> None:
         with self._lock:
@@ -85,7 +86,7 @@ class EventProducer:
         except KafkaTimeoutError as exc:
             raise BrokerUnavailable(f"the broker did not take the message within "
                                     f"{self.settings.producer_max_block_s:.0f} s") from exc
-        future.add_callback(report.ok)
+        report.sent += 1
         future.add_errback(report.error)
 
     def flush(self) -> None:

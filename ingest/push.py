@@ -96,7 +96,6 @@ def push_files(paths: list[Path], agency: str, settings: Settings, catalog: Cata
                 summary.rejected_files.append(log.path)
         producer.flush()
         summary.delivered = producer.events.delivered
-        summary.undelivered = producer.events.failed + (summary.sent - producer.events.delivered
-                                                        - producer.events.failed)
+        summary.undelivered = producer.events.failed
         summary.delivery_error = producer.events.last_error or producer.dead_letters.last_error
     return summary
