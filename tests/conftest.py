@@ -39,3 +39,13 @@ def chdb_session():
     sess.query("CREATE DATABASE IF NOT EXISTS mig")
     yield sess
     sess.close()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run the long fault-injection suite (1 M events, many faults)")
+
+
+@pytest.fixture(scope="session")
+def long_run(request) -> bool:
+    return bool(request.config.getoption("--long"))

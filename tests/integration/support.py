@@ -67,6 +67,8 @@ def worker_env(settings: Settings, name: str, tmp: Path) -> dict[str, str]:
     """Environment for a `highland worker` process using the test's own topics and database."""
     return {
         **os.environ,
+        "HIGHLAND_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "HIGHLAND_CLICKHOUSE_PORT": str(settings.clickhouse_port),
         "HIGHLAND_CLICKHOUSE_DATABASE": settings.clickhouse_database,
         "HIGHLAND_CLICKHOUSE_PASSWORD": settings.clickhouse_password.get_secret_value(),
         "HIGHLAND_TOPIC_EVENTS": settings.topic_events,
