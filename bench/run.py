@@ -191,6 +191,83 @@ def worker_rate(settings: Settings, n: int, workers: int, tmp: Path) -> WorkerRu
 BENCH_CATALOG = default_catalog()
 
 
+def freshness(settings: Settings, rate: int, seconds: float, workers: int, tmp: Path) -> tuple[float, ...]:
+    """p50/p95/p99 seconds from send to queryable, at a steady ``rate`` of new events.
+
+    Every event's (partition, offset) comes back from the producer; a poller reads the highest
+    stored offset per partition every 20 ms. Batches cover contiguous offsets of a partition, so an
+    event is visible once its partition's stored maximum reaches its offset."""
+    import statistics
+    import threading
+    from datetime import UTC, datetime
+
+    from kafka import KafkaProducer
+
+    from ingest.events import SCHEMA_HEADER
+    from tests.integration.support import worker_env
+
+    env = worker_env(settings, "fresh", tmp)
+    procs = [subprocess.Popen([sys.executable, "-m", "highland", "worker"],
+                              env={**env, "HIGHLAND_WORKER_DATA_DIR": str(tmp / f"fresh-{i}"),
+                                   "HIGHLAND_WORKER_BATCH_SECONDS": "0.2"}, cwd=ROOT,
+                              stdout=(tmp / f"fresh-{i}.log").open("wb"), stderr=subprocess.STDOUT)
+             for i in range(workers)]
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5,
+                             enable_idempotence=settings.producer_idempotence)
+    client = connect(settings)
+    sent: list[tuple[float, object]] = []
+
+    def event(i: int) -> bytes:
+        return json.dumps({"event_id": f"fresh-{i}", "agency": "cq_commerce", "indicator": "ecommerce_turnover",
+                           "value": 1.0, "unit": "亿元",
+                           "observed_at": datetime.now(UTC).isoformat()}).encode()
+
+    def produce(n: int, start_id: int) -> None:
+        t0 = time.perf_counter()
+        for i in range(n):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            future = producer.send(settings.topic_events, key=b"ecommerce_turnover|chongqing",
+                                   value=event(start_id + i), headers=[SCHEMA_HEADER])
+            sent.append((time.perf_counter(), future))
+        producer.flush()
+
+    try:
+        produce(1, 0)  # warm-up: wait until the group has joined and the first event is visible
+        deadline = time.perf_counter() + 120
+        while client.execute("SELECT count() FROM events")[0][0] < 1 and time.perf_counter() < deadline:
+            time.sleep(0.2)
+        sent.clear()
+        total = int(rate * seconds)
+        thread = threading.Thread(target=produce, args=(total, 1))
+        thread.start()
+        visible: dict[int, list[tuple[int, float]]] = {}
+        done_at = time.perf_counter() + seconds + 60
+        while time.perf_counter() < done_at:
+            now = time.perf_counter()
+            for part, top in client.execute("SELECT kafka_partition, max(kafka_offset) FROM events "
+                                            "GROUP BY kafka_partition"):
+                visible.setdefault(part, []).append((top, now))
+            if not thread.is_alive() and client.execute("SELECT count() FROM events")[0][0] >= total + 1:
+                break
+            time.sleep(0.02)
+        thread.join()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+        producer.close()
+    lags = []
+    for sent_at, future in sent:
+        meta = future.get(timeout=10)
+        seen = next((t for top, t in visible.get(meta.partition, []) if top >= meta.offset), None)
+        lags.append((seen - sent_at) if seen is not None else float("inf"))
+    q = statistics.quantiles(lags, n=100)
+    return q[49], q[94], q[98]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -230,6 +307,12 @@ def main() -> None:
         two = worker_rate(second, n, 2, tmp)
         rss = "/".join(f"{r:.0f}" for r in two.peak_rss_mb)
         rows.append(("processing", f"worker x2 (join {two.join_s:.0f} s, RSS {rss} MB)", two.rate, two.rate / consume))
+        for rate, workers in ((2000, 1), (5000, 2), (10_000, 2)):
+            fresh = variant(base, f"fresh{rate}" + tmp.name)
+            ensure_topics(fresh)
+            migrate(fresh)
+            p50, p95, p99 = freshness(fresh, rate, 20.0, workers, tmp)
+            print(f"freshness at {rate:,}/s, {workers} worker(s): p50 {p50:.2f} s, p95 {p95:.2f} s, p99 {p99:.2f} s")
     finally:
         _report(rows)
         if started and not args.keep_stack:

@@ -97,6 +97,10 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         # Safe with manual acks (only acked offsets are committed), and it keeps SIGTERM from
         # waiting forever on a stream whose agent died.
         stream_wait_empty=False,
+        # Faust's default prefetch (4,096) is below one batch: take() would then wait out its
+        # timeout on every batch. Let a stream hold a few batches.
+        stream_buffer_maxsize=max(4096, 4 * settings.worker_batch_size),
+        broker_max_poll_records=settings.worker_batch_size,
         web_enabled=settings.worker_web_enabled,
         web_port=settings.worker_web_port,
         store="memory://",
