@@ -87,7 +87,21 @@ def up(settings: Settings) -> UpReport:
         started.append("clickhouse")
     created = ensure_topics(settings)
     applied = migrate(settings)
+    _sync_plan(settings)
     return UpReport(started, created, applied)
+
+
+def _sync_plan(settings: Settings) -> None:
+    """The catalog's plan numbers into ClickHouse, for the dashboards' SQL (a no-op when current)."""
+    from catalog.loader import default_catalog
+    from sinks.client import connect
+    from sinks.plan_tables import sync_plan_tables
+
+    client = connect(settings)
+    try:
+        sync_plan_tables(client, settings.clickhouse_database, default_catalog())
+    finally:
+        client.disconnect()
 
 
 def worker_service(settings: Settings) -> Service:

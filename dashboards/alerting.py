@@ -1,0 +1,129 @@
+"""Grafana unified-alerting rules, contact points and notification policies for Highland.
+
+Each rule runs one SQL query against ClickHouse that returns one row per indicator: string columns
+(indicator, agency) become the series' labels and the numeric column `firing` (1 or 0) its value,
+so one rule yields one alert instance per indicator, labelled with the owning agency for routing.
+
+The rule model here is the provisioning API's (what publish.py sends, validated in tests against the
+SDK's alerting Rule schema); `file_groups` reshapes it into the provisioning file format.
+The rule SQL contains no `$`: Grafana interpolates environment variables in provisioning files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from catalog.models import Catalog
+from dashboards import queries as q
+from dashboards.panels import DATASOURCE_UID, query
+
+Json = dict[str, Any]
+FOLDER_UID = "highland"
+FOLDER_TITLE = "Highland"
+RULE_GROUP = "highland-plan"
+GROUP_INTERVAL_S = 60
+EXPRESSION = {"type": "__expr__", "uid": "__expr__"}
+DUTY_RECEIVER = "highland-duty"
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    uid: str
+    title: str
+    sql: str
+    severity: str
+    summary: str
+
+
+def rule_specs(sql: q.Sql) -> list[RuleSpec]:
+    which = '{{ index .Labels "indicator" }} ({{ index .Labels "agency" }})'
+    return [
+        RuleSpec("highland-off-track", "Indicator off track", q.rule_status_sql(sql, "off_track"), "critical",
+                 f"{which} is off track: below the at-risk threshold of its plan path."),
+        RuleSpec("highland-at-risk", "Indicator at risk", q.rule_status_sql(sql, "at_risk"), "warning",
+                 f"{which} is at risk: between the at-risk and on-track thresholds of its plan path."),
+        RuleSpec("highland-stale-feed", "Feed stale", q.rule_stale_sql(sql), "warning",
+                 f"{which}: no event for longer than the feed's cadence."),
+    ]
+
+
+def _data(spec: RuleSpec) -> list[Json]:
+    model = {**query(spec.sql, "A"), "intervalMs": 60_000, "maxDataPoints": 43_200}
+    threshold = {"refId": "C", "type": "threshold", "expression": "A", "datasource": EXPRESSION,
+                 "conditions": [{"evaluator": {"type": "gt", "params": [0.5]}}]}
+    # The SQL ignores the time range (it reads "now"); Grafana still wants one per query.
+    return [
+        {"refId": "A", "datasourceUid": DATASOURCE_UID, "relativeTimeRange": {"from": 600, "to": 0},
+         "model": model},
+        {"refId": "C", "datasourceUid": EXPRESSION["uid"], "relativeTimeRange": {"from": 0, "to": 0},
+         "model": threshold},
+    ]
+
+
+def api_rule(spec: RuleSpec) -> Json:
+    """One rule in the provisioning API's model (POST/PUT /api/v1/provisioning/alert-rules)."""
+    return {
+        "uid": spec.uid,
+        "title": spec.title,
+        "orgID": 1,
+        "folderUID": FOLDER_UID,
+        "ruleGroup": RULE_GROUP,
+        "condition": "C",
+        "data": _data(spec),
+        # No rows at all means the plan tables are missing: worth an alert of its own.
+        "noDataState": "NoData",
+        "execErrState": "Error",
+        "for": "5m",
+        "isPaused": False,
+        "labels": {"team": "highland", "severity": spec.severity},
+        "annotations": {"summary": spec.summary},
+    }
+
+
+def api_rules(sql: q.Sql) -> list[Json]:
+    return [api_rule(spec) for spec in rule_specs(sql)]
+
+
+FILE_ONLY_DROPPED = ("orgID", "folderUID", "ruleGroup")
+
+
+def file_groups(rules: list[Json]) -> Json:
+    """The provisioning file (provisioning/alerting/rules.yaml) holding the same rules."""
+    return {"apiVersion": 1, "groups": [{
+        "orgId": 1, "name": RULE_GROUP, "folder": FOLDER_TITLE, "interval": f"{GROUP_INTERVAL_S}s",
+        "rules": [{k: v for k, v in rule.items() if k not in FILE_ONLY_DROPPED} for rule in rules],
+    }]}
+
+
+def agency_receiver(agency: str) -> str:
+    return f"highland-agency-{agency}"
+
+
+def _env(name: str) -> str:
+    """An environment reference Grafana expands when it loads the file (never the value itself)."""
+    return f"${name}"
+
+
+def contact_points(catalog: Catalog) -> Json:
+    """Templates: a duty webhook, and one e-mail contact point per agency (addresses from the
+    environment, one variable per agency)."""
+    points = [{"orgId": 1, "name": DUTY_RECEIVER, "receivers": [{
+        "uid": "highland-duty-webhook", "type": "webhook", "disableResolveMessage": False,
+        "settings": {"url": _env("HIGHLAND_ALERT_WEBHOOK_URL"), "httpMethod": "POST"}}]}]
+    for agency in catalog.agencies:
+        points.append({"orgId": 1, "name": agency_receiver(agency.code), "receivers": [{
+            "uid": f"highland-{agency.code}-email"[:40], "type": "email", "disableResolveMessage": False,
+            "settings": {"addresses": _env(f"HIGHLAND_ALERT_EMAIL_{agency.code.upper()}")}}]})
+    return {"apiVersion": 1, "contactPoints": points}
+
+
+def notification_policies(catalog: Catalog) -> Json:
+    """Duty staff get every Highland alert; each agency also gets the alerts labelled with it.
+    Note: a provisioned policy tree REPLACES the organisation's whole tree."""
+    routes = [{"receiver": DUTY_RECEIVER, "object_matchers": [["team", "=", "highland"]], "continue": True}]
+    routes += [{"receiver": agency_receiver(a.code), "object_matchers": [["agency", "=", a.code]],
+                "continue": True} for a in catalog.agencies]
+    return {"apiVersion": 1, "policies": [{
+        "orgId": 1, "receiver": DUTY_RECEIVER, "group_by": ["alertname", "agency"], "group_wait": "30s",
+        "group_interval": "5m", "repeat_interval": "4h", "routes": routes}]}
