@@ -90,6 +90,23 @@ def demo_cmd() -> None:
               "`highland dashboards build`; `highland stack down` stops everything")
 
 
+@app.command("setup")
+def setup_cmd() -> None:
+    """Create the topics, apply the ClickHouse migrations and load the plan tables, on whatever
+    Kafka and ClickHouse the settings name (production's one-off step; `stack up` does it locally)."""
+    from catalog.loader import default_catalog
+    from highland.topics import ensure_topics
+    from sinks.client import connect
+    from sinks.migrate import migrate
+    from sinks.plan_tables import sync_plan_tables
+
+    settings = get_settings()
+    out.print(f"topics created: {', '.join(ensure_topics(settings)) or 'none (all exist)'}")
+    out.print(f"migrations applied: {', '.join(migrate(settings)) or 'none (up to date)'}")
+    sync_plan_tables(connect(settings), settings.clickhouse_database, default_catalog())
+    out.print("plan tables: in sync with the catalog")
+
+
 # --- progress -------------------------------------------------------------------------------------
 
 def _parse_date(value: str | None) -> date | None:
