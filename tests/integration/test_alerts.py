@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
@@ -37,8 +39,40 @@ def alerts_topic(settings: Settings) -> list[dict]:
         consumer.close()
 
 
+class Webhook:
+    """A local HTTP endpoint that records the alerts posted to it; fails the first post on purpose
+    so the worker's retry is exercised."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.attempts = [0]
+        received, attempts = self.received, self.attempts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                attempts[0] += 1
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if attempts[0] == 1:
+                    self.send_response(503)
+                else:
+                    received.append(json.loads(body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
 def test_a_status_change_gives_exactly_one_alert(isolated: Settings, tmp_path):
-    fast = isolated.model_copy(update={"alert_check_seconds": 0.5})
+    hook = Webhook()
+    fast = isolated.model_copy(update={"alert_check_seconds": 0.5, "alert_webhook_url": hook.url})
     client = connect(fast)
     worker = WorkerProcess(fast, "a", tmp_path)
 
@@ -60,8 +94,13 @@ def test_a_status_change_gives_exactly_one_alert(isolated: Settings, tmp_path):
         assert alerts[0]["actual"] == pytest.approx(12_000) and alerts[0]["expected"] == pytest.approx(18_000)
         published = [a for a in alerts_topic(fast) if a["indicator"] == "ecommerce_turnover"]
         assert sorted(a["alert_id"] for a in published) == sorted(a["alert_id"] for a in alerts)
+        # The webhook gets each alert once, the first after a retry (its first answer was 503).
+        wait_for(lambda: len(hook.received) == 2, 30, "the webhook posts", worker.log)
+        assert sorted(a["alert_id"] for a in hook.received) == sorted(a["alert_id"] for a in alerts)
+        assert hook.attempts[0] == 3
     finally:
         worker.kill(signal.SIGTERM)
+        hook.close()
 
 
 def test_a_stale_feed_gives_one_alert_and_one_when_it_reports_again(isolated: Settings, tmp_path):
