@@ -48,6 +48,16 @@ def render(statement: str, database: str) -> str:
     return statement.replace("{db}", database)
 
 
+def render_for(statement: str, database: str, cluster: str | None = None) -> list[str]:
+    """What runs for ``statement``: itself on one server; its ON CLUSTER form (Replicated*/Distributed
+    tables, see sinks/cluster.py) when ``HIGHLAND_CLICKHOUSE_CLUSTER`` names a cluster."""
+    if not cluster:
+        return [render(statement, database)]
+    from sinks.cluster import render_cluster
+
+    return render_cluster(statement, database, cluster)
+
+
 def migrate(settings: Settings, database: str | None = None) -> list[str]:
     """Apply the pending migrations to ``database`` (default: the configured one)."""
     from sinks.client import connect
@@ -55,19 +65,26 @@ def migrate(settings: Settings, database: str | None = None) -> list[str]:
     db = database or settings.clickhouse_database
     client = connect(settings, database="default")
     try:
-        client.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-        client.execute(
-            f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
-            "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
-            "ENGINE = MergeTree ORDER BY version"
-        )
+        if settings.clickhouse_cluster:
+            from sinks.cluster import bootstrap_statements
+
+            for statement in bootstrap_statements(db, settings.clickhouse_cluster):
+                client.execute(statement)
+        else:
+            client.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+            client.execute(
+                f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
+                "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
+                "ENGINE = MergeTree ORDER BY version"
+            )
         done = {v for (v,) in client.execute(f"SELECT version FROM {db}.schema_migrations")}
         applied = []
         for migration in load_migrations():
             if migration.version in done:
                 continue
             for statement in migration.statements:
-                client.execute(render(statement, db))
+                for sql in render_for(statement, db, settings.clickhouse_cluster):
+                    client.execute(sql)
             client.execute(f"INSERT INTO {db}.schema_migrations (version, name) VALUES",
                            [(migration.version, migration.name)])
             applied.append(migration.name)

@@ -1,0 +1,337 @@
+"""Cluster mode (sinks/cluster.py): every migration rendered ON CLUSTER with Replicated*/Distributed
+tables, checked three ways:
+
+1. structurally, against the single-server statements they come from;
+2. for syntax on current ClickHouse (chdb 26.x): ``formatQuery`` parses a statement without executing
+   it, so ON CLUSTER and Replicated engines are accepted although chdb has neither a cluster nor Keeper;
+3. for meaning, by running a single-node image of the rendered DDL in chdb (ON CLUSTER removed,
+   Replicated* -> its plain engine, Distributed -> a Merge table over the same local table) and the
+   project's own progress queries on it, by the original table names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, datetime
+from typing import Any
+
+import pytest
+
+from catalog.loader import default_catalog
+from catalog.models import Kind
+from highland.settings import Settings
+from sinks import cluster
+from sinks.cluster import (
+    LAYOUTS,
+    RANDOM_KEY,
+    CreateMaterializedView,
+    CreateTable,
+    CreateView,
+    Everywhere,
+    Sharded,
+    bootstrap_statements,
+    local_name,
+    parse,
+    render_cluster,
+)
+from sinks.migrate import load_migrations, migrate, render, render_for
+from sinks.progress import latest_events_sql, query_actuals
+
+CLUSTER = "highland_cluster"
+DB = "hl"
+
+STATEMENTS = [(m.name, s) for m in load_migrations() for s in m.statements]
+STATEMENT_IDS = [f"{name}:{i}" for i, (name, _) in enumerate(STATEMENTS)]
+
+
+def all_cluster_statements(database: str = DB) -> list[str]:
+    rendered = bootstrap_statements(database, CLUSTER)
+    for _, statement in STATEMENTS:
+        rendered += render_cluster(statement, database, CLUSTER)
+    return rendered
+
+
+def squash(sql: str) -> str:
+    return " ".join(sql.split())
+
+
+# --- 1. structure -----------------------------------------------------------------------------------
+
+def test_the_parser_understands_every_migration_statement():
+    kinds = {type(parse(s)) for _, s in STATEMENTS}  # parse() raises on anything else
+    assert CreateTable in kinds
+    assert kinds <= {CreateTable, CreateMaterializedView, CreateView}
+
+
+def test_every_table_of_the_migrations_has_a_layout():
+    tables = {p.name for _, s in STATEMENTS if isinstance(p := parse(s), CreateTable)}
+    assert tables <= set(LAYOUTS)
+    assert set(LAYOUTS) - tables == {"schema_migrations"}  # created by migrate() itself
+
+
+@pytest.mark.parametrize(("name", "statement"), STATEMENTS, ids=STATEMENT_IDS)
+def test_each_statement_is_rendered_for_the_cluster(name: str, statement: str):
+    parsed = parse(statement)
+    out = render_cluster(statement, DB, CLUSTER)
+    assert all(f" ON CLUSTER {CLUSTER}" in s for s in out)
+    assert all("{db}" not in s for s in out)
+    if isinstance(parsed, CreateTable):
+        _check_table(parsed, out)
+    elif isinstance(parsed, CreateMaterializedView):
+        _check_materialized_view(parsed, out)
+    else:
+        assert out == [f"CREATE VIEW IF NOT EXISTS {DB}.{parsed.name} ON CLUSTER {CLUSTER} AS\n"
+                       + render(parsed.select, DB)]
+
+
+def _engine_args(parsed: CreateTable, path: str) -> str:
+    extra = f", {parsed.engine_args}" if parsed.engine_args else ""
+    return f"Replicated{parsed.engine}('{path}', '{{replica}}'{extra})"
+
+
+def _check_table(parsed: CreateTable, out: list[str]) -> None:
+    layout = LAYOUTS[parsed.name]
+    data = out[0]
+    assert render(parsed.columns, DB) in data  # columns exactly as in the migration
+    assert squash(parsed.clauses) in squash(data)  # ORDER BY / PARTITION BY kept
+    if isinstance(layout, Everywhere):
+        assert len(out) == 1
+        assert data.startswith(f"CREATE TABLE IF NOT EXISTS {DB}.{parsed.name} ON CLUSTER {CLUSTER}\n")
+        assert _engine_args(parsed, f"/clickhouse/tables/all/{DB}/{parsed.name}") in data
+        return
+    local = local_name(parsed.name)
+    assert len(out) == 2
+    assert data.startswith(f"CREATE TABLE IF NOT EXISTS {DB}.{local} ON CLUSTER {CLUSTER}\n")
+    assert _engine_args(parsed, f"/clickhouse/tables/{{shard}}/{DB}/{local}") in data
+    assert out[1] == (f"CREATE TABLE IF NOT EXISTS {DB}.{parsed.name} ON CLUSTER {CLUSTER} AS {DB}.{local}\n"
+                      f"ENGINE = Distributed({CLUSTER}, {DB}, {local}, {layout.key})")
+
+
+def _check_materialized_view(parsed: CreateMaterializedView, out: list[str]) -> None:
+    assert len(out) == 1
+    sql = out[0]
+    assert sql.startswith(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DB}.{parsed.name} ON CLUSTER {CLUSTER} "
+                          f"TO {DB}.{local_name(parsed.target)} AS\n")
+    for source in parsed.sources():
+        assert re.search(rf"\bFROM {DB}\.{local_name(source)}\b", sql)
+        assert not re.search(rf"\b{DB}\.{source}\b", sql)  # never the Distributed name
+    # The target's rows are placed by the source's key, so its Distributed key must not claim one.
+    assert LAYOUTS[parsed.target] == Sharded(RANDOM_KEY)
+
+
+def test_events_are_sharded_by_observation_so_revisions_meet_on_one_shard():
+    assert LAYOUTS["events"] == Sharded("cityHash64(agency, event_id)")
+    # ... and that is the key of the deduplication every actual() query groups by.
+    assert "GROUP BY agency, event_id" in squash(latest_events_sql(DB))
+
+
+def test_sharding_keys_of_replacing_tables_are_within_their_order_by():
+    """Rows a ReplacingMergeTree replaces (same ORDER BY key) must sit on the same shard."""
+    for _, statement in STATEMENTS:
+        parsed = parse(statement)
+        if not isinstance(parsed, CreateTable) or parsed.engine != "ReplacingMergeTree":
+            continue
+        layout = LAYOUTS[parsed.name]
+        if isinstance(layout, Sharded):
+            key_columns = set(re.findall(r"\b(\w+)\b(?!\s*\()", layout.key))
+            order_by = set(re.findall(r"\w+", parsed.clauses.split("ORDER BY", 1)[1]))
+            assert key_columns and key_columns <= order_by, parsed.name
+
+
+def test_bootstrap_creates_the_database_and_a_replicated_schema_migrations_table():
+    first, second = bootstrap_statements(DB, CLUSTER)
+    assert first == f"CREATE DATABASE IF NOT EXISTS {DB} ON CLUSTER {CLUSTER}"
+    assert second.startswith(f"CREATE TABLE IF NOT EXISTS {DB}.schema_migrations ON CLUSTER {CLUSTER}\n")
+    assert f"ReplicatedMergeTree('/clickhouse/tables/all/{DB}/schema_migrations', '{{replica}}')" in second
+
+
+def test_single_server_rendering_is_unchanged():
+    for _, statement in STATEMENTS:
+        assert render_for(statement, DB) == [render(statement, DB)]
+        assert render_for(statement, DB, None) == [render(statement, DB)]
+
+
+@pytest.mark.parametrize(("statement", "message"), [
+    ("ALTER TABLE {db}.events ADD COLUMN x UInt8", "cannot render"),
+    ("CREATE TABLE IF NOT EXISTS {db}.mystery (a String) ENGINE = ReplacingMergeTree ORDER BY a", "no cluster layout"),
+    ("CREATE TABLE IF NOT EXISTS {db}.events (a String) ENGINE = Log", "no Replicated"),
+    ("CREATE TABLE IF NOT EXISTS {db}.events (a String, b String) ENGINE = ReplacingMergeTree ORDER BY a",
+     "unknown columns"),
+    ("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.mv TO {db}.plan_versions AS SELECT 1 FROM {db}.events",
+     "must be sharded"),
+    ("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.mv TO {db}.event_windows_1m AS SELECT 1 FROM {db}.plan_versions",
+     "sharded tables only"),
+])
+def test_statements_cluster_mode_cannot_render_safely_are_refused(statement: str, message: str):
+    with pytest.raises(ValueError, match=message):
+        render_cluster(statement, DB, CLUSTER)
+
+
+def test_a_materialized_view_target_with_a_deterministic_key_is_refused(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(cluster.LAYOUTS, "event_windows_1m", Sharded("cityHash64(agency, indicator, region)"))
+    statement = next(s for _, s in STATEMENTS if "event_windows_1m_mv" in s)
+    with pytest.raises(ValueError, match="must be rand"):
+        render_cluster(statement, DB, CLUSTER)
+
+
+@pytest.mark.parametrize("name", ["my-cluster", "a b", "x;DROP", ""])
+def test_cluster_and_database_names_must_be_identifiers(name: str):
+    with pytest.raises(ValueError, match="plain identifier"):
+        render_cluster(STATEMENTS[0][1], DB, name)
+    with pytest.raises(ValueError, match="plain identifier"):
+        bootstrap_statements(name, CLUSTER)
+
+
+class RecordingClient:
+    def __init__(self) -> None:
+        self.executed: list[str] = []
+
+    def execute(self, sql: str, params: Any = None, **_: Any) -> list[Any]:
+        self.executed.append(sql)
+        return []
+
+    def disconnect(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("cluster_name", [None, CLUSTER])
+def test_migrate_routes_statements_by_the_cluster_setting(monkeypatch: pytest.MonkeyPatch, cluster_name: str | None):
+    import sinks.client
+
+    client = RecordingClient()
+    monkeypatch.setattr(sinks.client, "connect", lambda *a, **k: client)
+    settings = Settings(clickhouse_cluster=cluster_name, clickhouse_database=DB)
+    applied = migrate(settings)
+    assert applied == [m.name for m in load_migrations()]
+    ddl = [s for s in client.executed if s.startswith("CREATE")]
+    if cluster_name:
+        assert ddl == all_cluster_statements()
+    else:
+        assert ddl[2:] == [render(s, DB) for _, s in STATEMENTS]
+        assert not any("ON CLUSTER" in s or "Replicated" in s for s in client.executed)
+    inserts = [s for s in client.executed if s.startswith("INSERT")]
+    assert inserts == [f"INSERT INTO {DB}.schema_migrations (version, name) VALUES"] * len(load_migrations())
+
+
+# --- 2. syntax on current ClickHouse -------------------------------------------------------------------
+
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def format_query(session: Any, sql: str) -> str:
+    """ClickHouse's own parser and formatter; parses without executing (no cluster, no Keeper needed)."""
+    return session.query(f"SELECT formatQuery({sql_literal(sql)})", "TabSeparatedRaw").data().rstrip("\n")
+
+
+def test_every_cluster_statement_parses_on_current_clickhouse(chdb_session: Any):
+    for sql in all_cluster_statements():
+        formatted = format_query(chdb_session, sql)
+        assert f" ON CLUSTER {CLUSTER}" in formatted, sql
+        assert format_query(chdb_session, formatted) == formatted  # the parse is stable
+        engine = re.search(r"ENGINE = (\w+)\(", sql)
+        if engine:  # the parser put the engine where we meant it, with its arguments
+            assert f"ENGINE = {engine.group(1)}(" in formatted
+        if "Distributed(" in sql:
+            distributed = rf" ON CLUSTER {CLUSTER} AS {DB}\.(\w+_local)\nENGINE = Distributed\({CLUSTER}, {DB}, \1, "
+            assert re.search(distributed, formatted)
+        if "MATERIALIZED VIEW" in sql:
+            assert re.search(rf" TO {DB}\.\w+_local\n", formatted)
+
+
+@pytest.mark.parametrize("broken", [
+    "CREATE TABLE IF NOT EXISTS hl.x_local ON CLUSTER c (a String ENGINE = ReplicatedMergeTree('/p', '{replica}') "
+    "ORDER BY a",
+    "CREATE TABLE IF NOT EXISTS hl.x ON CLUSTER my-cluster AS hl.x_local ENGINE = Distributed(c, hl, x_local, rand())",
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS hl.mv TO ON CLUSTER c hl.t AS SELECT 1",
+])
+def test_the_syntax_check_rejects_broken_statements(chdb_session: Any, broken: str):
+    with pytest.raises(Exception, match="SYNTAX_ERROR"):
+        format_query(chdb_session, broken)
+
+
+# --- 3. meaning: the rendered schema on one node, and the project's queries on it --------------------------
+
+LOCAL_DB = "cluster_single_node"
+_DISTRIBUTED = re.compile(r"^(CREATE TABLE IF NOT EXISTS \w+\.\w+) AS (\w+)\.(\w+)\n"
+                          r"ENGINE = Distributed\(\w+, \w+, \w+, (?P<key>.+)\)$", re.S)
+
+
+def single_node(sql: str) -> tuple[str, str | None]:
+    """A rendered cluster statement as one node can run it, and the sharding key if it had one."""
+    sql = re.sub(rf" ON CLUSTER {CLUSTER}\b", "", sql)
+    sql = re.sub(r"Replicated(\w*MergeTree)\('[^']*', '\{replica\}'(?:, )?", r"\1(", sql)
+    if m := _DISTRIBUTED.match(sql):
+        return f"{m.group(1)} AS {m.group(2)}.{m.group(3)}\nENGINE = Merge({m.group(2)}, '^{m.group(3)}$')", m["key"]
+    return sql, None
+
+
+class ChdbClient:
+    """Just enough of clickhouse-driver's ``execute`` for sinks.progress, on chdb."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        if params:
+            sql = sql % {k: self._literal(v) for k, v in params.items()}
+        result = self.session.query(sql, "JSONCompact").data()
+        return [tuple(row) for row in json.loads(result)["data"]] if result.strip() else []
+
+    @staticmethod
+    def _literal(value: Any) -> str:
+        if isinstance(value, bool | int | float):
+            return str(value)
+        if isinstance(value, date | datetime):
+            return f"'{value.isoformat()}'"
+        return sql_literal(str(value))
+
+
+@pytest.fixture(scope="module")
+def single_node_schema(chdb_session: Any) -> dict[str, str]:
+    """The cluster DDL, made runnable on one node, applied to LOCAL_DB; returns the sharding keys."""
+    chdb_session.query(f"DROP DATABASE IF EXISTS {LOCAL_DB}")
+    keys: dict[str, str] = {}
+    for sql in all_cluster_statements(LOCAL_DB):
+        runnable, key = single_node(sql)
+        chdb_session.query(runnable)
+        if key:
+            keys[re.search(r"Merge\(\w+, '\^(\w+)\$'\)", runnable).group(1)] = key  # type: ignore[union-attr]
+    return keys
+
+
+def test_single_node_image_has_every_table_and_view(chdb_session: Any, single_node_schema: dict[str, str]):
+    tables = set(chdb_session.query(f"SHOW TABLES FROM {LOCAL_DB}", "CSV").data().replace('"', "").split())
+    for name, layout in LAYOUTS.items():
+        assert name in tables
+        assert (local_name(name) in tables) == isinstance(layout, Sharded)
+    views = {p.name for _, s in STATEMENTS if isinstance(p := parse(s), CreateView | CreateMaterializedView)}
+    assert views <= tables
+
+
+def test_sharding_keys_are_integers_over_the_local_tables(chdb_session: Any, single_node_schema: dict[str, str]):
+    assert set(single_node_schema) == {local_name(n) for n, lay in LAYOUTS.items() if isinstance(lay, Sharded)}
+    for local, key in single_node_schema.items():
+        described = chdb_session.query(f"DESCRIBE (SELECT {key} AS k FROM {LOCAL_DB}.{local})", "CSV").data()
+        assert re.match(r'^"k","U?Int(8|16|32|64)"', described), (local, described)
+
+
+def test_progress_queries_run_by_the_original_names_and_stay_exact(chdb_session: Any,
+                                                                   single_node_schema: dict[str, str]):
+    catalog = default_catalog()
+    flow = next(i for i in catalog.indicators if i.kind is Kind.FLOW and not i.regional)
+    # Two observations; the first sent twice (a re-delivery) and then revised: 10 -> 25; the second 5.
+    rows = [("e1", 0, 10.0), ("e1", 0, 10.0), ("e1", 1, 25.0), ("e2", 0, 5.0)]
+    values = ", ".join(
+        f"('{flow.agency}', '{eid}', {rev}, '{flow.code}', 'chongqing', {val}, '{flow.unit}', {val}, "
+        f"'2020-03-01 00:00:00', '2020-03-01 00:00:00', 0, {n})" for n, (eid, rev, val) in enumerate(rows))
+    # Rows reach a shard's local table (the Distributed insert's job); the windows' views fire there.
+    chdb_session.query(f"INSERT INTO {LOCAL_DB}.events_local VALUES {values}")
+    actuals = query_actuals(ChdbClient(chdb_session), LOCAL_DB, catalog, date(2020, 6, 30))
+    assert actuals[flow.code].value == pytest.approx(25.0 + 5.0)
+    # The live windows count arrivals (every row inserted), read through the Distributed name.
+    [(events, value_sum)] = ChdbClient(chdb_session).execute(
+        f"SELECT sum(events), sum(value_sum) FROM {LOCAL_DB}.event_windows_1m WHERE indicator = '{flow.code}'")
+    assert int(events) == len(rows)
+    assert float(value_sum) == pytest.approx(sum(v for _, _, v in rows))
