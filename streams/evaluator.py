@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 from dataclasses import asdict
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,15 +28,35 @@ log = logging.getLogger("highland.alerts")
 WEBHOOK_ATTEMPTS = 5
 
 
-def evaluate(client: Any, db: str, catalog: Catalog, now: datetime) -> list[Alert]:
-    """Decide and store the alerts due at ``now`` (also used directly by tests with a shifted clock)."""
-    as_of = default_as_of(catalog, now.astimezone(ZoneInfo(catalog.plan.timezone)).date())
+def _as_of(catalog: Catalog, now: datetime) -> date:
+    return default_as_of(catalog, now.astimezone(ZoneInfo(catalog.plan.timezone)).date())
+
+
+def data_version(client: Any, db: str, catalog: Catalog, now: datetime) -> tuple[date, int]:
+    """Changes whenever a status could have changed: the as-of date, or any event stored (the
+    1-hour windows count every stored event once, and the table is small)."""
+    (stored,) = client.execute(f"SELECT sum(events) FROM {db}.event_windows_1h")[0]
+    return _as_of(catalog, now), int(stored or 0)
+
+
+def evaluate(client: Any, db: str, catalog: Catalog, now: datetime, *, statuses: bool = True) -> list[Alert]:
+    """Decide and store the alerts due at ``now`` (also used directly by tests with a shifted clock).
+
+    ``statuses=False`` checks feed freshness only: the status query deduplicates every event, so
+    the evaluator skips it while no event has been stored since its last run.
+    """
+    as_of = _as_of(catalog, now)
     state = alert_sink.load_state(client, db)
-    rows = progress(client, db, catalog, as_of)
-    alerts = status_alerts(state, rows, as_of, now)
+    alerts = status_alerts(state, progress(client, db, catalog, as_of), as_of, now) if statuses else []
     alerts += feed_alerts(state, catalog, alert_sink.last_arrivals(client, db, catalog), as_of, now)
     alert_sink.store(client, db, alerts)
     return alerts
+
+
+def evaluate_if_changed(client: Any, db: str, catalog: Catalog, now: datetime,
+                        last: tuple[date, int] | None) -> tuple[list[Alert], tuple[date, int]]:
+    version = data_version(client, db, catalog, now)
+    return evaluate(client, db, catalog, now, statuses=version != last), version
 
 
 def alert_json(alert: Alert) -> bytes:
@@ -49,9 +69,11 @@ class AlertEvaluator:
         self.catalog = catalog
         self.sink = sink
         self._webhooks: set[asyncio.Task[None]] = set()
+        self._evaluated: tuple[date, int] | None = None  # data version of the last status evaluation
 
     async def run(self, app: Any, now: datetime) -> list[Alert]:
-        alerts: list[Alert] = await self.sink.call("alert evaluation", evaluate, self.catalog, now)
+        alerts, self._evaluated = await self.sink.call("alert evaluation", evaluate_if_changed, self.catalog, now,
+                                                       self._evaluated)
         if not alerts:
             return alerts
         futures = [await app.producer.send(self.settings.topic_alerts, a.indicator.encode(), alert_json(a),

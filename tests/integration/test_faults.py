@@ -56,7 +56,7 @@ def fault_settings(isolated: Settings) -> Settings:
 def test_random_worker_kills_during_a_run(fault_settings: Settings, tmp_path, long_run: bool):
     """The feed arrives in chunks while workers are killed with SIGKILL shortly after each chunk
     starts landing: mid-batch, with writes done and offsets not yet committed."""
-    flows, kills = (330_000, 10) if long_run else (8000, 3)
+    flows, kills = (600_000, 10) if long_run else (8000, 3)  # 600k flows: ~1.0 M events
     feed = known_feed(seed=101, flows=flows)
     rng = random.Random(101)
     client = connect(fault_settings)
