@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from datetime import date
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CITY_WIDE = "chongqing"
 CODE_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -196,15 +197,19 @@ class Catalog(_Strict):
             raise ValueError(f"{CITY_WIDE!r} is the city-wide region, not a district")
         return self
 
-    # Lookups are built once; the catalog is immutable.
-    _by_code: dict[str, Indicator] = PrivateAttr(default_factory=dict)
-    _district_codes: frozenset[str] = PrivateAttr(default=frozenset())
-    _agency_codes: frozenset[str] = PrivateAttr(default=frozenset())
+    # Lookups are built once (the catalog is immutable) and live in the instance __dict__: the
+    # validator calls them for every event, and pydantic private attributes are slow to read.
+    @cached_property
+    def _by_code(self) -> dict[str, Indicator]:
+        return {i.code: i for i in self.indicators}
 
-    def model_post_init(self, __context: object) -> None:
-        self._by_code = {i.code: i for i in self.indicators}
-        self._district_codes = frozenset(d.code for d in self.districts)
-        self._agency_codes = frozenset(a.code for a in self.agencies)
+    @cached_property
+    def _district_codes(self) -> frozenset[str]:
+        return frozenset(d.code for d in self.districts)
+
+    @cached_property
+    def _agency_codes(self) -> frozenset[str]:
+        return frozenset(a.code for a in self.agencies)
 
     def indicator(self, code: str) -> Indicator | None:
         return self._by_code.get(code)

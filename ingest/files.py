@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ingest.events import to_json
 
@@ -19,8 +19,9 @@ CSV_SUFFIXES = {".csv"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
+    """One input row (a tuple: built for every row of multi-GB files, so it must be cheap)."""
+
     file: str
     line: int
     payload: bytes  # the JSON that is validated and, if accepted, sent
@@ -45,12 +46,19 @@ def read_rows(path: Path) -> Iterator[Row]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row]:
-    name = path.name
+    name, number, rest = path.name, 0, b""
     with path.open("rb") as f:
-        for number, line in enumerate(f, 1):
-            line = line.strip()
-            if line:
-                yield Row(name, number, line)
+        # 1 MiB at a time, split in bulk: far cheaper than reading line by line.
+        while chunk := f.read(1 << 20):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                number += 1
+                line = line.strip()
+                if line:
+                    yield Row(name, number, line)
+        if rest.strip():
+            yield Row(name, number + 1, rest.strip())
 
 
 def _typed(cell: str, kind: type) -> object:
