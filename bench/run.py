@@ -253,6 +253,10 @@ def freshness(settings: Settings, rate: int, seconds: float, workers: int, tmp: 
                 break
             time.sleep(0.02)
         thread.join()
+        now = time.perf_counter()  # one last look: the loop may have stopped between two polls
+        for part, top in client.execute("SELECT kafka_partition, max(kafka_offset) FROM events "
+                                        "GROUP BY kafka_partition"):
+            visible.setdefault(part, []).append((top, now))
     finally:
         for p in procs:
             p.terminate()
