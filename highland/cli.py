@@ -15,7 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from highland.settings import get_settings
+from highland.settings import Settings, get_settings
 
 app = typer.Typer(help="Highland: progress of the Chongqing Internet-economy plan targets, live.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -228,11 +228,11 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _check_token(settings: object, agency: str, token: str) -> None:
+def _check_token(settings: Settings, agency: str, token: str) -> None:
     from ingest.tokens import agency_of
     from sinks.client import connect
 
-    owner = agency_of(connect(settings), settings.clickhouse_database, token)  # type: ignore[attr-defined]
+    owner = agency_of(connect(settings), settings.clickhouse_database, token)
     if owner != agency:
         _fail(f"unauthenticated: the token is not a valid token of {agency!r}")
 

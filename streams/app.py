@@ -113,8 +113,6 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     sink = ClickHouseSink(settings)
     dlq_sink = ClickHouseSink(settings)
     evaluator = AlertEvaluator(settings, catalog, ClickHouseSink(settings))
-    stats = {"events": 0, "inserted": 0, "rejected": 0, "batches": 0}
-    app.highland_stats = stats  # type: ignore[attr-defined]
 
     async def send_dead_letters(records: list[DeadLetter]) -> None:
         futures = [await app.producer.send(settings.topic_dlq, r.key, r.to_bytes(), None, None,
@@ -136,10 +134,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
                 return
             for event in events:
                 await stream.ack(event)
-            stats["events"] += len(events)
-            stats["inserted"] += result.inserted
-            stats["rejected"] += len(rejected)
-            stats["batches"] += 1
+            log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected",
+                     len(events), result.inserted, result.skipped, len(rejected))
 
     @app.agent(dlq_topic)
     async def store_dead_letters(stream: faust.StreamT) -> None:
