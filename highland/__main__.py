@@ -1,3 +1,3 @@
-from highland.cli import app
+from highland.cli import main
 
-app()
+main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections import Counter
 from datetime import date, datetime
@@ -378,3 +379,25 @@ def catalog_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     out.print(table)
     out.print(f"{len(catalog.indicators)} indicators, {len(catalog.agencies)} agencies, "
               f"{len(catalog.districts)} districts")
+
+
+def main() -> None:
+    """The console script: commands that reach ClickHouse or Kafka fail with one clear line, not a
+    traceback, when those are unreachable or refuse."""
+    from clickhouse_driver.errors import Error as ClickHouseError
+    from kafka.errors import KafkaError
+
+    # The driver logs each failed connection with a traceback; the message below says it once.
+    logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
+    settings = get_settings()
+    try:
+        app()
+    except (ClickHouseError, EOFError, ConnectionError, TimeoutError) as exc:
+        text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        first = text.strip().splitlines()[0].removeprefix("DB::Exception: ").split(". Stack trace")[0]
+        err.print(f"[red]error:[/] ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port} "
+                  f"(database {settings.clickhouse_database}): {first}")
+        sys.exit(2)
+    except KafkaError as exc:
+        err.print(f"[red]error:[/] Kafka at {settings.kafka_bootstrap}: {type(exc).__name__}: {exc}")
+        sys.exit(2)

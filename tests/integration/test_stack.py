@@ -74,3 +74,12 @@ def test_down_stops_only_what_up_started(tmp_path):
     status = highland("stack", "status", "--json", env=env)
     assert status.returncode == 1  # nothing answers any more
     assert port_open(int(Settings().bootstrap_servers[0].rsplit(":", 1)[1])), "session stack untouched"
+
+
+def test_commands_name_an_unreachable_clickhouse_in_one_line(stack: Settings):
+    for args, env in ((("progress",), {"HIGHLAND_CLICKHOUSE_PORT": "1"}),
+                      (("alerts",), {"HIGHLAND_CLICKHOUSE_PASSWORD": "wrong"})):
+        result = highland(*args, env=env)
+        assert result.returncode == 2
+        assert "error: ClickHouse at 127.0.0.1:" in result.stderr
+        assert "Traceback" not in result.stderr
