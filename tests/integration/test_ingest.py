@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,6 @@ from tests.conftest import ROOT
 from tests.integration.support import wait_for, worker_env
 
 pytestmark = pytest.mark.integration
-GATEWAY_PORT = 38000
 
 GOOD = {"event_id": "e-1", "agency": "cq_commerce", "indicator": "ecommerce_turnover", "value": 12.5,
         "unit": "亿元", "observed_at": "2019-05-01T00:00:00+08:00"}
@@ -118,9 +118,17 @@ def test_push_names_an_unreachable_broker_and_does_not_hang(isolated: Settings, 
 
 # --- the HTTP gateway ------------------------------------------------------------------------------
 
+def free_port() -> int:
+    """A port nobody listens on now (fixed ports collide with leftovers of other runs)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class GatewayProcess:
-    def __init__(self, settings: Settings, tmp: Path, port: int = GATEWAY_PORT, extra: dict | None = None):
+    def __init__(self, settings: Settings, tmp: Path, port: int | None = None, extra: dict | None = None):
         env = {**worker_env(settings, "gw", tmp), **(extra or {})}
+        port = port or free_port()
         self.port = port
         self.log = tmp / "gateway.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "highland", "gateway", "--port", str(port)], env=env,
@@ -220,7 +228,7 @@ def test_gateway_limits_body_size_and_refuses_non_json(isolated: Settings, tmp_p
 
 def test_gateway_answers_503_when_the_broker_is_down(isolated: Settings, tmp_path):
     token = issue(connect(isolated), isolated.clickhouse_database, "cq_commerce")
-    gw = GatewayProcess(isolated, tmp_path, port=GATEWAY_PORT + 1,
+    gw = GatewayProcess(isolated, tmp_path,
                         extra={"HIGHLAND_KAFKA_BOOTSTRAP": "127.0.0.1:1", "HIGHLAND_PRODUCER_MAX_BLOCK_S": "2"})
     try:
         status, body = gw.request("GET", "/health")
@@ -257,7 +265,7 @@ def fuzz_gateway(stack: Settings, tmp_path_factory):
     ensure_topics(settings)
     migrate(settings)
     token = issue(connect(settings), settings.clickhouse_database, "cq_commerce")
-    gw = GatewayProcess(settings, tmp_path_factory.mktemp("fuzz"), port=GATEWAY_PORT + 2)
+    gw = GatewayProcess(settings, tmp_path_factory.mktemp("fuzz"))
     yield gw, token
     gw.stop()
     connect(settings, database="default").execute("DROP DATABASE IF EXISTS fuzz_gw")

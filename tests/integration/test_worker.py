@@ -143,7 +143,7 @@ def test_replaying_the_topic_from_offset_zero_changes_nothing(fast: Settings, tm
     finally:
         worker.kill(signal.SIGTERM)
     client = connect(fast)
-    before = client.execute("SELECT count(), sum(value) FROM events")
+    before = client.execute("SELECT count(), round(sum(value), 6) FROM events")
     # A new consumer group starts at offset 0 and re-reads everything into the same database.
     replay = fast.model_copy(update={"consumer_group": fast.consumer_group + "-replay"})
     again = WorkerProcess(replay, "replay", tmp_path)
@@ -152,7 +152,8 @@ def test_replaying_the_topic_from_offset_zero_changes_nothing(fast: Settings, tm
         assert_exact(fast, feed, workers=[again])
     finally:
         again.kill(signal.SIGTERM)
-    assert client.execute("SELECT count(), sum(value) FROM events") == before
+    # Same rows (a float sum may differ in its last bit with the order of parts, hence the rounding).
+    assert client.execute("SELECT count(), round(sum(value), 6) FROM events") == before
 
 
 def _group_done(settings: Settings) -> bool:
