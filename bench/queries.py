@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.queries [--events 50000000] [--runs 5]
 
-Uses the benchmark stack (state in .highland/bench, ports 49xxx; started if needed). The history is
+Uses the benchmark stack (state in .highland/bench, ports 27xxx; started if needed). The history is
 generated inside ClickHouse (INSERT ... SELECT FROM numbers()) so loading 50 M rows takes seconds,
 not an hour of Kafka: 2016-2020 observations of the plan's indicators by their owning agencies,
 2 % of them corrected by a revision 1, received over the last hour. Prints p50/p95 per query.

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.run [--events 1000000] [--partitions 4]
 
-Starts its own stack (state in .highland/bench, ports 49xxx), then measures:
+Starts its own stack (state in .highland/bench, ports 27xxx), then measures:
 - ingest: raw kafka-python producer vs. `push_files` (validate + produce + dead-letter logic), on the
   same JSON Lines, same producer settings;
 - processing: raw aiokafka consumer-group read vs. `highland worker` (1 and 2 processes) from topic to
@@ -31,10 +31,10 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_ENV = {
     "HIGHLAND_STATE_DIR": str(ROOT / ".highland" / "bench"),
-    "HIGHLAND_KAFKA_BOOTSTRAP": "127.0.0.1:49092",
-    "HIGHLAND_CLICKHOUSE_PORT": "49000",
-    "HIGHLAND_CLICKHOUSE_HTTP_PORT": "49123",
-    "HIGHLAND_WORKER_WEB_PORT": "46066",
+    "HIGHLAND_KAFKA_BOOTSTRAP": "127.0.0.1:27092",
+    "HIGHLAND_CLICKHOUSE_PORT": "27000",
+    "HIGHLAND_CLICKHOUSE_HTTP_PORT": "27123",
+    "HIGHLAND_WORKER_WEB_PORT": "27066",
 }
 os.environ.update({k: os.environ.get(k, v) for k, v in BENCH_ENV.items()})
 

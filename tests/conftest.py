@@ -1,5 +1,8 @@
 """Test-wide setup: the test stack has its own ports and state folder, so it never touches a
-developer's running `make demo` stack. Set before any Highland module reads its settings."""
+developer's running `make demo` stack. Set before any Highland module reads its settings.
+
+Every fixed port is below 32768, outside Linux's ephemeral range (32768-60999): a listener there
+can find its port taken by some client's outgoing connection (seen: ClickHouse failing to bind)."""
 
 from __future__ import annotations
 
@@ -9,14 +12,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TEST_ENV = {
     "HIGHLAND_STATE_DIR": str(ROOT / ".highland" / "test"),
-    "HIGHLAND_KAFKA_BOOTSTRAP": "127.0.0.1:39092",
-    "HIGHLAND_CLICKHOUSE_PORT": "39000",
-    "HIGHLAND_CLICKHOUSE_HTTP_PORT": "39123",
-    "HIGHLAND_WORKER_WEB_PORT": "36066",
-    "HIGHLAND_S3_PORT": "38333",
-    "HIGHLAND_S3_MASTER_PORT": "39333",
-    "HIGHLAND_S3_VOLUME_PORT": "38080",
-    "HIGHLAND_S3_FILER_PORT": "38888",
+    "HIGHLAND_KAFKA_BOOTSTRAP": "127.0.0.1:31092",
+    "HIGHLAND_CLICKHOUSE_PORT": "31000",
+    "HIGHLAND_CLICKHOUSE_HTTP_PORT": "31123",
+    "HIGHLAND_WORKER_WEB_PORT": "31066",
+    "HIGHLAND_S3_PORT": "31333",
+    "HIGHLAND_S3_MASTER_PORT": "31334",
+    "HIGHLAND_S3_VOLUME_PORT": "31080",
+    "HIGHLAND_S3_FILER_PORT": "31888",
 }
 for key, value in TEST_ENV.items():
     # An explicit environment wins, so two test sessions can run side by side on other ports.

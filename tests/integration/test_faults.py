@@ -126,8 +126,8 @@ def durable_stack(tmp_path_factory) -> Settings:
     base = Settings()
     state = tmp_path_factory.mktemp("durable")
     settings = base.model_copy(update={
-        "state_dir": state, "broker_storage": "s3", "kafka_bootstrap": "127.0.0.1:41092",
-        "s3_port": 41333, "s3_master_port": 41334, "s3_volume_port": 41080, "s3_filer_port": 41888,
+        "state_dir": state, "broker_storage": "s3", "kafka_bootstrap": "127.0.0.1:31492",
+        "s3_port": 31433, "s3_master_port": 31434, "s3_volume_port": 31480, "s3_filer_port": 31488,
     })
     broker.start_s3(settings)
     broker.start_broker(settings)

@@ -56,20 +56,20 @@ def test_down_stops_only_what_up_started(tmp_path):
     """A second, private stack on other ports: up, then down; the session stack keeps running."""
     env = {
         "HIGHLAND_STATE_DIR": str(tmp_path / "state"),
-        "HIGHLAND_KAFKA_BOOTSTRAP": "127.0.0.1:39192",
-        "HIGHLAND_CLICKHOUSE_PORT": "39100",
-        "HIGHLAND_CLICKHOUSE_HTTP_PORT": "39124",
+        "HIGHLAND_KAFKA_BOOTSTRAP": "127.0.0.1:31192",
+        "HIGHLAND_CLICKHOUSE_PORT": "31100",
+        "HIGHLAND_CLICKHOUSE_HTTP_PORT": "31124",
     }
     up = highland("stack", "up", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "broker" in up.stdout and "clickhouse" in up.stdout
-    assert port_open(39192) and port_open(39100)
+    assert port_open(31192) and port_open(31100)
     pids = [r["pid"] for r in json.loads(highland("stack", "status", "--json", env=env).stdout)]
     assert all(pids)
 
     down = highland("stack", "down", env=env)
     assert down.returncode == 0, down.stderr
-    assert not port_open(39192) and not port_open(39100)
+    assert not port_open(31192) and not port_open(31100)
     assert not any(process_exists(pid) for pid in pids)
     status = highland("stack", "status", "--json", env=env)
     assert status.returncode == 1  # nothing answers any more
