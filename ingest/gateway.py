@@ -202,6 +202,12 @@ def serve(settings: Settings, catalog: Catalog, host: str, port: int) -> None:
     from sinks.client import connect
 
     def lookup(token: str) -> str | None:
-        return agency_of(connect(settings), settings.clickhouse_database, token)
+        # Runs in a worker thread on a cache miss; a connection of its own, closed right after,
+        # so concurrent lookups never share one and none is left open.
+        client = connect(settings)
+        try:
+            return agency_of(client, settings.clickhouse_database, token)
+        finally:
+            client.disconnect()
 
     web.run_app(create_app(Gateway(settings, catalog, lookup)), host=host, port=port, print=None)
