@@ -7,7 +7,8 @@ and every joined column listed by name (18.16 expands `*` to the left side only)
 repeat a column name: 18.16 substitutes aliases inside aggregates.
 
 Plan numbers come from the *_current views of migration 0005 (synced from the catalog by
-sinks/plan_tables.py) and actuals from `events`, deduplicated exactly like sinks/progress.py. The
+sinks/plan_tables.py) and actuals from the per-day series `daily_series` (migration 0006, kept by the
+writer), read exactly like sinks/progress.py. The
 status logic below is CONTRACT.md §2 / catalog/trajectory.py written again in SQL; the integration
 tests compare it with `highland progress` on the same rows.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from catalog.models import Catalog
-from sinks.progress import latest_events_sql
+from sinks.progress import daily_sql
 
 INDICATOR_VAR = "${indicator:sqlstring}"
 
@@ -57,12 +58,11 @@ class Sql:
 
 # --- progress: actual vs. expected per (indicator, day) -------------------------------------------
 
-def _events(q: Sql) -> str:
-    """Deduplicated events (sinks/progress.py) with their plan-local day and year."""
-    return f"""
-        SELECT ind AS indicator, reg, val, obs, last_revision, event_id,
-               toDate(obs, '{q.tz}') AS obs_day, toYear(obs, '{q.tz}') AS obs_year
-        FROM ({latest_events_sql(q.db)})"""
+def _series_days(q: Sql, kind_filter: str, extra: str = "1") -> str:
+    """The per-day series (sinks/progress.py DAILY) of the indicators matching ``kind_filter``."""
+    where = (f"indicator IN (SELECT indicator FROM {q.db}.plan_indicators_current WHERE {kind_filter}) "
+             f"AND ({extra})")
+    return daily_sql(q.db, where)
 
 
 def _days(q: Sql, days_where: str, kind_filter: str) -> str:
@@ -76,29 +76,37 @@ def _flow_actuals(q: Sql, days_where: str) -> str:
     """Flows: the year-to-date sum, and the previous year's total (growth targets need it)."""
     return f"""
         SELECT indicator, day,
-               sumIf(val, obs_year = toYear(day)) AS actual_value,
-               sumIf(val, obs_year = toYear(day) - 1) AS prior_total,
-               countIf(obs_year = toYear(day)) AS n_found,
-               max(obs) AS last_obs
+               sumIf(day_total, toYear(d) = toYear(day)) AS actual_value,
+               sumIf(day_total, toYear(d) = toYear(day) - 1) AS prior_total,
+               sumIf(day_n, toYear(d) = toYear(day)) AS n_found,
+               maxIf(day_last, day_n > 0) AS last_obs
         FROM ({_days(q, days_where, "kind = 'flow'")}) AS days
-        ALL INNER JOIN ({_events(q)}) AS observations USING indicator
-        WHERE obs_day <= day
+        ALL INNER JOIN (
+            SELECT ind AS indicator, d, sum(n) AS day_n, sum(total) AS day_total, max(close_obs) AS day_last
+            FROM ({_series_days(q, "kind = 'flow'")})
+            GROUP BY indicator, d
+        ) AS series USING indicator
+        WHERE d <= day
         GROUP BY indicator, day"""
 
 
 def _level_actuals(q: Sql, days_where: str) -> str:
-    """Levels, indices, ratios: the latest observation per region at or before the day, summed
-    (ties: greatest revision, then event_id, as in sinks/progress.py)."""
+    """Levels, indices, ratios: per region the close of the latest day at or before the day, summed
+    (within a day the close is the latest by observed_at, revision, event_id: sinks/daily_series.py)."""
     return f"""
         SELECT indicator, day, sum(latest_value) AS actual_value, toFloat64(0) AS prior_total,
                count() AS n_found, max(region_last_obs) AS last_obs
         FROM (
             SELECT indicator, day, reg,
-                   argMax(val, (obs, last_revision, event_id)) AS latest_value,
-                   max(obs) AS region_last_obs
+                   argMax(close, d) AS latest_value,
+                   max(close_obs) AS region_last_obs
             FROM ({_days(q, days_where, "kind != 'flow'")}) AS days
-            ALL INNER JOIN ({_events(q)}) AS observations USING indicator
-            WHERE obs_day <= day
+            ALL INNER JOIN (
+                SELECT ind AS indicator, reg, d, close, close_obs
+                FROM ({_series_days(q, "kind != 'flow'")})
+                WHERE n > 0
+            ) AS closes USING indicator
+            WHERE d <= day
             GROUP BY indicator, day, reg
         )
         GROUP BY indicator, day"""
@@ -229,11 +237,9 @@ def indicator_districts_sql(q: Sql) -> str:
     return f"""
         SELECT district, name_en AS district_name, district_value, observed
         FROM (
-            SELECT reg AS district, argMax(val, (obs, last_revision, event_id)) AS district_value,
-                   max(obs) AS observed
-            FROM ({_events(q)})
-            WHERE indicator = {INDICATOR_VAR} AND obs_day <= {q.as_of_dashboard}
-              AND indicator IN (SELECT indicator FROM {q.db}.plan_indicators_current WHERE regional = 1)
+            SELECT reg AS district, argMax(close, d) AS district_value, max(close_obs) AS observed
+            FROM ({_series_days(q, "regional = 1", f"indicator = {INDICATOR_VAR} AND day <= {q.as_of_dashboard}")})
+            WHERE n > 0
             GROUP BY district
         ) AS latest
         ANY LEFT JOIN (SELECT district, name_en FROM {q.db}.plan_districts_current) AS names USING district

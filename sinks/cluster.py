@@ -78,6 +78,10 @@ LAYOUTS: dict[str, Layout] = {
     "agency_tokens": Sharded("cityHash64(agency, token_sha256)"),
     # Both writes of one alert (an evaluator fail-over) on one shard (LIMIT 1 BY alert_id).
     "alerts": Sharded("cityHash64(alert_id)"),
+    # Written by the writer (not a view): one series-day on one shard, so its recomputation and the
+    # rows it reads meet there.
+    "observations": Sharded("cityHash64(indicator, region, day)"),
+    "daily_series": Sharded("cityHash64(indicator, region, day)"),
     "plan_versions": Everywhere(),
     "plan_indicators": Everywhere(),
     "plan_trajectory": Everywhere(),

@@ -10,13 +10,29 @@ re-run.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from highland.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+# Data steps that SQL alone can't do within the server's memory, run right after their migration's
+# statements (and before its version is recorded, so a crash re-runs them; they are idempotent).
+def _backfill_daily_series(client: Any, db: str) -> None:
+    from catalog.loader import default_catalog
+    from sinks.daily_series import rebuild
+
+    stored = client.execute(f"SELECT count() FROM {db}.events")
+    if stored and stored[0][0]:  # a fresh install has nothing to backfill
+        rebuild(client, db, default_catalog().plan.timezone)
+
+
+DATA_STEPS: dict[int, Callable[[Any, str], None]] = {6: _backfill_daily_series}
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,8 @@ def migrate(settings: Settings, database: str | None = None) -> list[str]:
             for statement in migration.statements:
                 for sql in render_for(statement, db, settings.clickhouse_cluster):
                     client.execute(sql)
+            if migration.version in DATA_STEPS:
+                DATA_STEPS[migration.version](client, db)
             client.execute(f"INSERT INTO {db}.schema_migrations (version, name) VALUES",
                            [(migration.version, migration.name)])
             applied.append(migration.name)

@@ -1,8 +1,11 @@
 """``actual(D)`` from ClickHouse and the plan-side numbers from the catalog: CONTRACT.md §2.
 
-The SQL deduplicates by (agency, event_id) at query time (latest revision wins), so numbers are
-exact whatever copies re-deliveries left in ``events`` and whether or not merges have run.
-Dates are the plan's local dates (its timezone, Asia/Shanghai): an event observed at
+``query_actuals`` reads the per-day series the writer keeps (``daily_series``, sinks/daily_series.py):
+a flow's year-to-date is a sum of days, a level's value per region the close of its latest day, so
+the cost follows the number of series-days, not of events. ``reference_actuals`` computes the same
+numbers straight from ``events``, deduplicating by (agency, event_id) at query time (latest revision
+wins); it scans every event and is kept as the definition the fast path is tested and verified
+against (``highland verify``). Dates are the plan's local dates (its timezone, Asia/Shanghai): an event observed at
 2020-12-31T20:00:00+00:00 belongs to 2021 in Chongqing.
 """
 
@@ -73,6 +76,50 @@ def level_values_sql(db: str, tz: str, levels: list[str]) -> str:
     """
 
 
+# One row per series-day: the latest recomputation wins (exact without merges). Aliases differ from
+# the column names (18.16 substitutes aliases inside aggregates).
+DAILY = """
+    SELECT indicator AS ind, region AS reg, day AS d,
+           argMax(events, version) AS n, argMax(value_sum, version) AS total,
+           argMax(close_value, version) AS close, argMax(close_observed_at, version) AS close_obs
+    FROM {db}.daily_series
+    WHERE {where}
+    GROUP BY indicator, region, day
+"""
+
+
+def daily_sql(db: str, where: str) -> str:
+    return DAILY.format(db=db, where=where)
+
+
+def daily_flow_totals_sql(db: str, flows: list[str]) -> str:
+    """Year-to-date totals for D's year and the full previous year, per flow indicator."""
+    return f"""
+        SELECT ind,
+               sumIf(total, toYear(d) = %(year)s) AS ytd,
+               sumIf(total, toYear(d) = %(year)s - 1) AS prior_year,
+               sumIf(n, toYear(d) = %(year)s) AS n_ytd,
+               maxIf(close_obs, n > 0) AS last_observed
+        FROM ({daily_sql(db, f"indicator IN {_in_list(flows)} AND day <= %(as_of)s")})
+        GROUP BY ind
+    """
+
+
+def daily_level_values_sql(db: str, levels: list[str]) -> str:
+    """Per (indicator, region) the close of the latest day at or before D with a live observation,
+    summed over regions."""
+    return f"""
+        SELECT ind, sum(latest) AS total, count() AS regions, max(last_obs) AS last_observed
+        FROM (
+            SELECT ind, reg, argMax(close, d) AS latest, max(close_obs) AS last_obs
+            FROM ({daily_sql(db, f"indicator IN {_in_list(levels)} AND day <= %(as_of)s")})
+            WHERE n > 0
+            GROUP BY ind, reg
+        )
+        GROUP BY ind
+    """
+
+
 @dataclass(frozen=True)
 class Actual:
     value: float
@@ -80,10 +127,28 @@ class Actual:
     prior_year: float | None = None  # flows only: the whole previous year's total
 
 
-def query_actuals(client: Any, db: str, catalog: Catalog, as_of: date) -> dict[str, Actual]:
-    tz = catalog.plan.timezone
+def _kinds(catalog: Catalog) -> tuple[list[str], list[str]]:
     flows = [i.code for i in catalog.indicators if i.kind is Kind.FLOW]
-    others = [i.code for i in catalog.indicators if i.kind is not Kind.FLOW]
+    return flows, [i.code for i in catalog.indicators if i.kind is not Kind.FLOW]
+
+
+def query_actuals(client: Any, db: str, catalog: Catalog, as_of: date) -> dict[str, Actual]:
+    """actual(D) per indicator with data, from the per-day series."""
+    flows, others = _kinds(catalog)
+    params = {"year": as_of.year, "as_of": as_of}
+    out: dict[str, Actual] = {}
+    for code, ytd, prior, n, last in client.execute(daily_flow_totals_sql(db, flows), params):
+        if n:  # a flow with no observation in D's year yet has no data (not a zero)
+            out[code] = Actual(ytd, last, prior)
+    for code, value, _regions, last in client.execute(daily_level_values_sql(db, others), params):
+        out[code] = Actual(value, last)
+    return out
+
+
+def reference_actuals(client: Any, db: str, catalog: Catalog, as_of: date) -> dict[str, Actual]:
+    """The same numbers straight from ``events`` (every event deduplicated at query time)."""
+    tz = catalog.plan.timezone
+    flows, others = _kinds(catalog)
     params = {"year": as_of.year, "as_of": as_of}
     out: dict[str, Actual] = {}
     for code, ytd, prior, n, last in client.execute(flow_totals_sql(db, tz, flows), params):

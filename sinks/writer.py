@@ -2,9 +2,9 @@
 
 Before inserting, the writer asks which keys of the batch are already stored (a re-delivery after
 a crash, a replay, a duplicate pushed twice) and which are superseded by a higher stored revision,
-and inserts only the rest. Queries deduplicate on their own, so this is not what makes totals
-exact; it is what keeps the live windows (fed from the same INSERT) from counting a re-delivered
-event twice, and it keeps the table small.
+and inserts only the rest. That keeps the live windows (fed from the same INSERT) from counting a
+re-delivered event twice. Plan numbers come from the per-day series the writer keeps next to the
+events (sinks/daily_series.py), which stay exact even when a row is written twice.
 
 The check-then-insert is safe because one (agency, event_id) always arrives on one partition
 (key ``indicator|region``), and one partition is read by one worker at a time.
@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
+from catalog.loader import default_catalog
 from ingest.events import Accepted
+from sinks.daily_series import Observation, SeriesDay, insert_observations, plan_day, recompute
 
 EVENT_COLUMNS = ("agency", "event_id", "revision", "indicator", "region", "value", "unit", "raw_value",
                  "observed_at", "received_at", "kafka_partition", "kafka_offset")
@@ -50,26 +52,60 @@ def newest_per_key(batch: Iterable[Positioned]) -> dict[tuple[str, str], Positio
     return best
 
 
+class StoredRevision(NamedTuple):
+    """One stored revision of an event, as read back before a batch is written (observed_at in UTC)."""
+
+    revision: int
+    indicator: str
+    region: str
+    observed_at: datetime
+    value: float
+
+
 def stored_revisions(client: Any, db: str,
-                     keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
-    """Highest stored revision (and its indicator) per key. The keys travel as an external
-    table, not as query text, so a batch of any size stays under max_query_size."""
+                     keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[StoredRevision]]:
+    """Every stored revision per key, highest first. The keys travel as an external table, not as
+    query text, so a batch of any size stays under max_query_size."""
     if not keys:
         return {}
     rows = client.execute(
-        f"SELECT agency, event_id, max(revision), argMax(indicator, revision) FROM {db}.events "
-        "WHERE (agency, event_id) IN _batch_keys GROUP BY agency, event_id",
+        "SELECT agency, event_id, groupArray((revision, indicator, region, toUnixTimestamp(observed_at), value)) "
+        f"FROM {db}.events WHERE (agency, event_id) IN _batch_keys GROUP BY agency, event_id",
         external_tables=[{"name": "_batch_keys", "structure": [("agency", "String"), ("event_id", "String")],
                           "data": [{"agency": a, "event_id": e} for a, e in keys]}],
     )
-    return {(a, e): (r, ind) for a, e, r, ind in rows}
+    return {(a, e): sorted({StoredRevision(rev, ind, reg, datetime.fromtimestamp(ts, UTC), val)
+                            for rev, ind, reg, ts, val in revisions}, reverse=True)
+            for a, e, revisions in rows}
 
 
-def write_events(client: Any, db: str, batch: Sequence[Positioned], received_at: datetime) -> WriteResult:
-    """Insert what is new in ``batch``; idempotent, so a failed call can simply be repeated."""
+def _observation(p: Positioned, tz: str) -> Observation:
+    e = p.event
+    return Observation(e.indicator, e.region, plan_day(e.observed_at, tz), e.observed_at, e.agency, e.event_id,
+                       e.revision, e.value, 1)
+
+
+def _cancel(agency: str, event_id: str, s: StoredRevision, tz: str) -> Observation:
+    return Observation(s.indicator, s.region, plan_day(s.observed_at, tz), s.observed_at, agency, event_id,
+                       s.revision, s.value, -1)
+
+
+def write_events(client: Any, db: str, batch: Sequence[Positioned], received_at: datetime,
+                 tz: str | None = None) -> WriteResult:
+    """Insert what is new in ``batch``; idempotent, so a failed call can simply be repeated.
+
+    Order matters (sinks/daily_series.py): observations first, then the events rows that mark
+    revisions as stored, then the recomputation of every series-day the batch's keys live in.
+    """
+    tz = tz or default_catalog().plan.timezone
     candidates = newest_per_key(batch)
     stored = stored_revisions(client, db, list(candidates))
-    fresh = [p for key, p in candidates.items() if key not in stored or p.event.revision > stored[key][0]]
+    fresh = [p for key, p in candidates.items() if key not in stored or p.event.revision > stored[key][0].revision]
+    observations = [_observation(p, tz) for p in fresh]
+    for p in fresh:
+        agency, event_id = p.event.agency, p.event.event_id
+        observations += [_cancel(agency, event_id, s, tz) for s in stored.get((agency, event_id), [])]
+    insert_observations(client, db, observations)
     if fresh:
         columns = [
             [p.event.agency for p in fresh], [p.event.event_id for p in fresh],
@@ -81,8 +117,12 @@ def write_events(client: Any, db: str, batch: Sequence[Positioned], received_at:
         ]
         client.execute(f"INSERT INTO {db}.events ({', '.join(EVENT_COLUMNS)}) VALUES", columns,
                        columnar=True)
+    # Also the days of revisions stored earlier: a previous attempt may have died before this step.
+    touched = {o.series_day for o in observations} | {
+        SeriesDay(s.indicator, s.region, plan_day(s.observed_at, tz))
+        for revisions in stored.values() for s in revisions}
+    recompute(client, db, touched)
     # A revision may move an event to another indicator: then both indicators' numbers change.
-    touched = frozenset(p.event.indicator for p in fresh) | frozenset(
-        stored[(p.event.agency, p.event.event_id)][1] for p in fresh
-        if (p.event.agency, p.event.event_id) in stored)
-    return WriteResult(inserted=len(fresh), skipped=len(batch) - len(fresh), indicators=touched)
+    indicators = frozenset(p.event.indicator for p in fresh) | frozenset(
+        s.indicator for p in fresh for s in stored.get((p.event.agency, p.event.event_id), []))
+    return WriteResult(inserted=len(fresh), skipped=len(batch) - len(fresh), indicators=indicators)

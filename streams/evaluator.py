@@ -33,17 +33,18 @@ def _as_of(catalog: Catalog, now: datetime) -> date:
 
 
 def data_version(client: Any, db: str, catalog: Catalog, now: datetime) -> tuple[date, int]:
-    """Changes whenever a status could have changed: the as-of date, or any event stored (the
-    1-hour windows count every stored event once, and the table is small)."""
-    (stored,) = client.execute(f"SELECT sum(events) FROM {db}.event_windows_1h")[0]
+    """Changes whenever a status could have changed: the as-of date, or the per-day series. Every
+    write ends by appending recomputed rows to daily_series, so its row count moves only once the
+    numbers are complete (the events INSERT lands before them and would be too early)."""
+    (stored,) = client.execute(f"SELECT count() FROM {db}.daily_series")[0]
     return _as_of(catalog, now), int(stored or 0)
 
 
 def evaluate(client: Any, db: str, catalog: Catalog, now: datetime, *, statuses: bool = True) -> list[Alert]:
     """Decide and store the alerts due at ``now`` (also used directly by tests with a shifted clock).
 
-    ``statuses=False`` checks feed freshness only: the status query deduplicates every event, so
-    the evaluator skips it while no event has been stored since its last run.
+    ``statuses=False`` checks feed freshness only: the evaluator skips the status query while
+    nothing has been written since its last run.
     """
     as_of = _as_of(catalog, now)
     state = alert_sink.load_state(client, db)

@@ -24,6 +24,7 @@ from dashboards.macros import TimeRange, expand
 from dashboards.queries import Sql
 from highland.settings import Settings
 from sinks.client import connect
+from sinks.daily_series import rebuild
 from sinks.migrate import load_migrations, migrate, render
 from sinks.plan_tables import sync_plan_tables
 from sinks.progress import progress
@@ -120,8 +121,11 @@ def known_rows(catalog: Catalog) -> list[tuple[str, tuple[str, ...], list[tuple[
 
 
 def insert_known_feed(client: Any, db: str, catalog: Catalog) -> None:
+    """The rows as stored, then the per-day series built from the events (as migration 0006's
+    backfill does; the writer's own path is tested with real workers in test_worker.py)."""
     for table, columns, rows in known_rows(catalog):
         client.execute(f"INSERT INTO {db}.{table} ({', '.join(columns)}) VALUES", rows)
+    rebuild(client, db, catalog.plan.timezone)
 
 
 # --- the two engines --------------------------------------------------------------------------------
@@ -137,6 +141,8 @@ class ChdbClient:
             values = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in params)
             self.session.query(f"{query} {values}")
             return []
+        if isinstance(params, dict):  # %(name)s placeholders
+            query = query % {k: _literal(v) for k, v in params.items()}
         return self.columns_and_rows(query)[1]
 
     def columns_and_rows(self, query: str) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:

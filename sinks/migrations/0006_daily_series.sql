@@ -1,0 +1,42 @@
+-- Plan numbers without scanning every event: two tables the writer keeps (sinks/daily_series.py).
+--
+-- `observations`: every stored revision of every event, ordered by series and plan-local day, with
+-- sign +1; a revision superseded by a newer one gets a second row with sign -1 in ITS day. A
+-- revision is live when none of its rows is -1, so copies of a row (a re-delivered batch, two
+-- writers racing in a rebalance) change nothing. Plain MergeTree on purpose: rows are never removed,
+-- so the row count of a (indicator, region, day) only grows and can version what is derived from it.
+CREATE TABLE IF NOT EXISTS {db}.observations
+(
+    indicator String,
+    region String,
+    day Date,
+    observed_at DateTime,
+    agency String,
+    event_id String,
+    revision UInt32,
+    value Float64,
+    sign Int8
+)
+ENGINE = MergeTree
+PARTITION BY toYear(day)
+ORDER BY (indicator, region, day, observed_at, agency, event_id, revision);
+
+-- One row per (indicator, region, plan-local day), recomputed from `observations` by the writer for
+-- every day a batch touched: the live observations' count and sum, and the day's closing value
+-- (latest by observed_at, then revision, then event_id: CONTRACT.md §2). `version` is the number of
+-- observation rows the recomputation read, so a later recomputation always wins; read with
+-- argMax(..., version) per key, exact whether or not merges ran. A day whose observations were all
+-- revised away keeps a row with events = 0.
+CREATE TABLE IF NOT EXISTS {db}.daily_series
+(
+    indicator String,
+    region String,
+    day Date,
+    events UInt64,
+    value_sum Float64,
+    close_value Float64,
+    close_observed_at DateTime,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (indicator, region, day);

@@ -1,0 +1,195 @@
+"""The per-day series the writer keeps (sinks/daily_series.py) give exactly the numbers of the
+definition: every event deduplicated at query time (``reference_actuals``) and the independent
+Python model of the tests (``support.reference_actuals``) -- whatever revisions move, whatever a
+dying or racing writer leaves behind."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from catalog.loader import default_catalog
+from highland.settings import Settings
+from ingest.events import Accepted, validate
+from sinks.client import connect
+from sinks.daily_series import rebuild
+from sinks.progress import Actual, query_actuals, reference_actuals
+from sinks.writer import Positioned, write_events
+from tests.integration.support import dumps, event
+from tests.integration.support import reference_actuals as model_actuals
+
+CATALOG = default_catalog()
+TZ = CATALOG.plan.timezone
+AS_OF = [date(2016, 12, 31), date(2017, 1, 1), date(2018, 6, 30), date(2019, 3, 1), date(2019, 12, 31),
+         date(2020, 12, 31)]
+DISTRICTS = ["yuzhong", "jiangbei", "wanzhou"]
+
+
+def _moment(rng: random.Random) -> str:
+    day = date(2016, 1, 1) + timedelta(days=rng.randrange(5 * 365))
+    # Hours 0-23 in Chongqing time, some written in UTC: local days and years split mid-UTC-day.
+    local = datetime(day.year, day.month, day.day, rng.randrange(24), tzinfo=UTC) - timedelta(hours=8)
+    return local.isoformat() if rng.random() < 0.5 else local.astimezone().isoformat()
+
+
+def _base(rng: random.Random, i: int) -> dict:
+    kind = rng.choice(["flow", "level", "index"])
+    if kind == "flow":
+        return event(f"t-{i}", "cq_commerce", "ecommerce_turnover", round(rng.uniform(1, 50), 3), "亿元",
+                     _moment(rng))
+    if kind == "level":
+        return event(f"p-{i}", "cq_comms_admin", "fiber_broadband_ports", round(rng.uniform(1, 90), 2), "万个",
+                     _moment(rng), region=rng.choice(DISTRICTS))
+    return event(f"x-{i}", "cq_economy_it", "internet_plus_index", round(rng.uniform(3, 6), 2), "index", _moment(rng))
+
+
+def messy_feed(seed: int, n: int = 300) -> list[dict]:
+    """Duplicates, revisions that change the value, the day, the year or the district, stale lower
+    revisions, all in shuffled order."""
+    rng = random.Random(seed)
+    feed: list[dict] = []
+    for i in range(n):
+        e = _base(rng, i)
+        feed.append(e)
+        if rng.random() < 0.2:
+            feed.append(e)
+        if rng.random() < 0.4:
+            moved = {**e, "revision": 3, "value": round(e["value"] * rng.uniform(0.5, 2), 3)}
+            if rng.random() < 0.5:
+                moved["observed_at"] = _moment(rng)
+            if "region" in e and rng.random() < 0.5:
+                moved["region"] = rng.choice(DISTRICTS)
+            feed.append(moved)
+            if rng.random() < 0.5:  # older than the correction, arriving after it
+                feed.append({**e, "revision": 1, "value": e["value"] * 7})
+    rng.shuffle(feed)
+    return feed
+
+
+def positioned(feed: list[dict]) -> list[Positioned]:
+    out = []
+    for offset, e in enumerate(feed):
+        verdict = validate(dumps(e), CATALOG)
+        assert isinstance(verdict, Accepted), verdict
+        out.append(Positioned(verdict, 0, offset))
+    return out
+
+
+def write_in_batches(client: Any, db: str, items: list[Positioned], seed: int) -> None:
+    rng = random.Random(seed)
+    i = 0
+    while i < len(items):
+        size = rng.randint(1, 60)
+        write_events(client, db, items[i:i + size], datetime.now(UTC), TZ)
+        i += size
+
+
+def values(found: dict[str, Actual]) -> dict[str, float]:
+    return {code: a.value for code, a in found.items()}
+
+
+def assert_same(got: dict[str, float], want: dict[str, float]) -> None:
+    assert got.keys() == want.keys()
+    for code, value in want.items():
+        assert got[code] == pytest.approx(value, rel=1e-9, abs=1e-9), code
+
+
+def assert_exact(client: Any, db: str, feed: list[dict]) -> None:
+    for as_of in AS_OF:
+        fast = query_actuals(client, db, CATALOG, as_of)
+        assert_same(values(fast), model_actuals(feed, CATALOG, as_of))
+        slow = reference_actuals(client, db, CATALOG, as_of)
+        assert_same(values(fast), values(slow))
+        assert {c: a.last_observed for c, a in fast.items()} == {c: a.last_observed for c, a in slow.items()}
+
+
+@pytest.fixture
+def db(isolated: Settings) -> Iterator[tuple[Any, str]]:
+    client = connect(isolated)
+    yield client, isolated.clickhouse_database
+    client.disconnect()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_moved_corrected_and_duplicated_events_give_the_numbers_of_the_definition(db: tuple[Any, str], seed: int):
+    client, name = db
+    feed = messy_feed(seed)
+    write_in_batches(client, name, positioned(feed), seed)
+    assert_exact(client, name, feed)
+
+
+class DiesOnce:
+    """A client that fails the first statement matching ``when``, as a worker killed there would."""
+
+    def __init__(self, client: Any, when: Callable[[str], bool]) -> None:
+        self.client, self.when, self.died = client, when, False
+
+    def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        if not self.died and self.when(sql):
+            self.died = True
+            raise ConnectionError("killed")
+        return self.client.execute(sql, *args, **kwargs)
+
+
+@pytest.mark.parametrize("step", ["events insert", "recomputation"])
+def test_a_writer_dying_between_its_steps_is_repaired_by_the_redelivery(db: tuple[Any, str], step: str):
+    client, name = db
+    feed = messy_feed(11, n=120)
+    items = positioned(feed)
+    half = len(items) // 2
+    write_events(client, name, items[:half], datetime.now(UTC), TZ)
+
+    def target(sql: str) -> bool:
+        if step == "events insert":
+            return sql.startswith(f"INSERT INTO {name}.events ")
+        return "FROM (" in sql and "observations" in sql and sql.lstrip().startswith("SELECT")
+
+    dying = DiesOnce(client, target)
+    with pytest.raises(ConnectionError):
+        write_events(dying, name, items[half:], datetime.now(UTC), TZ)
+    assert dying.died
+    write_events(client, name, items[half:], datetime.now(UTC), TZ)  # the batch, re-delivered
+    assert_exact(client, name, feed)
+
+
+class StaleReads:
+    """A second writer that checked what was stored before the first one's insert landed (two
+    workers overlapping in a rebalance): it sees nothing stored."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        if "_batch_keys" in sql:
+            return []
+        return self.client.execute(sql, *args, **kwargs)
+
+
+def test_rows_written_twice_by_overlapping_writers_count_once(db: tuple[Any, str]):
+    client, name = db
+    feed = messy_feed(21, n=150)
+    items = positioned(feed)
+    first, rest = items[: len(items) // 2], items[len(items) // 2:]
+    write_events(client, name, first, datetime.now(UTC), TZ)
+    write_events(StaleReads(client), name, first, datetime.now(UTC), TZ)  # the same batch, again
+    (copies,) = client.execute(f"SELECT count() - uniqExact(agency, event_id, revision) FROM {name}.events")[0]
+    assert copies > 0, "the overlap should have stored rows twice"
+    write_in_batches(client, name, rest, 21)  # later revisions supersede rows that exist twice
+    assert_exact(client, name, feed)
+
+
+def test_rebuilding_from_events_gives_the_same_series(db: tuple[Any, str]):
+    client, name = db
+    feed = messy_feed(31)
+    write_in_batches(client, name, positioned(feed), 31)
+    before = {d: query_actuals(client, name, CATALOG, d) for d in AS_OF}
+    client.execute(f"TRUNCATE TABLE {name}.observations")
+    client.execute(f"TRUNCATE TABLE {name}.daily_series")
+    assert query_actuals(client, name, CATALOG, AS_OF[-1]) == {}
+    rebuild(client, name, TZ, chunks=3)
+    for as_of, want in before.items():
+        assert_same(values(query_actuals(client, name, CATALOG, as_of)), values(want))
