@@ -3,9 +3,12 @@
     .venv/bin/python -m bench.queries [--events 50000000] [--runs 5]
 
 Uses the benchmark stack (state in .highland/bench, ports 27xxx; started if needed). The history is
-generated inside ClickHouse (INSERT ... SELECT FROM numbers()) so loading 50 M rows takes seconds,
+generated inside ClickHouse (INSERT ... SELECT FROM numbers()) so loading 50 M rows takes minutes,
 not an hour of Kafka: 2016-2020 observations of the plan's indicators by their owning agencies,
-2 % of them corrected by a revision 1, received over the last hour. Prints p50/p95 per query.
+spread evenly over every series (each regional indicator per district), 2 % of them sent as a
+revision 0 and corrected by a revision 1, received over the last hour. The per-day series the
+writer would have kept are then built from them with `sinks.daily_series.rebuild` (what migration
+0006 does for events stored before it). Prints p50/p95 per query.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from bench.run import BENCH_CATALOG, variant
 from highland.settings import Settings
 from highland.stack import local
 from sinks.client import connect
+from sinks.daily_series import rebuild
 from sinks.migrate import migrate
 from sinks.plan_tables import sync_plan_tables
 from sinks.progress import progress
@@ -41,7 +45,8 @@ def _array(values: list[str]) -> str:
     return "[" + ", ".join(f"'{v}'" for v in values) + "]"
 
 
-def load(client, db: str, n: int) -> float:
+def load(client, db: str, n: int) -> tuple[float, float]:
+    """Seconds to insert the events, and to build the per-day series from them."""
     indicators, agencies, regions = _series()
     k = len(indicators)
     pick = f"((number % {k}) + 1)"
@@ -49,17 +54,20 @@ def load(client, db: str, n: int) -> float:
     start = time.perf_counter()
     for offset in range(0, n, CHUNK):
         rows = min(CHUNK, n - offset)
-        client.execute(f"""
-            INSERT INTO {db}.events (agency, event_id, revision, indicator, region, value, unit, raw_value,
-                                     observed_at, received_at, kafka_partition, kafka_offset)
-            SELECT arrayElement({_array(agencies)}, {pick}), concat('q-', toString(number)),
-                   if(number % 50 = 0, 1, 0),
-                   arrayElement({_array(indicators)}, {pick}), arrayElement({_array(regions)}, {pick}),
-                   (number % 1000) / 10.0, 'u', (number % 1000) / 10.0,
-                   toDateTime('2016-01-01 00:00:00') + intDiv(number * {five_years}, {n}),
-                   now() - (number % 3600), number % 4, number
-            FROM numbers({offset}, {rows})""")
-    return time.perf_counter() - start
+        # Every 50th observation twice: revision 0 first, then its correction (revision 1).
+        for revision, where in ((0, "number % 50 = 0"), (1, "number % 50 = 0"), (0, "number % 50 != 0")):
+            client.execute(f"""
+                INSERT INTO {db}.events (agency, event_id, revision, indicator, region, value, unit, raw_value,
+                                         observed_at, received_at, kafka_partition, kafka_offset)
+                SELECT arrayElement({_array(agencies)}, {pick}), concat('q-', toString(number)), {revision},
+                       arrayElement({_array(indicators)}, {pick}), arrayElement({_array(regions)}, {pick}),
+                       (number % 1000) / 10.0 + {revision}, 'u', (number % 1000) / 10.0 + {revision},
+                       toDateTime('2016-01-01 00:00:00') + intDiv(number * {five_years}, {n}),
+                       now() - (number % 3600), number % 4, number
+                FROM numbers({offset}, {rows}) WHERE {where}""")
+    loaded = time.perf_counter()
+    rebuild(client, db, BENCH_CATALOG.plan.timezone, chunks=max(1, n // 2_000_000))
+    return loaded - start, time.perf_counter() - loaded
 
 
 def timed(fn, runs: int) -> tuple[float, float]:
@@ -89,10 +97,16 @@ def main() -> None:
     migrate(settings)
     client = connect(settings)
     db = settings.clickhouse_database
-    (have,) = client.execute(f"SELECT count() FROM {db}.events")[0]
-    if have < args.events:
-        client.execute(f"TRUNCATE TABLE IF EXISTS {db}.events")
-        print(f"loaded {args.events:,} events in {load(client, db, args.events):.0f} s")
+    (have,) = client.execute(f"SELECT count() FROM {db}.events WHERE revision = 0")[0]
+    (days,) = client.execute(f"SELECT count() FROM {db}.daily_series")[0]
+    if have != args.events or not days:
+        for table in ("events", "observations", "daily_series"):
+            client.execute(f"TRUNCATE TABLE IF EXISTS {db}.{table}")
+        inserted, built = load(client, db, args.events)
+        print(f"loaded {args.events:,} events in {inserted:.0f} s; built the per-day series in {built:.0f} s")
+    (series_days,) = client.execute(f"SELECT count() FROM (SELECT DISTINCT indicator, region, day FROM "
+                                    f"{db}.daily_series)")[0]
+    print(f"{series_days:,} series-days")
     sync_plan_tables(client, db, BENCH_CATALOG)
     as_of = datetime(2020, 12, 31, tzinfo=UTC).date()
     rows = [("highland progress", *timed(lambda: progress(client, db, BENCH_CATALOG, as_of), args.runs))]

@@ -155,6 +155,51 @@ def progress_cmd(
     out.print(", ".join(f"{k} {counts[k]}" for k in colour if counts[k]) + "  (details: --json)")
 
 
+@app.command("verify")
+def verify_cmd(
+    as_of: Annotated[list[str] | None, typer.Option("--as-of", help="YYYY-MM-DD, repeatable (default: today, "
+                                                                   "capped at the plan's last day)")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="rebuild the per-day series from the events "
+                                                          "(stop the workers first)")] = False,
+) -> None:
+    """Check the plan numbers against their definition: the per-day series the worker keeps vs. every
+    event deduplicated at query time (slow: it reads all events). Exit 1 on any difference."""
+    from catalog.loader import default_catalog
+    from sinks.client import connect
+    from sinks.daily_series import rebuild
+    from sinks.progress import default_as_of, query_actuals, reference_actuals
+
+    settings = get_settings()
+    catalog = default_catalog()
+    client, db = connect(settings), settings.clickhouse_database
+    days = [d for d in (_parse_date(a) for a in as_of or []) if d] or [
+        default_as_of(catalog, datetime.now(ZoneInfo(catalog.plan.timezone)).date())]
+    if repair:
+        rebuild(client, db, catalog.plan.timezone)
+    wrong = 0
+    for day in days:
+        fast, slow = query_actuals(client, db, catalog, day), reference_actuals(client, db, catalog, day)
+        for code in sorted(fast.keys() | slow.keys()):
+            got, want = fast.get(code), slow.get(code)
+            if not _same_actual(got, want):
+                wrong += 1
+                out.print(f"{day} {code}: series {got} vs events {want}")
+    out.print(f"{wrong} difference(s) over {len(days)} date(s) and {len(catalog.indicators)} indicators")
+    if wrong:
+        raise typer.Exit(1)
+
+
+def _same_actual(a: object, b: object) -> bool:
+    """Equal, sums compared to 1e-9 (float addition in another order)."""
+    from sinks.progress import Actual
+
+    if not (isinstance(a, Actual) and isinstance(b, Actual)):
+        return a == b
+    return a.last_observed == b.last_observed and all(
+        x == y or (x is not None and y is not None and abs(x - y) <= 1e-9 * max(1.0, abs(y)))
+        for x, y in ((a.value, b.value), (a.prior_year, b.prior_year)))
+
+
 def _num(v: float | None) -> str:
     """Compact enough for an 80-column terminal: 12.35, 4,512, 15.0M."""
     if v is None:

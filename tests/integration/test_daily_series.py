@@ -6,8 +6,11 @@ dying or racing writer leaves behind."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +22,8 @@ from sinks.client import connect
 from sinks.daily_series import rebuild
 from sinks.progress import Actual, query_actuals, reference_actuals
 from sinks.writer import Positioned, write_events
-from tests.integration.support import dumps, event
+from tests.conftest import ROOT
+from tests.integration.support import dumps, event, worker_env
 from tests.integration.support import reference_actuals as model_actuals
 
 CATALOG = default_catalog()
@@ -193,3 +197,31 @@ def test_rebuilding_from_events_gives_the_same_series(db: tuple[Any, str]):
     rebuild(client, name, TZ, chunks=3)
     for as_of, want in before.items():
         assert_same(values(query_actuals(client, name, CATALOG, as_of)), values(want))
+
+
+def _verify(settings: Settings, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "highland", "verify", *extra,
+                           *(arg for d in AS_OF for arg in ("--as-of", d.isoformat()))],
+                          capture_output=True, text=True, env=worker_env(settings, "cli", tmp), cwd=ROOT, timeout=120)
+
+
+def test_highland_verify_finds_a_wrong_series_day_and_repair_rebuilds_it(isolated: Settings, tmp_path: Path):
+    client, name = connect(isolated), isolated.clickhouse_database
+    feed = messy_feed(41, n=80)
+    write_in_batches(client, name, positioned(feed), 41)
+    ok = _verify(isolated, tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "0 difference(s)" in ok.stdout
+    # A series-day that disagrees with its events (as a lost recomputation would leave it).
+    [(ind, reg, day, version)] = client.execute(
+        f"SELECT indicator, region, day, max(version) FROM {name}.daily_series "
+        "WHERE indicator = 'ecommerce_turnover' AND toYear(day) = 2020 GROUP BY indicator, region, day "
+        "ORDER BY day LIMIT 1")
+    client.execute(f"INSERT INTO {name}.daily_series (indicator, region, day, events, value_sum, close_value, "
+                   "close_observed_at, version) VALUES",
+                   [(ind, reg, day, 1, 1e6, 1e6, datetime(2020, 6, 1), version + 1)])
+    bad = _verify(isolated, tmp_path)
+    assert bad.returncode == 1 and "ecommerce_turnover" in bad.stdout
+    repaired = _verify(isolated, tmp_path, "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert_exact(client, name, feed)
