@@ -61,7 +61,8 @@ def indicator(sql: q.Sql) -> Json:
     dashed = {"fill": "dash", "dash": [10, 10]}
     grid.add(p.timeseries(
         "Actual vs. the plan's path to the target",
-        "actual(D) and expected(D) for every day (flows: year to date, so both restart each January), "
+        "actual(D) and expected(D) for every day of a range up to 92 days, else for each month's last day "
+        "(flows: year to date, so both restart each January), "
         "the target, and the projection from today's actual to the deadline.",
         [p.query(q.indicator_series_sql(sql), "A", time_series=True),
          p.query(q.indicator_projection_sql(sql), "B", time_series=True)],

@@ -72,7 +72,7 @@ def _days(q: Sql, days_where: str, kind_filter: str) -> str:
           AND indicator IN (SELECT indicator FROM {q.db}.plan_indicators_current WHERE {kind_filter})"""
 
 
-def _flow_actuals(q: Sql, days_where: str) -> str:
+def _flow_actuals(q: Sql, days_where: str, only: str) -> str:
     """Flows: the year-to-date sum, and the previous year's total (growth targets need it)."""
     return f"""
         SELECT indicator, day,
@@ -83,14 +83,14 @@ def _flow_actuals(q: Sql, days_where: str) -> str:
         FROM ({_days(q, days_where, "kind = 'flow'")}) AS days
         ALL INNER JOIN (
             SELECT ind AS indicator, d, sum(n) AS day_n, sum(total) AS day_total, max(close_obs) AS day_last
-            FROM ({_series_days(q, "kind = 'flow'")})
+            FROM ({_series_days(q, "kind = 'flow'", only)})
             GROUP BY indicator, d
         ) AS series USING indicator
         WHERE d <= day
         GROUP BY indicator, day"""
 
 
-def _level_actuals(q: Sql, days_where: str) -> str:
+def _level_actuals(q: Sql, days_where: str, only: str) -> str:
     """Levels, indices, ratios: per region the close of the latest day at or before the day, summed
     (within a day the close is the latest by observed_at, revision, event_id: sinks/daily_series.py)."""
     return f"""
@@ -103,7 +103,7 @@ def _level_actuals(q: Sql, days_where: str) -> str:
             FROM ({_days(q, days_where, "kind != 'flow'")}) AS days
             ALL INNER JOIN (
                 SELECT ind AS indicator, reg, d, close, close_obs
-                FROM ({_series_days(q, "kind != 'flow'")})
+                FROM ({_series_days(q, "kind != 'flow'", only)})
                 WHERE n > 0
             ) AS closes USING indicator
             WHERE d <= day
@@ -128,17 +128,17 @@ def _plan_days(q: Sql, days_where: str) -> str:
         USING indicator"""
 
 
-def _joined(q: Sql, days_where: str) -> str:
+def _joined(q: Sql, days_where: str, only: str) -> str:
     """Plan rows with their actuals; a day without observations gets n_found = 0 (the join's default)."""
     columns = ("plan_expected", "has_expected", "year_fraction", "position", *_PLAN_COLUMNS)
     return f"""
         SELECT indicator, day, {', '.join(columns)}, actual_value, prior_total, n_found, last_obs
         FROM ({_plan_days(q, days_where)}) AS plan_days
-        ANY LEFT JOIN ({_flow_actuals(q, days_where)} UNION ALL {_level_actuals(q, days_where)}) AS actuals
+        ANY LEFT JOIN ({_flow_actuals(q, days_where, only)} UNION ALL {_level_actuals(q, days_where, only)}) AS actuals
         USING (indicator, day)"""
 
 
-def _derived(q: Sql, days_where: str) -> str:
+def _derived(q: Sql, days_where: str, only: str) -> str:
     """Flags and expected(D): growth targets take last year's actual x (1 + growth) x year elapsed."""
     return f"""
         SELECT *,
@@ -150,13 +150,16 @@ def _derived(q: Sql, days_where: str) -> str:
                if(direction = 'down', actual_value, expected_value) AS perf_den,
                if(perf_den <= 0, if(perf_num >= perf_den, 1., 0.), perf_num / perf_den) AS performance,
                target_year - path_base_year AS span
-        FROM ({_joined(q, days_where)})"""
+        FROM ({_joined(q, days_where, only)})"""
 
 
-def progress_sql(q: Sql, days_where: str) -> str:
+def progress_sql(q: Sql, days_where: str, indicator: str | None = None) -> str:
     """CONTRACT.md §2 per (indicator, day) for the plan days matching ``days_where`` (a condition on
-    plan_trajectory_current's indicator and day). Mirrors sinks/progress.py: status, percent of
-    target, projection; `behind_pct` = how far below its path (100 x (1 - performance))."""
+    plan_trajectory_current's indicator and day), of one ``indicator`` (an SQL expression) if given:
+    then only its series are read. Mirrors sinks/progress.py: status, percent of target, projection;
+    `behind_pct` = how far below its path (100 x (1 - performance))."""
+    only = f"indicator = {indicator}" if indicator else "1"
+    days_where = f"({days_where}) AND {only}"
     return f"""
         SELECT indicator, day, name_en, agency, unit, kind, regional,
                multiIf(NOT (has_data AND has_exp), 'no_data', performance >= on_track, 'on_track',
@@ -176,9 +179,10 @@ def progress_sql(q: Sql, days_where: str) -> str:
                        position <= 0 OR position >= span, actual_value,
                        path_base + (actual_value - path_base) * span / position) AS projected,
                if(has_data, last_obs, NULL) AS last_observed
-        FROM ({_derived(q, days_where)})"""
+        FROM ({_derived(q, days_where, only)})"""
 
 
+SERIES_DAILY_DAYS = 92
 STATUS_RANK = "indexOf(['off_track', 'at_risk', 'on_track', 'no_data'], status)"
 
 
@@ -203,22 +207,25 @@ def indicator_now_sql(q: Sql) -> str:
     """The selected indicator as of the end of the time range (stat panels)."""
     return f"""
         SELECT status, pct_of_target, actual, expected, target_value AS target, projected, deadline
-        FROM ({progress_sql(q, f"indicator = {INDICATOR_VAR} AND day = {q.as_of_dashboard}")})"""
+        FROM ({progress_sql(q, f"day = {q.as_of_dashboard}", INDICATOR_VAR)})"""
 
 
 def indicator_series_sql(q: Sql) -> str:
-    """actual(D) and expected(D) for every plan day in the time range: the path to the target."""
-    days = (f"indicator = {INDICATOR_VAR} AND day >= {q.plan_day('$__fromTime')} "
-            f"AND day <= {q.as_of_dashboard}")
+    """actual(D) and expected(D) in the time range, the path to the target: every plan day for a range
+    of up to SERIES_DAILY_DAYS, else each month's last day and the range's last day (a 5-year range
+    is 61 points, not 1,826: each point reads all the series-days of its year before it)."""
+    start, end = q.plan_day("$__fromTime"), q.as_of_dashboard
+    days = (f"day >= {start} AND day <= {end} AND (toRelativeDayNum({end}) - toRelativeDayNum({start}) <= "
+            f"{SERIES_DAILY_DAYS} OR toDayOfMonth(day + 1) = 1 OR day = {end})")
     return f"""
         SELECT toDateTime(day, '{q.tz}') AS time, actual, expected, target_value AS target
-        FROM ({progress_sql(q, days)})
+        FROM ({progress_sql(q, days, INDICATOR_VAR)})
         ORDER BY time"""
 
 
 def indicator_projection_sql(q: Sql) -> str:
     """Two points: today's actual and the projected value at the deadline (end of target year)."""
-    now = progress_sql(q, f"indicator = {INDICATOR_VAR} AND day = {q.as_of_dashboard}")
+    now = progress_sql(q, f"day = {q.as_of_dashboard}", INDICATOR_VAR)
     return f"""
         SELECT time, projection FROM (
             SELECT toDateTime(day, '{q.tz}') AS time, actual AS projection FROM ({now})

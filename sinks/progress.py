@@ -76,15 +76,15 @@ def level_values_sql(db: str, tz: str, levels: list[str]) -> str:
     """
 
 
-# One row per series-day: the latest recomputation wins (exact without merges). Aliases differ from
-# the column names (18.16 substitutes aliases inside aggregates).
+# One row per series-day: the latest recomputation (highest version) wins. FINAL merges the rows of
+# a key at read time, so this is exact whether or not background merges ran (and 4-5x faster than
+# argMax per key on 18.16); on a cluster all rows of a key share a shard (sinks/cluster.py). Aliases
+# differ from the column names (18.16 substitutes aliases inside aggregates).
 DAILY = """
-    SELECT indicator AS ind, region AS reg, day AS d,
-           argMax(events, version) AS n, argMax(value_sum, version) AS total,
-           argMax(close_value, version) AS close, argMax(close_observed_at, version) AS close_obs
-    FROM {db}.daily_series
+    SELECT indicator AS ind, region AS reg, day AS d, events AS n, value_sum AS total,
+           close_value AS close, close_observed_at AS close_obs
+    FROM {db}.daily_series FINAL
     WHERE {where}
-    GROUP BY indicator, region, day
 """
 
 

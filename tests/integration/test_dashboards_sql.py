@@ -412,17 +412,26 @@ def test_overview_as_of_the_end_of_an_earlier_time_range(engine: Engine, server:
     assert counts["off_track"] == sum(r["status"] == "off_track" for r in rows.values())
 
 
-def test_indicator_page_follows_the_plan_path_day_by_day(engine: Engine, server: Engine, catalog: Catalog):
+def test_indicator_page_follows_the_plan_path_by_month_and_by_day_on_short_ranges(engine: Engine, server: Engine,
+                                                                                  catalog: Catalog):
     title = "Actual vs. the plan's path to the target"
+    # 2015-2020 is longer than a quarter: each month's last day.
     days = {row["time"].date(): row for row in run_panel(engine, catalog, definitions.INDICATOR_UID, title).rows}
-    assert min(days) == date(2015, 1, 1) and max(days) == date(2020, 12, 31) and len(days) == 2192
+    assert min(days) == date(2015, 1, 31) and max(days) == date(2020, 12, 31) and len(days) == 72
+    assert all((day + timedelta(days=1)).day == 1 for day in days)
     assert days[date(2020, 2, 29)]["actual"] is None  # nothing observed in 2020 yet
-    assert days[date(2020, 3, 1)]["actual"] == pytest.approx(120.0)
-    assert days[date(2020, 6, 1)]["actual"] == pytest.approx(420.0)
-    for day in (date(2019, 12, 31), date(2020, 3, 1), date(2020, 7, 1)):
+    for day in (date(2019, 12, 31), date(2020, 3, 31), date(2020, 7, 31)):
         ref = next(r for r in _reference(server, catalog, day) if r.indicator == "telecom_business_volume")
         assert days[day]["expected"] == pytest.approx(ref.expected, rel=1e-9)
         assert days[day]["actual"] == pytest.approx(ref.actual, rel=1e-9)
+    # Up to 92 days: every day.
+    spring = TimeRange(datetime.fromisoformat(f"2020-03-01T00:00:00{TZ_OFFSET}"),
+                       datetime.fromisoformat(f"2020-06-01T00:00:00{TZ_OFFSET}"))
+    daily = {row["time"].date(): row
+             for row in run_panel(engine, catalog, definitions.INDICATOR_UID, title, time_range=spring).rows}
+    assert sorted(daily) == [date(2020, 3, 1) + timedelta(days=n) for n in range(93)]
+    assert daily[date(2020, 3, 1)]["actual"] == pytest.approx(120.0)
+    assert daily[date(2020, 6, 1)]["actual"] == pytest.approx(420.0)
     projection = run_panel(engine, catalog, definitions.INDICATOR_UID, title, "B").rows
     assert [p["time"].date() for p in projection] == [date(2020, 12, 31), date(2020, 12, 31)]
     assert [p["projection"] for p in projection] == pytest.approx([420.0, 420.0])
