@@ -89,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--reload", action="store_true", help="generate the history again even if present")
     args = parser.parse_args()
 
     base = local.with_secrets(Settings())
@@ -99,7 +100,7 @@ def main() -> None:
     db = settings.clickhouse_database
     (have,) = client.execute(f"SELECT count() FROM {db}.events WHERE revision = 0")[0]
     (days,) = client.execute(f"SELECT count() FROM {db}.daily_series")[0]
-    if have != args.events or not days:
+    if args.reload or have != args.events or not days:
         for table in ("events", "observations", "daily_series"):
             client.execute(f"TRUNCATE TABLE IF EXISTS {db}.{table}")
         inserted, built = load(client, db, args.events)

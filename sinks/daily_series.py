@@ -2,25 +2,35 @@
 
 Plan numbers used to deduplicate every event at query time (argMax per agency and event_id), which
 stops scaling at a few million events (docs/capacity.md). Instead the writer keeps, per
-(indicator, region, plan-local day), the live observations' count and sum and the day's closing
-value, so a flow's year-to-date is a sum over days and a level's value is the latest day's close.
+(indicator, region, plan-local day) -- a *series-day* -- the live observations' count and sum and
+the day's closing value, so a flow's year-to-date is a sum over days and a level's value is the
+latest day's close.
 
-Exactness, whatever is re-delivered, replayed or raced:
-- ``observations`` gets a +1 row per stored revision and a -1 row for a revision once a newer one
-  supersedes it. A revision is live while none of its rows is -1, and rows of one revision are
-  grouped before counting, so copies are harmless.
-- The writer writes observations BEFORE the events row that marks the revision stored, and after
-  the events INSERT recomputes every (indicator, region, day) that any stored revision of the
-  batch's keys lives in. A worker that dies anywhere in between finds on re-delivery either no
-  events row (and writes everything again) or the events rows (and recomputes the same days again).
-- A recomputation is versioned by the number of observation rows it read; rows are never removed,
-  so a later read never has a smaller version, and equal versions read the same rows.
+``observations`` gets a +1 row per stored revision and a -1 row for a revision once a newer one
+supersedes it, in that revision's own day. A revision is live while it has no -1 row. Rows are
+never removed, so the row count of a series-day only grows, and a ``daily_series`` row carries as
+``version`` the row count it reflects: the highest version is the newest state.
+
+Per batch (``begin`` before the events INSERT that marks the revisions stored, ``settle`` after):
+1. count each touched day's rows (``before``), then look up which of the batch's rows exist already
+   (a previous attempt of the same batch) and insert only the others (``new``);
+2. after the events INSERT, count again (``after``) and read each day's state. The new rows are
+   applied to the state (+1: count, sum, close; -1: the revision is removed) only when the state
+   reflects exactly the rows counted before (``version == before``) and nothing but our rows was
+   added since (``after == before + len(new)``) -- the common case, costing O(batch), not O(day);
+3. otherwise (another writer touched the day, a worker died between steps, a correction removed the
+   day's closing observation) the day is recomputed from all its rows, grouping the rows of each
+   revision first, so copies change nothing.
+A worker that dies anywhere re-reads the batch: rows found are not written twice, and a day whose
+state lags its rows is recomputed. Days of the batch keys' stored revisions are settled too, so a
+death between the events INSERT and ``settle`` is repaired by the re-delivery.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
 from typing import Any, NamedTuple
@@ -30,9 +40,9 @@ log = logging.getLogger("highland.daily_series")
 
 OBSERVATION_COLUMNS = ("indicator", "region", "day", "observed_at", "agency", "event_id", "revision", "value",
                        "sign")
-DAILY_COLUMNS = ("indicator", "region", "day", "events", "value_sum", "close_value", "close_observed_at",
-                 "version")
-EPOCH = datetime(1970, 1, 1)
+STATE_COLUMNS = ("indicator", "region", "day", "version", "events", "value_sum", "close_value", "close_observed_at",
+                 "close_revision", "close_event_id")
+_DAY_STRUCTURE = [("indicator", "String"), ("region", "String"), ("day", "Date")]
 
 
 class SeriesDay(NamedTuple):
@@ -55,8 +65,31 @@ class Observation(NamedTuple):
     sign: int
 
     @property
-    def series_day(self) -> SeriesDay:
-        return SeriesDay(self.indicator, self.region, self.day)
+    def series_day(self) -> tuple[str, str, date]:
+        """Equal to (and hashed like) its SeriesDay; a plain slice because it runs per row."""
+        return self[:3]
+
+    @property
+    def identity(self) -> tuple[str, str, int, int]:
+        return self.agency, self.event_id, self.revision, self.sign
+
+    @property
+    def rank(self) -> tuple[int, int, str]:
+        """Which observation closes its day: latest observed_at, then revision, then event_id."""
+        return int(self.observed_at.timestamp()), self.revision, self.event_id
+
+
+class DayState(NamedTuple):
+    """A ``daily_series`` row (close_rank is () for a day without live observations)."""
+
+    version: int
+    events: int
+    value_sum: float
+    close_value: float
+    close_rank: tuple[int, int, str] | tuple[()]
+
+
+EMPTY = DayState(0, 0, 0.0, 0.0, ())
 
 
 @cache
@@ -69,60 +102,163 @@ def plan_day(observed_at: datetime, tz: str) -> date:
     return observed_at.astimezone(_zone(tz)).date()
 
 
+def _days_table(days: Iterable[SeriesDay]) -> dict[str, Any]:
+    return {"name": "_days", "structure": _DAY_STRUCTURE,
+            "data": [{"indicator": i, "region": r, "day": d} for i, r, d in sorted(set(days))]}
+
+
+def count_rows(client: Any, db: str, days: Iterable[SeriesDay]) -> dict[SeriesDay, int]:
+    """Observation rows per series-day (a range of the primary key: cheap even for a busy day)."""
+    table = _days_table(days)
+    if not table["data"]:
+        return {}
+    rows = client.execute(f"SELECT indicator, region, day, count() FROM {db}.observations "
+                          "WHERE (indicator, region, day) IN _days GROUP BY indicator, region, day",
+                          external_tables=[table])
+    return {SeriesDay(i, r, d): n for i, r, d, n in rows}
+
+
+def existing(client: Any, db: str, rows: Sequence[Observation]) -> set[tuple[str, str, int, int]]:
+    """Which of ``rows`` are stored, looked up by position (day and observed_at: the primary key)."""
+    if not rows:
+        return set()
+    positions = {"name": "_positions", "structure": [*_DAY_STRUCTURE, ("observed_at", "DateTime")],
+                 "data": [{"indicator": r.indicator, "region": r.region, "day": r.day, "observed_at": r.observed_at}
+                          for r in rows]}
+    names = ("agency", "event_id", "revision", "sign")
+    identities = {"name": "_identities", "structure": list(zip(names, ("String", "String", "UInt32", "Int8"),
+                                                               strict=True)),
+                  "data": [dict(zip(names, r.identity, strict=True)) for r in rows]}
+    found = client.execute(
+        f"SELECT DISTINCT agency, event_id, revision, sign FROM {db}.observations "
+        "WHERE (indicator, region, day, observed_at) IN _positions "
+        "AND (agency, event_id, revision, sign) IN _identities",
+        external_tables=[positions, identities])
+    return {tuple(f) for f in found}  # type: ignore[misc]
+
+
 def insert_observations(client: Any, db: str, rows: Sequence[Observation]) -> None:
-    if rows:
-        client.execute(f"INSERT INTO {db}.observations ({', '.join(OBSERVATION_COLUMNS)}) VALUES",
-                       [list(c) for c in zip(*rows, strict=True)], columnar=True)
+    if not rows:
+        return
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    columns[3] = [int(moment.timestamp()) for moment in columns[3]]  # epoch seconds: the driver's fast path
+    client.execute(f"INSERT INTO {db}.observations ({', '.join(OBSERVATION_COLUMNS)}) VALUES", columns,
+                   columnar=True)
 
 
-# The (agency, event_id, revision) groups of the touched days, then one row per day. Aliases never
-# repeat a column name: 18.16 substitutes aliases inside aggregates.
+def read_states(client: Any, db: str, days: Iterable[SeriesDay]) -> dict[SeriesDay, DayState]:
+    table = _days_table(days)
+    if not table["data"]:
+        return {}
+    rows = client.execute(
+        f"SELECT indicator, region, day, version, events, value_sum, close_value, toUInt32(close_observed_at), "
+        f"close_revision, close_event_id FROM {db}.daily_series FINAL WHERE (indicator, region, day) IN _days",
+        external_tables=[table])
+    return {SeriesDay(i, r, d): DayState(v, n, total, close, (obs, rev, eid) if n else ())
+            for i, r, d, v, n, total, close, obs, rev, eid in rows}
+
+
+def write_states(client: Any, db: str, states: dict[SeriesDay, DayState]) -> None:
+    if not states:
+        return
+    rows = [(*d, s.version, s.events, s.value_sum, s.close_value,
+             *(s.close_rank if s.close_rank else (0, 0, ""))) for d, s in states.items()]
+    client.execute(f"INSERT INTO {db}.daily_series ({', '.join(STATE_COLUMNS)}) VALUES",
+                   [list(c) for c in zip(*rows, strict=True)], columnar=True)
+
+
+def apply(state: DayState, new: Sequence[Observation], version: int) -> DayState | None:
+    """``state`` with ``new`` rows applied, or None when only a recomputation can tell: a -1 that
+    removes the day's closing observation (the next one is not in the state)."""
+    events, total, close_value, close_rank = state.events, state.value_sum, state.close_value, state.close_rank
+    for row in new:
+        if row.sign > 0:
+            events, total = events + 1, total + row.value
+            if not close_rank or row.rank > close_rank:
+                close_value, close_rank = row.value, row.rank
+    for row in new:
+        if row.sign < 0:
+            if row.rank == close_rank:
+                return None
+            events, total = events - 1, total - row.value
+    if events == 0:
+        return DayState(version, 0, 0.0, 0.0, ())
+    return DayState(version, events, total, close_value, close_rank)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What ``begin`` did, for ``settle``."""
+
+    rows: tuple[Observation, ...]
+    new: tuple[Observation, ...]
+    before: dict[SeriesDay, int]
+
+
+def begin(client: Any, db: str, rows: Sequence[Observation]) -> Pending:
+    """Step 1: count, look up, insert the rows not stored yet (before the events INSERT)."""
+    before = count_rows(client, db, (r.series_day for r in rows))  # counted before the lookup: see module doc
+    found = existing(client, db, rows)
+    new = tuple(dict.fromkeys(r for r in rows if r.identity not in found))
+    insert_observations(client, db, new)
+    return Pending(tuple(rows), new, before)
+
+
+def settle(client: Any, db: str, pending: Pending, also: Iterable[SeriesDay] = ()) -> dict[str, int]:
+    """Steps 2-3 for the days of ``pending`` and the days ``also`` (after the events INSERT)."""
+    days = {r.series_day for r in pending.rows} | set(also)
+    after = count_rows(client, db, days)
+    states = read_states(client, db, days)
+    new_by_day: dict[SeriesDay, list[Observation]] = {}
+    for row in pending.new:
+        new_by_day.setdefault(row.series_day, []).append(row)
+    updated: dict[SeriesDay, DayState] = {}
+    stale: list[SeriesDay] = []
+    for day in days:
+        state, new = states.get(day, EMPTY), new_by_day.get(day, [])
+        if not new and state.version == after.get(day, 0):
+            continue  # up to date
+        fits = new and state.version == pending.before.get(day, 0) == after.get(day, 0) - len(new)
+        result = apply(state, new, after[day]) if fits else None
+        if result is None:
+            stale.append(day)
+        else:
+            updated[day] = result
+    write_states(client, db, updated)
+    recompute(client, db, stale)
+    return {"applied": len(updated), "recomputed": len(stale)}
+
+
+# One row per day, in STATE_COLUMNS order. All rows of one revision (its +1, its -1, copies) sit in
+# that revision's own day, so grouping by revision inside the chosen days sees all of them.
+# Aliases never repeat a column name: 18.16 substitutes aliases inside aggregates.
 RECOMPUTE = """
-    SELECT indicator, region, day,
-           sum(n_rows) AS row_count,
-           countIf(is_live) AS live_events,
-           sumIf(v, is_live) AS live_sum,
-           argMaxIf(v, (observed_at, revision, event_id), is_live) AS close_v,
-           maxIf(observed_at, is_live) AS close_obs
+    SELECT ind, reg, dd, sum(n_rows), countIf(is_live), sumIf(v, is_live),
+           argMaxIf(v, (obs, revision, event_id), is_live), maxIf(obs, is_live),
+           argMaxIf(revision, (obs, revision, event_id), is_live),
+           argMaxIf(event_id, (obs, revision, event_id), is_live)
     FROM (
-        SELECT indicator, region, day, observed_at, agency, event_id, revision,
-               any(value) AS v, count() AS n_rows, min(sign) > 0 AS is_live
+        SELECT agency, event_id, revision, any(indicator) AS ind, any(region) AS reg, any(day) AS dd,
+               any(observed_at) AS obs, any(value) AS v, count() AS n_rows, min(sign) > 0 AS is_live
         FROM {db}.observations
         WHERE {where}
-        GROUP BY indicator, region, day, observed_at, agency, event_id, revision
+        GROUP BY agency, event_id, revision
     )
-    GROUP BY indicator, region, day
+    GROUP BY ind, reg, dd
 """
-_TOUCHED = "_touched"
-_TOUCHED_STRUCTURE = [("indicator", "String"), ("region", "String"), ("day", "Date")]
+
+
+def recompute_sql(db: str, where: str) -> str:
+    """INSERT the recomputation of the days matching ``where`` into daily_series, inside ClickHouse."""
+    return f"INSERT INTO {db}.daily_series ({', '.join(STATE_COLUMNS)}) {RECOMPUTE.format(db=db, where=where)}"
 
 
 def recompute(client: Any, db: str, days: Iterable[SeriesDay]) -> int:
-    """Rewrite the ``daily_series`` rows of ``days`` from their observations; returns rows written."""
-    wanted = sorted(set(days))
-    if not wanted:
-        return 0
-    rows = client.execute(
-        RECOMPUTE.format(db=db, where=f"(indicator, region, day) IN {_TOUCHED}"),
-        external_tables=[{"name": _TOUCHED, "structure": _TOUCHED_STRUCTURE,
-                          "data": [d._asdict() for d in wanted]}],
-    )
-    return _write_daily(client, db, rows)
-
-
-def _write_daily(client: Any, db: str, rows: list[tuple[Any, ...]]) -> int:
-    if not rows:
-        return 0
-    out = [(ind, reg, day, live, total if live else 0.0, close if live else 0.0,
-            _naive(close_obs) if live else EPOCH, version)
-           for ind, reg, day, version, live, total, close, close_obs in rows]
-    client.execute(f"INSERT INTO {db}.daily_series ({', '.join(DAILY_COLUMNS)}) VALUES",
-                   [list(c) for c in zip(*out, strict=True)], columnar=True)
-    return len(out)
-
-
-def _naive(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=None) if moment.tzinfo else moment
+    """Rewrite the ``daily_series`` rows of ``days`` from all their observations; returns how many."""
+    table = _days_table(days)
+    if table["data"]:
+        client.execute(recompute_sql(db, "(indicator, region, day) IN _days"), external_tables=[table])
+    return len(table["data"])
 
 
 def rebuild(client: Any, db: str, tz: str, *, chunks: int = 16) -> None:
@@ -147,10 +283,9 @@ def rebuild(client: Any, db: str, tz: str, *, chunks: int = 16) -> None:
                             WHERE {part} GROUP BY agency, event_id HAVING count() > 1) AS tops
             USING (agency, event_id)
             WHERE {part} AND revision < top_revision""")
-    # Then every series-day, one indicator at a time (the columns in RECOMPUTE's order).
-    for (indicator,) in client.execute(f"SELECT DISTINCT indicator FROM {db}.observations"):
-        client.execute(
-            f"INSERT INTO {db}.daily_series (indicator, region, day, version, events, value_sum, close_value, "
-            f"close_observed_at) {RECOMPUTE.format(db=db, where='indicator = %(indicator)s')}",
-            {"indicator": indicator})
+    # Then every series-day, one indicator-month at a time (bounded memory: 50 M events in 3.7 GiB).
+    for indicator, month in client.execute(
+            f"SELECT DISTINCT indicator, toStartOfMonth(day) FROM {db}.observations ORDER BY indicator, 2"):
+        client.execute(recompute_sql(db, "indicator = %(indicator)s AND toStartOfMonth(day) = %(month)s"),
+                       {"indicator": indicator, "month": month})
     log.info("rebuilt the per-day series of %s from its events", db)

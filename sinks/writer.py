@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 
 from catalog.loader import default_catalog
 from ingest.events import Accepted
-from sinks.daily_series import Observation, SeriesDay, insert_observations, plan_day, recompute
+from sinks import daily_series
+from sinks.daily_series import Observation, SeriesDay, plan_day
 
 EVENT_COLUMNS = ("agency", "event_id", "revision", "indicator", "region", "value", "unit", "raw_value",
                  "observed_at", "received_at", "kafka_partition", "kafka_offset")
@@ -95,7 +96,7 @@ def write_events(client: Any, db: str, batch: Sequence[Positioned], received_at:
     """Insert what is new in ``batch``; idempotent, so a failed call can simply be repeated.
 
     Order matters (sinks/daily_series.py): observations first, then the events rows that mark
-    revisions as stored, then the recomputation of every series-day the batch's keys live in.
+    revisions as stored, then the per-day states of every series-day the batch's keys live in.
     """
     tz = tz or default_catalog().plan.timezone
     candidates = newest_per_key(batch)
@@ -105,23 +106,21 @@ def write_events(client: Any, db: str, batch: Sequence[Positioned], received_at:
     for p in fresh:
         agency, event_id = p.event.agency, p.event.event_id
         observations += [_cancel(agency, event_id, s, tz) for s in stored.get((agency, event_id), [])]
-    insert_observations(client, db, observations)
+    pending = daily_series.begin(client, db, observations)
     if fresh:
         columns = [
             [p.event.agency for p in fresh], [p.event.event_id for p in fresh],
             [p.event.revision for p in fresh], [p.event.indicator for p in fresh],
             [p.event.region for p in fresh], [p.event.value for p in fresh],
             [p.event.unit for p in fresh], [p.event.raw_value for p in fresh],
-            [p.event.observed_at for p in fresh], [received_at] * len(fresh),
+            [int(p.event.observed_at.timestamp()) for p in fresh], [int(received_at.timestamp())] * len(fresh),
             [p.partition for p in fresh], [p.offset for p in fresh],
         ]
         client.execute(f"INSERT INTO {db}.events ({', '.join(EVENT_COLUMNS)}) VALUES", columns,
                        columnar=True)
     # Also the days of revisions stored earlier: a previous attempt may have died before this step.
-    touched = {o.series_day for o in observations} | {
-        SeriesDay(s.indicator, s.region, plan_day(s.observed_at, tz))
-        for revisions in stored.values() for s in revisions}
-    recompute(client, db, touched)
+    daily_series.settle(client, db, pending, {SeriesDay(s.indicator, s.region, plan_day(s.observed_at, tz))
+                                              for revisions in stored.values() for s in revisions})
     # A revision may move an event to another indicator: then both indicators' numbers change.
     indicators = frozenset(p.event.indicator for p in fresh) | frozenset(
         s.indicator for p in fresh for s in stored.get((p.event.agency, p.event.event_id), []))

@@ -19,7 +19,17 @@ from catalog.loader import default_catalog
 from highland.settings import Settings
 from ingest.events import Accepted, validate
 from sinks.client import connect
-from sinks.daily_series import rebuild
+from sinks.daily_series import (
+    RECOMPUTE,
+    DayState,
+    Observation,
+    SeriesDay,
+    begin,
+    read_states,
+    rebuild,
+    recompute,
+    settle,
+)
 from sinks.progress import Actual, query_actuals, reference_actuals
 from sinks.writer import Positioned, write_events
 from tests.conftest import ROOT
@@ -139,18 +149,21 @@ class DiesOnce:
         return self.client.execute(sql, *args, **kwargs)
 
 
-@pytest.mark.parametrize("step", ["events insert", "recomputation"])
+@pytest.mark.parametrize("step", ["events insert", "settling the days"])
 def test_a_writer_dying_between_its_steps_is_repaired_by_the_redelivery(db: tuple[Any, str], step: str):
     client, name = db
     feed = messy_feed(11, n=120)
     items = positioned(feed)
     half = len(items) // 2
     write_events(client, name, items[:half], datetime.now(UTC), TZ)
+    events_stored = False
 
     def target(sql: str) -> bool:
-        if step == "events insert":
-            return sql.startswith(f"INSERT INTO {name}.events ")
-        return "FROM (" in sql and "observations" in sql and sql.lstrip().startswith("SELECT")
+        nonlocal events_stored
+        if sql.startswith(f"INSERT INTO {name}.events "):
+            events_stored = True
+            return step == "events insert"
+        return events_stored  # the first statement after the events INSERT
 
     dying = DiesOnce(client, target)
     with pytest.raises(ConnectionError):
@@ -225,3 +238,51 @@ def test_highland_verify_finds_a_wrong_series_day_and_repair_rebuilds_it(isolate
     repaired = _verify(isolated, tmp_path, "--repair")
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert_exact(client, name, feed)
+
+
+# --- the per-day states under interleaved writers ------------------------------------------------------
+
+DAY = SeriesDay("ecommerce_turnover", "chongqing", date(2019, 5, 1))
+
+
+def obs(event_id: str, hour: int, value: float, revision: int = 0, sign: int = 1) -> Observation:
+    return Observation(*DAY, datetime(2019, 5, 1, hour, tzinfo=UTC), "cq_commerce", event_id, revision, value, sign)
+
+
+def from_scratch(client: Any, name: str) -> DayState:
+    [(_i, _r, _d, version, events, total, close, close_obs, rev, eid)] = client.execute(
+        RECOMPUTE.format(db=name, where=f"indicator = '{DAY.indicator}' AND day = '{DAY.day}'"))
+    return DayState(version, events, total, close, (int(close_obs.replace(tzinfo=UTC).timestamp()), rev, eid)
+                    if events else ())
+
+
+def test_a_quiet_day_is_updated_by_its_changes_and_recomputed_when_its_close_is_withdrawn(db: tuple[Any, str]):
+    client, name = db
+    first = [obs("a", 1, 10.0), obs("b", 2, 20.0)]
+    assert settle(client, name, begin(client, name, first)) == {"applied": 1, "recomputed": 0}
+    more = [obs("c", 3, 5.0), obs("a", 1, 10.0, sign=-1), obs("a", 4, 12.0, revision=1)]
+    assert settle(client, name, begin(client, name, more)) == {"applied": 1, "recomputed": 0}
+    assert read_states(client, name, [DAY])[DAY] == from_scratch(client, name)
+    assert read_states(client, name, [DAY])[DAY][:4] == (5, 3, 37.0, 12.0)
+    # Withdrawing the day's closing observation: the next one is not in the state.
+    withdraw = [obs("a", 4, 12.0, revision=1, sign=-1)]
+    assert settle(client, name, begin(client, name, withdraw)) == {"applied": 0, "recomputed": 1}
+    assert read_states(client, name, [DAY])[DAY] == from_scratch(client, name)
+    assert read_states(client, name, [DAY])[DAY][1:4] == (2, 25.0, 5.0)
+    # The same rows again (a re-delivery): nothing is written twice, nothing changes.
+    before = read_states(client, name, [DAY])[DAY]
+    assert settle(client, name, begin(client, name, more + withdraw)) == {"applied": 0, "recomputed": 0}
+    assert read_states(client, name, [DAY])[DAY] == before
+
+
+def test_a_day_another_writer_touched_in_between_is_recomputed_not_double_counted(db: tuple[Any, str]):
+    client, name = db
+    settle(client, name, begin(client, name, [obs("a", 1, 10.0)]))
+    mine = begin(client, name, [obs("b", 2, 20.0), obs("c", 3, 30.0)])
+    recompute(client, name, [DAY])  # someone else's recomputation already includes my rows
+    theirs = begin(client, name, [obs("d", 4, 40.0), obs("a", 1, 10.0, sign=-1)])
+    assert settle(client, name, mine) == {"applied": 0, "recomputed": 1}
+    settle(client, name, theirs)
+    state = read_states(client, name, [DAY])[DAY]
+    assert state == from_scratch(client, name)
+    assert state[1:4] == (3, 90.0, 40.0)
