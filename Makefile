@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test lint install clean-state
+.PHONY: demo test lint install clean-state bench
 
 demo: install
 	$(BIN)/highland demo
@@ -12,6 +12,11 @@ demo: install
 
 test: install lint
 	$(BIN)/pytest -q
+
+# Not part of the tests: prints the benchmark tables (bench/run.py, then bench/queries.py on 50 M events).
+bench: install
+	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.queries
 
 lint: install
 	$(BIN)/ruff check .

@@ -89,12 +89,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000_000)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--reload", action="store_true", help="generate the history again even if present")
+    parser.add_argument("--reload", action="store_true",
+                        help="drop the benchmark database and generate the history again")
     args = parser.parse_args()
 
     base = local.with_secrets(Settings())
     started = local.up(base).started
     settings = variant(base, f"q{args.events}")
+    if args.reload:  # from scratch, schema included
+        connect(settings, database="default").execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
     migrate(settings)
     client = connect(settings)
     db = settings.clickhouse_database
