@@ -65,11 +65,20 @@ def _series_days(q: Sql, kind_filter: str, extra: str = "1") -> str:
     return daily_sql(q.db, where)
 
 
-def _days(q: Sql, days_where: str, kind_filter: str) -> str:
+def _trajectory(q: Sql, columns: str, where: str) -> str:
+    """Rows of plan_trajectory_current matching ``where``, read from the table itself: the view reads
+    the whole newest version with FINAL before any filter applies (15-25 ms per use on 18.16), while
+    this prunes by the primary key (version, indicator, day) first. LIMIT 1 BY does what FINAL did:
+    a sync repeated after a crash wrote the same rows twice under one version."""
     return f"""
-        SELECT indicator, day FROM {q.db}.plan_trajectory_current
-        WHERE ({days_where})
-          AND indicator IN (SELECT indicator FROM {q.db}.plan_indicators_current WHERE {kind_filter})"""
+        SELECT {columns} FROM {q.db}.plan_trajectory
+        WHERE version = (SELECT argMax(version, (seq, version)) FROM {q.db}.plan_versions) AND ({where})
+        LIMIT 1 BY indicator, day"""
+
+
+def _days(q: Sql, days_where: str, kind_filter: str) -> str:
+    kinds = f"indicator IN (SELECT indicator FROM {q.db}.plan_indicators_current WHERE {kind_filter})"
+    return _trajectory(q, "indicator, day", f"({days_where}) AND {kinds}")
 
 
 def _flow_actuals(q: Sql, days_where: str, only: str) -> str:
@@ -122,8 +131,7 @@ def _plan_days(q: Sql, days_where: str) -> str:
     return f"""
         SELECT indicator, day, expected AS plan_expected, has_expected, year_fraction, position,
                {', '.join(_PLAN_COLUMNS)}
-        FROM (SELECT indicator, day, expected, has_expected, year_fraction, position
-              FROM {q.db}.plan_trajectory_current WHERE {days_where}) AS path
+        FROM ({_trajectory(q, "indicator, day, expected, has_expected, year_fraction, position", days_where)}) AS path
         ALL INNER JOIN (SELECT indicator, {', '.join(_PLAN_COLUMNS)} FROM {q.db}.plan_indicators_current) AS plan
         USING indicator"""
 
@@ -224,14 +232,14 @@ def indicator_series_sql(q: Sql) -> str:
 
 
 def indicator_projection_sql(q: Sql) -> str:
-    """Two points: today's actual and the projected value at the deadline (end of target year)."""
+    """Two points: today's actual and the projected value at the deadline (end of target year), from
+    one evaluation of the indicator's progress."""
     now = progress_sql(q, f"day = {q.as_of_dashboard}", INDICATOR_VAR)
+    deadline = f"toDateTime(toDate(concat(toString(deadline), '-12-31')), '{q.tz}')"
     return f"""
-        SELECT time, projection FROM (
-            SELECT toDateTime(day, '{q.tz}') AS time, actual AS projection FROM ({now})
-            UNION ALL
-            SELECT toDateTime(toDate(concat(toString(deadline), '-12-31')), '{q.tz}') AS time,
-                   projected AS projection
+        SELECT tupleElement(point, 1) AS time, tupleElement(point, 2) AS projection
+        FROM (
+            SELECT arrayJoin([tuple(toDateTime(day, '{q.tz}'), actual), tuple({deadline}, projected)]) AS point
             FROM ({now})
         )
         WHERE isNotNull(projection)
