@@ -22,7 +22,8 @@ from highland.settings import Settings
 from ingest.events import SCHEMA_HEADER, Accepted, validate
 from ingest.producer import EventProducer
 from sinks.client import connect
-from sinks.progress import progress
+from sinks.progress import progress, query_actuals
+from sinks.progress import reference_actuals as reference_actuals_sql
 from tests.integration.support import WorkerProcess, dumps, event, reference_actuals, wait_for
 
 pytestmark = pytest.mark.integration
@@ -89,6 +90,10 @@ def assert_exact(settings: Settings, feed: list[dict], timeout_s: float = 90, wo
              lambda: f"got {actuals_now(settings, AS_OF_DATES[-1])}\nwant {expected[AS_OF_DATES[-1]]}\n"
                      + "\n".join(w.log() for w in workers))
     client = connect(settings)
+    for day in AS_OF_DATES:  # the per-day series agree with every event deduplicated at query time
+        series = query_actuals(client, settings.clickhouse_database, CATALOG, day)
+        events = reference_actuals_sql(client, settings.clickhouse_database, CATALOG, day)
+        assert _close({k: a.value for k, a in series.items()}, {k: a.value for k, a in events.items()}), day
     (dupes,) = client.execute("SELECT count() - uniqExact(agency, event_id, revision) FROM events")[0]
     assert dupes == 0, "an event revision was stored twice"
     (stored,) = client.execute("SELECT count() FROM events")[0]
