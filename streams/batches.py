@@ -146,22 +146,26 @@ class BatchConsumer(Service):
     async def _run(self) -> None:
         while True:
             records, lease = await self._next_batch()
-            if not records:
-                continue
-            self._lease = lease
-            try:
-                await self.handler(records, lease)
-            except LeaseLost:
-                log.info("batch of %d dropped uncommitted: its partitions were revoked", len(records))
-                continue
-            except Exception as exc:
-                log.exception("batch failed; crashing the worker so it restarts from the last commit")
-                await self.on_error(exc)
+            if records and not await self._handle(records, lease):
                 return
-            finally:
-                self._lease = None
-            if lease.valid:  # else release() has committed it, or it was dropped
-                await self._commit(lease.offsets)
+
+    async def _handle(self, records: list[ConsumerRecord], lease: Lease) -> bool:
+        """Handle one batch and commit it; False if the worker must stop."""
+        self._lease = lease
+        try:
+            await self.handler(records, lease)
+        except LeaseLost:
+            log.info("batch of %d dropped uncommitted: its partitions were revoked", len(records))
+            return True
+        except Exception as exc:
+            log.exception("batch failed; crashing the worker so it restarts from the last commit")
+            await self.on_error(exc)
+            return False
+        finally:
+            self._lease = None
+        if lease.valid:  # else release() has committed it, or it was dropped
+            await self._commit(lease.offsets)
+        return True
 
     async def _next_batch(self) -> tuple[list[ConsumerRecord], Lease]:
         """Up to batch_size records, waiting at most batch_seconds after the first one arrived."""
