@@ -145,7 +145,12 @@ class BatchConsumer(Service):
 
     async def _run(self) -> None:
         while True:
-            records, lease = await self._next_batch()
+            try:
+                records, lease = await self._next_batch()
+            except Exception as exc:  # a consumer that can't fetch must not idle silently
+                log.exception("events consumer failed; crashing the worker so it restarts from the last commit")
+                await self.on_error(exc)
+                return
             if records and not await self._handle(records, lease):
                 return
 
