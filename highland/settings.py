@@ -63,8 +63,6 @@ class Settings(BaseSettings):
     # --- Worker ------------------------------------------------------------------------------
     worker_batch_size: int = Field(5000, ge=1)
     worker_batch_seconds: float = Field(0.5, gt=0)
-    # Bytes per partition per fetch: 1 MiB (the client default) is ~4,500 of our events, less than a batch.
-    worker_partition_fetch_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
     # On a rebalance, how long to wait for the ClickHouse write already sent to finish before
     # releasing the partitions. Below the session (= rebalance) timeout, or the group drops us first.
     worker_revoke_wait_s: float = Field(5.0, gt=0)

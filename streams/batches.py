@@ -111,7 +111,7 @@ class BatchConsumer(Service):
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
-            max_poll_records=s.worker_batch_size, max_partition_fetch_bytes=s.worker_partition_fetch_bytes,
+            max_poll_records=s.worker_batch_size,
         )
         self._consumer.subscribe([self.topic], listener=_Listener(self))
         await self._consumer.start()
