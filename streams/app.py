@@ -26,6 +26,8 @@ from typing import Any
 import faust
 from aiokafka import ConsumerRecord
 from clickhouse_driver.errors import Error as ClickHouseError
+from faust.app.base import BootStrategy
+from mode import ServiceT
 
 from catalog.loader import default_catalog
 from catalog.models import Catalog
@@ -74,6 +76,22 @@ class ClickHouseSink:
                 self._client = None  # reconnect: the server may have restarted
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+class _EventsEarly(BootStrategy):
+    """Faust's start order with the events consumer right after the producer (it sends dead
+    letters). As an ``app.service`` it would start only after Faust's own group join, and a worker
+    would join its two groups one after the other. Children stop in reverse order, so the events
+    consumer still releases its partitions before the producer stops."""
+
+    def __init__(self, app: faust.App, events: ServiceT) -> None:
+        super().__init__(app)
+        self.events = events
+
+    def server(self) -> list[ServiceT]:
+        services = list(super().server())
+        services.insert(services.index(self.app.producer) + 1, self.events)
+        return services
 
 
 def split(records: list[ConsumerRecord], catalog: Catalog,
@@ -132,7 +150,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
                  len(records), result.inserted, result.skipped, len(rejected))
 
     events = BatchConsumer(settings, settings.topic_events, process_events, on_error=app.crash)
-    app.service(events)
+    app.boot_strategy = _EventsEarly(app, events)
 
     @app.agent(dlq_topic)
     async def store_dead_letters(stream: faust.StreamT) -> None:

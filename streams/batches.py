@@ -113,8 +113,10 @@ class BatchConsumer(Service):
             heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
             max_poll_records=s.worker_batch_size,
         )
-        self._consumer.subscribe([self.topic], listener=_Listener(self))
         await self._consumer.start()
+        # Subscribing after start() lets the group join run in the background (subscribed before,
+        # start() waits for the first assignment and holds up the rest of the worker's start).
+        self._consumer.subscribe([self.topic], listener=_Listener(self))
         self._loop_task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:
