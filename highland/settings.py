@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # --- Worker ------------------------------------------------------------------------------
     worker_batch_size: int = Field(5000, ge=1)
     worker_batch_seconds: float = Field(0.5, gt=0)
+    # On a rebalance, how long to wait for the ClickHouse write already sent to finish before
+    # releasing the partitions. Below the session (= rebalance) timeout, or the group drops us first.
+    worker_revoke_wait_s: float = Field(5.0, gt=0)
     worker_web_port: int = 26066
     worker_web_enabled: bool = False
     worker_data_dir: Path | None = None  # Faust's data folder; default <state_dir>/faust

@@ -1,14 +1,15 @@
 """The Faust worker: events topic -> validate -> ClickHouse, at least once, exact by construction.
 
-Per batch (``stream.noack_take``: Faust never acks on its own):
+The process is a Faust app (web, timers, the dead-letter agent, the alert evaluator), but the
+events topic is read by a batch consumer it hosts (``streams/batches.py``): Faust's per-message
+stream loop capped the worker near 9,000 events/s. Per batch:
 1. every message is re-validated with the shared validator (a producer can't be trusted);
 2. rejects are sent to the dead-letter topic and their delivery awaited;
 3. accepted events are written to ClickHouse (idempotent: each (agency, event_id, revision) once),
-   retried until ClickHouse answers;
-4. only then are the batch's events acked, so Faust commits their offsets.
+   retried until ClickHouse answers, but only while this worker still owns the partitions;
+4. only then are the batch's offsets committed.
 A worker killed at any point re-reads at most the uncommitted batches, and the writer skips what
-is already stored. Faust's ``take()`` is not used: it acks a batch in a ``finally`` that also runs
-when the agent is cancelled mid-write (see docs/streams.md).
+is already stored (see docs/streams.md).
 
 State lives in ClickHouse, not in Faust tables: plan totals are queries over the deduplicated
 events, live windows are materialized views of the same INSERT, and alert state is the alerts
@@ -23,7 +24,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiokafka import ConsumerRecord
 from clickhouse_driver.errors import Error as ClickHouseError
+from faust.app.base import BootStrategy
+from mode import ServiceT
 
 from catalog.loader import default_catalog
 from catalog.models import Catalog
@@ -33,9 +37,13 @@ from ingest.events import Accepted, validate
 from sinks import dead_letters as dead_letter_sink
 from sinks.client import connect
 from sinks.writer import Positioned, WriteResult, write_events
+from streams.batches import BatchConsumer, Lease
 from streams.evaluator import AlertEvaluator
 
 log = logging.getLogger("highland.worker")
+# The Faust app's own group (dead letters only). The events consumer keeps ``consumer_group``: it
+# owns the events offsets, and one group can't mix Faust's assignor with the client's.
+FAUST_GROUP_SUFFIX = "-faust"
 
 
 class ClickHouseSink:
@@ -53,11 +61,14 @@ class ClickHouseSink:
             self._client = connect(self.settings)
         return self._client
 
-    async def call(self, what: str, fn: Any, *args: Any) -> Any:
-        """Run ``fn(client, db, *args)`` in a thread, retrying until ClickHouse answers."""
+    async def call(self, what: str, fn: Any, *args: Any, lease: Lease | None = None) -> Any:
+        """Run ``fn(client, db, *args)`` in a thread, retrying until ClickHouse answers; under a
+        ``lease``, only while it holds (``LeaseLost`` once the partitions are gone)."""
         delay = 0.2
         while True:
             try:
+                if lease is not None:
+                    return await lease.attempt(fn, self.client, self.db, *args)
                 return await asyncio.to_thread(fn, self.client, self.db, *args)
             except (ClickHouseError, OSError, EOFError) as exc:
                 log.warning("ClickHouse %s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__,
@@ -67,11 +78,27 @@ class ClickHouseSink:
                 delay = min(delay * 2, 5.0)
 
 
-def split(events: list[Any], catalog: Catalog, now: datetime) -> tuple[list[Positioned], list[DeadLetter]]:
+class _EventsEarly(BootStrategy):
+    """Faust's start order with the events consumer right after the producer (it sends dead
+    letters). As an ``app.service`` it would start only after Faust's own group join, and a worker
+    would join its two groups one after the other. Children stop in reverse order, so the events
+    consumer still releases its partitions before the producer stops."""
+
+    def __init__(self, app: faust.App, events: ServiceT) -> None:
+        super().__init__(app)
+        self.events = events
+
+    def server(self) -> list[ServiceT]:
+        services = list(super().server())
+        services.insert(services.index(self.app.producer) + 1, self.events)
+        return services
+
+
+def split(records: list[ConsumerRecord], catalog: Catalog,
+          now: datetime) -> tuple[list[Positioned], list[DeadLetter]]:
     accepted: list[Positioned] = []
     rejected: list[DeadLetter] = []
-    for event in events:
-        msg = event.message
+    for msg in records:
         raw = msg.value if isinstance(msg.value, bytes) else (msg.value or b"")
         verdict = validate(raw, catalog, now=now)
         if isinstance(verdict, Accepted):
@@ -85,7 +112,7 @@ def split(events: list[Any], catalog: Catalog, now: datetime) -> tuple[list[Posi
 def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     catalog = catalog or default_catalog()
     app = faust.App(
-        settings.consumer_group,
+        settings.consumer_group + FAUST_GROUP_SUFFIX,
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers],
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
@@ -97,17 +124,11 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         # Safe with manual acks (only acked offsets are committed), and it keeps SIGTERM from
         # waiting forever on a stream whose agent died.
         stream_wait_empty=False,
-        # Faust's default prefetch (4,096) is below one batch: take() would then wait out its
-        # timeout on every batch. Let a stream hold a few batches.
-        stream_buffer_maxsize=max(4096, 4 * settings.worker_batch_size),
-        broker_max_poll_records=settings.worker_batch_size,
         web_enabled=settings.worker_web_enabled,
         web_port=settings.worker_web_port,
         store="memory://",
         datadir=str(settings.worker_data_dir or settings.state_dir / "faust"),
     )
-    events_topic = app.topic(settings.topic_events, key_serializer="raw", value_serializer="raw",
-                             allow_empty=True)
     dlq_topic = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw", allow_empty=True)
     # One connection per concurrent user: a clickhouse-driver connection runs one query at a time.
     sink = ClickHouseSink(settings)
@@ -119,23 +140,17 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
                                            [DLQ_SCHEMA_HEADER]) for r in records]
         await asyncio.gather(*futures)
 
-    @app.agent(events_topic)
-    async def process_events(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(settings.worker_batch_size, within=settings.worker_batch_seconds):
-            try:
-                now = datetime.now(UTC)
-                accepted, rejected = split(events, catalog, now)
-                if rejected:
-                    await send_dead_letters(rejected)
-                result: WriteResult = await sink.call("insert", write_events, accepted, now)
-            except Exception as exc:
-                log.exception("batch failed; crashing the worker so it restarts from the last commit")
-                await app.crash(exc)
-                return
-            for event in events:
-                await stream.ack(event)
-            log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected",
-                     len(events), result.inserted, result.skipped, len(rejected))
+    async def process_events(records: list[ConsumerRecord], lease: Lease) -> None:
+        now = datetime.now(UTC)
+        accepted, rejected = split(records, catalog, now)
+        if rejected:
+            await send_dead_letters(rejected)
+        result: WriteResult = await sink.call("insert", write_events, accepted, now, lease=lease)
+        log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected",
+                 len(records), result.inserted, result.skipped, len(rejected))
+
+    events = BatchConsumer(settings, settings.topic_events, process_events, on_error=app.crash)
+    app.boot_strategy = _EventsEarly(app, events)
 
     @app.agent(dlq_topic)
     async def store_dead_letters(stream: faust.StreamT) -> None:
@@ -154,7 +169,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     @app.timer(interval=settings.alert_check_seconds)
     async def evaluate_alerts() -> None:
         # One evaluator per group: whoever reads partition 0 of the events topic.
-        assigned = app.consumer.assignment() if app.consumer else set()
+        assigned = events.assignment()
         if any(tp.topic == settings.topic_events and tp.partition == 0 for tp in assigned):
             await evaluator.run(app, datetime.now(UTC))
 

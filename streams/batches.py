@@ -1,0 +1,210 @@
+"""The events hot path: a batch consumer hosted by the Faust worker, with offsets under its control.
+
+Faust hands a stream one message at a time (a callback and a queue hop per message), which capped
+the worker near 9,000 events/s whatever the batch size. This service reads the events topic with
+aiokafka's ``getmany`` instead, in the same consumer-group semantics, and gives whole batches to a
+handler. Offsets are committed explicitly, only after the handler returned: at least once, with
+exactness left to the idempotent writer.
+
+Ownership is the rule that keeps a partition written by one worker at a time: a batch may be
+written and committed only under a ``Lease``, valid while the group has not rebalanced since the
+batch was read. On revocation (or shutdown) every lease is invalidated first, so no new write
+attempt starts; the one attempt already sent is waited for (it can't be recalled) and, if it
+succeeded, the batch is committed before the partitions are released. A failed or unfinished
+batch is dropped uncommitted and re-read by the next owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from mode import Service
+
+from highland.settings import Settings
+
+log = logging.getLogger("highland.worker")
+T = TypeVar("T")
+
+
+class LeaseLost(Exception):
+    """The batch's partitions were revoked (or the worker is stopping): drop it uncommitted."""
+
+
+class Lease:
+    """The right to write one batch and commit its offsets.
+
+    The handler runs its one durable write through ``attempt``; that write is the batch's last
+    step, so an attempt that succeeded means the batch is done (a revocation then commits it)."""
+
+    def __init__(self, owner: BatchConsumer, offsets: dict[TopicPartition, int]) -> None:
+        self._owner = owner
+        self._generation = owner.generation
+        self.offsets = offsets  # next offset to read per partition, i.e. what to commit
+        self.inflight: asyncio.Future[Any] | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self._generation == self._owner.generation
+
+    async def attempt(self, fn: Callable[..., T], *args: Any) -> T:
+        """One try of ``fn(*args)`` in a thread, tracked so a revocation can wait for it."""
+        if not self.valid:
+            raise LeaseLost()
+        self.inflight = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        # Shielded: cancelling the caller can't stop the thread, and the attempt must stay
+        # visible to the revocation that waits for it.
+        return await asyncio.shield(self.inflight)
+
+    @property
+    def written(self) -> bool:
+        fut = self.inflight
+        return fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None
+
+
+Handler = Callable[[list[ConsumerRecord], Lease], Awaitable[None]]
+OnError = Callable[[BaseException], Awaitable[None]]
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, owner: BatchConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._owner.release("partitions revoked")
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        parts = sorted(tp.partition for tp in assigned)
+        # The shape of Faust's own assignment table, so operators (and tests) read one format.
+        log.info("events consumer assigned: | %s | {%s} |", self._owner.topic, ", ".join(map(str, parts)))
+
+
+class BatchConsumer(Service):
+    """Reads ``topic`` in batches of up to ``worker_batch_size`` records (waiting at most
+    ``worker_batch_seconds`` after the first), calls ``handler`` and commits after it returns.
+    Any other exception from the handler goes to ``on_error`` (the app crashes and restarts from
+    the last commit) and ends the loop."""
+
+    def __init__(self, settings: Settings, topic: str, handler: Handler, on_error: OnError, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.topic = topic
+        self.handler = handler
+        self.on_error = on_error
+        self.generation = 0  # bumped on every revocation: leases of earlier batches become invalid
+        self._lease: Lease | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment()) if self._consumer else set()
+
+    async def on_start(self) -> None:
+        s = self.settings
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers, group_id=s.consumer_group, client_id=f"{s.consumer_group}-events",
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
+            max_poll_records=s.worker_batch_size,
+        )
+        await self._consumer.start()
+        # Subscribing after start() lets the group join run in the background (subscribed before,
+        # start() waits for the first assignment and holds up the rest of the worker's start).
+        self._consumer.subscribe([self.topic], listener=_Listener(self))
+        self._loop_task = asyncio.ensure_future(self._run())
+
+    async def on_stop(self) -> None:
+        # Same rule as a revocation: finish or drop the batch before leaving the group.
+        await self.release("stopping")
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def release(self, why: str) -> None:
+        """Invalidate every lease; wait for the attempt already sent; commit its batch if it landed."""
+        self.generation += 1
+        lease = self._lease
+        if lease is None or lease.inflight is None:
+            return
+        if not lease.inflight.done():
+            log.info("%s: waiting for the write in flight before releasing the partitions", why)
+            await asyncio.wait({lease.inflight}, timeout=self.settings.worker_revoke_wait_s)
+        if lease.written:
+            await self._commit(lease.offsets)
+        elif not lease.inflight.done():
+            # Can't be recalled: it may still land. The next owner's check-before-insert then sees
+            # it or not depending on timing (see docs/streams.md, risks).
+            log.error("%s: a ClickHouse write still in flight after %.0f s; releasing anyway", why,
+                      self.settings.worker_revoke_wait_s)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                records, lease = await self._next_batch()
+            except Exception as exc:  # a consumer that can't fetch must not idle silently
+                log.exception("events consumer failed; crashing the worker so it restarts from the last commit")
+                await self.on_error(exc)
+                return
+            if records and not await self._handle(records, lease):
+                return
+
+    async def _handle(self, records: list[ConsumerRecord], lease: Lease) -> bool:
+        """Handle one batch and commit it; False if the worker must stop."""
+        self._lease = lease
+        try:
+            await self.handler(records, lease)
+        except LeaseLost:
+            log.info("batch of %d dropped uncommitted: its partitions were revoked", len(records))
+            return True
+        except Exception as exc:
+            log.exception("batch failed; crashing the worker so it restarts from the last commit")
+            await self.on_error(exc)
+            return False
+        finally:
+            self._lease = None
+        if lease.valid:  # else release() has committed it, or it was dropped
+            await self._commit(lease.offsets)
+        return True
+
+    async def _next_batch(self) -> tuple[list[ConsumerRecord], Lease]:
+        """Up to batch_size records, waiting at most batch_seconds after the first one arrived."""
+        assert self._consumer is not None
+        s = self.settings
+        records: list[ConsumerRecord] = []
+        offsets: dict[TopicPartition, int] = {}
+        lease = Lease(self, offsets)
+        deadline = time.monotonic() + s.worker_batch_seconds
+        while len(records) < s.worker_batch_size:
+            timeout = deadline - time.monotonic() if records else s.worker_batch_seconds
+            if timeout <= 0:
+                break
+            got = await self._consumer.getmany(timeout_ms=int(timeout * 1000),
+                                               max_records=s.worker_batch_size - len(records))
+            if not lease.valid:  # a rebalance in between: what was read belongs to the new owner
+                records.clear()
+                offsets.clear()
+                lease = Lease(self, offsets)
+            if not got:
+                break
+            if not records:
+                deadline = time.monotonic() + s.worker_batch_seconds
+            for tp, msgs in got.items():
+                records.extend(msgs)
+                offsets[tp] = msgs[-1].offset + 1
+        return records, lease
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Harmless for exactness: the next owner re-reads the batch and the writer skips it.
+            log.warning("offset commit failed (%s: %s); the batch will be re-read", type(exc).__name__, exc)

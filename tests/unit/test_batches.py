@@ -1,0 +1,142 @@
+"""The events consumer's ownership rule, without a broker: a worker whose partitions are revoked
+never starts another write for them, waits for the one already sent, and commits only what landed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from highland.settings import Settings
+from streams.app import ClickHouseSink
+from streams.batches import BatchConsumer, Lease, LeaseLost
+
+TP = TopicPartition("t.events", 0)
+OFFSETS = {TP: 500}
+
+
+class FakeKafka:
+    """Stands in for the aiokafka consumer: records commits."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+
+
+def consumer(store: Any, revoke_wait_s: float = 5.0) -> tuple[BatchConsumer, FakeKafka]:
+    async def on_error(exc: BaseException) -> None:
+        raise AssertionError(f"unexpected crash: {exc!r}")
+
+    settings = Settings(worker_revoke_wait_s=revoke_wait_s)
+    batches = BatchConsumer(settings, TP.topic, store, on_error)
+    kafka = FakeKafka()
+    batches._consumer = kafka  # type: ignore[assignment]
+    return batches, kafka
+
+
+async def until(check: Any, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+def test_a_write_retrying_when_the_partitions_are_revoked_stops_and_commits_nothing():
+    attempts: list[int] = []
+
+    def failing_insert(client: Any, db: str, rows: list[int]) -> None:
+        attempts.append(len(rows))
+        raise OSError("ClickHouse is away")
+
+    async def scenario() -> None:
+        sink = ClickHouseSink(Settings())
+
+        async def store(rows: list[int], lease: Lease) -> None:
+            await sink.call("insert", failing_insert, rows, lease=lease)
+
+        batches, kafka = consumer(store)
+        storing = asyncio.ensure_future(batches._handle([1, 2, 3], Lease(batches, dict(OFFSETS))))
+        await until(lambda: len(attempts) >= 2)  # retrying with back-off
+        await batches.release("partitions revoked")
+        assert await asyncio.wait_for(storing, 10) is True  # dropped, the worker goes on
+        tried = len(attempts)
+        await asyncio.sleep(1.0)  # longer than the back-off: no attempt after the revocation
+        assert len(attempts) == tried
+        assert kafka.commits == []
+
+    asyncio.run(scenario())
+
+
+def test_a_write_in_flight_at_revocation_is_awaited_and_its_batch_committed_before_release():
+    sent, finish = threading.Event(), threading.Event()
+
+    def slow_insert(rows: list[int]) -> None:
+        sent.set()
+        assert finish.wait(5)
+
+    async def scenario() -> None:
+        async def store(rows: list[int], lease: Lease) -> None:
+            await lease.attempt(slow_insert, rows)
+
+        batches, kafka = consumer(store)
+        storing = asyncio.ensure_future(batches._handle([1, 2, 3], Lease(batches, dict(OFFSETS))))
+        await until(sent.is_set)
+        releasing = asyncio.ensure_future(batches.release("partitions revoked"))
+        await asyncio.sleep(0.2)
+        assert not releasing.done(), "released the partitions with a write in flight"
+        finish.set()
+        await asyncio.wait_for(releasing, 5)
+        assert kafka.commits == [OFFSETS]  # committed while the partitions were still ours
+        assert await asyncio.wait_for(storing, 5) is True
+        assert kafka.commits == [OFFSETS]  # and not a second time by the loop
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_write_in_flight_at_revocation_is_not_committed():
+    sent, finish = threading.Event(), threading.Event()
+
+    def failing_insert(client: Any, db: str, rows: list[int]) -> None:
+        sent.set()
+        assert finish.wait(5)
+        raise OSError("connection reset")
+
+    async def scenario() -> None:
+        sink = ClickHouseSink(Settings())
+
+        async def store(rows: list[int], lease: Lease) -> None:
+            await sink.call("insert", failing_insert, rows, lease=lease)
+
+        batches, kafka = consumer(store)
+        storing = asyncio.ensure_future(batches._handle([1], Lease(batches, dict(OFFSETS))))
+        await until(sent.is_set)
+        releasing = asyncio.ensure_future(batches.release("partitions revoked"))
+        finish.set()
+        await asyncio.wait_for(releasing, 5)
+        assert await asyncio.wait_for(storing, 5) is True  # dropped after the failure, not retried
+        assert kafka.commits == []
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_read_before_a_rebalance_is_never_written():
+    calls: list[int] = []
+
+    async def scenario() -> None:
+        batches, _ = consumer(None)
+        lease = Lease(batches, dict(OFFSETS))
+        await batches.release("partitions revoked")
+        assert not lease.valid
+        try:
+            await lease.attempt(calls.append, 1)
+        except LeaseLost:
+            pass
+        else:
+            raise AssertionError("a stale batch was written")
+        assert calls == []
+
+    asyncio.run(scenario())
