@@ -24,6 +24,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -52,17 +53,22 @@ FEEDS = [  # (agency, indicator, unit, region choices)
 ]
 
 
-def write_events(path: Path, n: int, seed: int = 1) -> None:
-    """About 220-byte JSON events, unique ids, spread over 2016-2020."""
+def write_events(path: Path, n: int, seed: int = 1, live_since: datetime | None = None) -> None:
+    """About 220-byte JSON events, unique ids: a backfill spread over 2016-2020 (every batch touches
+    thousands of days), or with ``live_since`` a live feed observed within the hour after it."""
     rng = random.Random(seed)
     with path.open("w") as f:
         for i in range(n):
             agency, indicator, unit, regions = FEEDS[i % len(FEEDS)]
+            if live_since:
+                observed = (live_since + timedelta(seconds=rng.randrange(3600))).isoformat()
+            else:
+                observed = (f"{rng.randint(2016, 2020)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+                            f"T{rng.randint(0, 23):02d}:00:00+08:00")
             f.write(json.dumps({
-                "event_id": f"bench-{i:09d}", "revision": 0, "agency": agency, "indicator": indicator,
-                "region": rng.choice(regions), "value": round(rng.uniform(1, 1000), 3), "unit": unit,
-                "observed_at": f"{rng.randint(2016, 2020)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
-                               f"T{rng.randint(0, 23):02d}:00:00+08:00",
+                "event_id": f"{'live' if live_since else 'bench'}-{i:09d}", "revision": 0, "agency": agency,
+                "indicator": indicator, "region": rng.choice(regions), "value": round(rng.uniform(1, 1000), 3),
+                "unit": unit, "observed_at": observed,
             }, ensure_ascii=False) + "\n")
 
 
@@ -76,7 +82,6 @@ def variant(settings: Settings, tag: str) -> Settings:
 def raw_produce(settings: Settings, path: Path) -> float:
     """kafka-python alone, sending exactly the messages push sends (same value, key, timestamp,
     header, producer settings); keys and timestamps are prepared before the clock starts."""
-    from datetime import datetime
 
     from kafka import KafkaProducer
 
@@ -199,7 +204,6 @@ def freshness(settings: Settings, rate: int, seconds: float, workers: int, tmp: 
     event is visible once its partition's stored maximum reaches its offset."""
     import statistics
     import threading
-    from datetime import UTC, datetime
 
     from kafka import KafkaProducer
 
@@ -303,14 +307,16 @@ def main() -> None:
         consume = asyncio.run(_aiokafka_consume(pushed, n))
         rows.append(("processing", "raw aiokafka consumer group", consume, None))
         one = worker_rate(pushed, n, 1, tmp)
-        rows.append(("processing", f"worker x1 (join {one.join_s:.0f} s, RSS {one.peak_rss_mb[0]:.0f} MB)",
+        rows.append(("processing", f"worker x1, backfill (join {one.join_s:.0f} s, RSS {one.peak_rss_mb[0]:.0f} MB)",
                      one.rate, one.rate / consume))
         second = variant(base, "two" + tmp.name)
         second = second.model_copy(update={"topic_events": pushed.topic_events})
         migrate(second)
         two = worker_rate(second, n, 2, tmp)
         rss = "/".join(f"{r:.0f}" for r in two.peak_rss_mb)
-        rows.append(("processing", f"worker x2 (join {two.join_s:.0f} s, RSS {rss} MB)", two.rate, two.rate / consume))
+        rows.append(("processing", f"worker x2, backfill (join {two.join_s:.0f} s, RSS {rss} MB)", two.rate,
+                     two.rate / consume))
+        rows += _live_feed(base, n, tmp)
         for rate, workers in ((2000, 1), (5000, 2), (10_000, 2)):
             fresh = variant(base, f"fresh{rate}" + tmp.name)
             ensure_topics(fresh)
@@ -321,6 +327,20 @@ def main() -> None:
         _report(rows)
         if started and not args.keep_stack:
             local.down(base)
+
+
+def _live_feed(base: Settings, n: int, tmp: Path) -> list[tuple[str, str, float, float | None]]:
+    """The same measurement on a live feed (observed in the last hour: few, growing series-days)."""
+    live = variant(base, "live" + tmp.name)
+    ensure_topics(live)
+    migrate(live)
+    data = tmp / "live.jsonl"
+    write_events(data, n, seed=2, live_since=datetime.now(UTC) - timedelta(hours=1, minutes=5))
+    raw_produce(live, data)  # exactly the messages push would send
+    consume = asyncio.run(_aiokafka_consume(live, n))
+    run = worker_rate(live, n, 1, tmp)
+    return [("processing", "raw aiokafka consumer group, live feed", consume, None),
+            ("processing", f"worker x1, live feed (RSS {run.peak_rss_mb[0]:.0f} MB)", run.rate, run.rate / consume)]
 
 
 def _timed(fn) -> float:

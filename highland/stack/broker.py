@@ -87,6 +87,12 @@ def start_s3(settings: Settings, timeout_s: float = 60.0) -> int | None:
         str(weed), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-s3", f"-s3.port={settings.s3_port}", f"-master.port={settings.s3_master_port}",
         f"-volume.port={settings.s3_volume_port}", f"-filer.port={settings.s3_filer_port}",
+        # weed's defaults put each gRPC port at +10000 (41xxx for the test stack: inside Linux's
+        # ephemeral range, where a client connection can hold the port; seen failing) and open
+        # Iceberg (8181) and Lance (9101) listeners that two stacks would share: pin or disable them.
+        f"-s3.port.grpc={_grpc(settings.s3_port)}", f"-master.port.grpc={_grpc(settings.s3_master_port)}",
+        f"-volume.port.grpc={_grpc(settings.s3_volume_port)}", f"-filer.port.grpc={_grpc(settings.s3_filer_port)}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
         "-volume.max=5",
     ])
     wait_until(lambda: port_open(settings.s3_port), timeout_s, "the S3 server", log=svc)
@@ -95,9 +101,16 @@ def start_s3(settings: Settings, timeout_s: float = 60.0) -> int | None:
     return pid
 
 
+def _grpc(port: int) -> int:
+    """A gRPC port for a SeaweedFS listener: 10000 below it (all our fixed ports are 1xxxx-3xxxx)."""
+    return port - 10000
+
+
 def _create_bucket(weed: Path, settings: Settings) -> bool:
+    # host:port.grpcPort is how weed addresses a server whose gRPC port is not port + 10000.
+    master = f"127.0.0.1:{settings.s3_master_port}.{_grpc(settings.s3_master_port)}"
     out = subprocess.run(
-        [str(weed), "shell", f"-master=127.0.0.1:{settings.s3_master_port}"],
+        [str(weed), "shell", f"-master={master}"],
         input=f"s3.bucket.create -name {BUCKET}\ns3.bucket.list\n", capture_output=True, text=True,
         timeout=30,
     )
