@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -54,23 +55,29 @@ def fault_settings(isolated: Settings) -> Settings:
 
 
 def test_random_worker_kills_during_a_run(fault_settings: Settings, tmp_path, long_run: bool):
-    """The feed arrives in chunks while workers are killed with SIGKILL shortly after each chunk
-    starts landing: mid-batch, with writes done and offsets not yet committed."""
+    """The feed arrives in chunks; while each chunk is being stored, at a random point of it, the
+    worker is killed with SIGKILL: mid-batch, with some writes done and offsets not yet committed."""
     flows, kills = (600_000, 10) if long_run else (8000, 3)  # 600k flows: ~1.0 M events
     feed = known_feed(seed=101, flows=flows)
     rng = random.Random(101)
     client = connect(fault_settings)
     chunks = [feed[i::kills + 1] for i in range(kills + 1)]
     faults = []
+    seen: set[tuple[str, str, int]] = set()
     worker = WorkerProcess(fault_settings, "w0", tmp_path)
     try:
         for k, chunk in enumerate(chunks[:-1]):
             before = client.execute("SELECT count() FROM events")[0][0]
-            push(fault_settings, chunk)
-            wait_for(lambda b=before: client.execute("SELECT count() FROM events")[0][0] > b, 180,
-                     "the chunk to start landing", worker.log)
-            time.sleep(rng.uniform(0.0, 0.3))
+            fresh = {(e["agency"], e["event_id"], e.get("revision", 0)) for e in chunk} - seen
+            seen |= fresh
+            # A point inside the chunk's storing (stale lower revisions are not stored: stay well below).
+            target = before + max(1, int(len(fresh) * rng.uniform(0.05, 0.6)))
+            pushing = threading.Thread(target=push, args=(fault_settings, chunk))  # the kill lands while it runs
+            pushing.start()
+            wait_for(lambda t=target: client.execute("SELECT count() FROM events")[0][0] >= t, 180,
+                     "the chunk to be partly stored", worker.log)
             worker.kill(signal.SIGKILL)
+            pushing.join()
             faults.append(f"SIGKILL worker at {client.execute('SELECT count() FROM events')[0][0]} rows")
             worker = WorkerProcess(fault_settings, f"w{k + 1}", tmp_path)
         push(fault_settings, chunks[-1])
