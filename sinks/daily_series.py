@@ -197,7 +197,9 @@ class Pending:
 
 def begin(client: Any, db: str, rows: Sequence[Observation]) -> Pending:
     """Step 1: count, look up, insert the rows not stored yet (before the events INSERT)."""
-    before = count_rows(client, db, (r.series_day for r in rows))  # counted before the lookup: see module doc
+    # Counted before the lookup: a copy of one of our rows that another writer adds in between is
+    # then an extra row at settle time, and the day is recomputed rather than updated.
+    before = count_rows(client, db, (r.series_day for r in rows))
     found = existing(client, db, rows)
     new = tuple(dict.fromkeys(r for r in rows if r.identity not in found))
     insert_observations(client, db, new)
