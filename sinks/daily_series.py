@@ -263,6 +263,15 @@ def recompute(client: Any, db: str, days: Iterable[SeriesDay]) -> int:
     return len(table["data"])
 
 
+def _observations_from_events(db: str, tz: str, sign: int, source: str) -> str:
+    """INSERT observation rows with ``sign`` for the events rows ``source`` (a FROM ... clause) yields."""
+    return f"""
+        INSERT INTO {db}.observations ({', '.join(OBSERVATION_COLUMNS)})
+        SELECT indicator, region, toDate(observed_at, '{tz}'), observed_at, agency, event_id, revision, value,
+               toInt8({sign})
+        {source}"""
+
+
 def rebuild(client: Any, db: str, tz: str, *, chunks: int = 16) -> None:
     """Fill ``observations`` and ``daily_series`` from ``events`` (events stored before migration
     0006, or written straight into ``events`` by the query benchmark). In ``chunks`` slices of the
@@ -270,21 +279,14 @@ def rebuild(client: Any, db: str, tz: str, *, chunks: int = 16) -> None:
     observation rows change nothing. Run it with no worker writing (as migrations are)."""
     for i in range(chunks):
         part = f"cityHash64(agency, event_id) % {chunks} = {i}"
-        client.execute(f"""
-            INSERT INTO {db}.observations ({', '.join(OBSERVATION_COLUMNS)})
-            SELECT indicator, region, toDate(observed_at, '{tz}'), observed_at, agency, event_id, revision, value,
-                   toInt8(1)
-            FROM {db}.events WHERE {part}""")
+        client.execute(_observations_from_events(db, tz, 1, f"FROM {db}.events WHERE {part}"))
         # A -1 row for every revision below its key's highest.
-        client.execute(f"""
-            INSERT INTO {db}.observations ({', '.join(OBSERVATION_COLUMNS)})
-            SELECT indicator, region, toDate(observed_at, '{tz}'), observed_at, agency, event_id, revision, value,
-                   toInt8(-1)
+        client.execute(_observations_from_events(db, tz, -1, f"""
             FROM {db}.events
             ALL INNER JOIN (SELECT agency, event_id, max(revision) AS top_revision FROM {db}.events
                             WHERE {part} GROUP BY agency, event_id HAVING count() > 1) AS tops
             USING (agency, event_id)
-            WHERE {part} AND revision < top_revision""")
+            WHERE {part} AND revision < top_revision"""))
     # Then every series-day, one indicator-month at a time (bounded memory: 50 M events in 3.7 GiB).
     for indicator, month in client.execute(
             f"SELECT DISTINCT indicator, toStartOfMonth(day) FROM {db}.observations ORDER BY indicator, 2"):

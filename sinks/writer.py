@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from catalog.loader import default_catalog
 from ingest.events import Accepted
 from sinks import daily_series
 from sinks.daily_series import Observation, SeriesDay, plan_day
@@ -92,13 +91,13 @@ def _cancel(agency: str, event_id: str, s: StoredRevision, tz: str) -> Observati
 
 
 def write_events(client: Any, db: str, batch: Sequence[Positioned], received_at: datetime,
-                 tz: str | None = None) -> WriteResult:
+                 tz: str) -> WriteResult:
     """Insert what is new in ``batch``; idempotent, so a failed call can simply be repeated.
 
     Order matters (sinks/daily_series.py): observations first, then the events rows that mark
     revisions as stored, then the per-day states of every series-day the batch's keys live in.
+    ``tz`` is the plan's timezone (its days), from the same catalog the events were validated with.
     """
-    tz = tz or default_catalog().plan.timezone
     candidates = newest_per_key(batch)
     stored = stored_revisions(client, db, list(candidates))
     fresh = [p for key, p in candidates.items() if key not in stored or p.event.revision > stored[key][0].revision]

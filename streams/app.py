@@ -145,7 +145,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         accepted, rejected = split(records, catalog, now)
         if rejected:
             await send_dead_letters(rejected)
-        result: WriteResult = await sink.call("insert", write_events, accepted, now, lease=lease)
+        result: WriteResult = await sink.call("insert", write_events, accepted, now, catalog.plan.timezone,
+                                             lease=lease)
         log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected",
                  len(records), result.inserted, result.skipped, len(rejected))
 

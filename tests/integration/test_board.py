@@ -64,7 +64,7 @@ def write(settings: Settings, feed: list[dict]) -> None:
         verdict = validate(dumps(e), CATALOG)
         assert isinstance(verdict, Accepted), verdict
         batch.append(Positioned(verdict, 0, offset))
-    write_events(connect(settings), settings.clickhouse_database, batch, datetime.now(UTC))
+    write_events(connect(settings), settings.clickhouse_database, batch, datetime.now(UTC), CATALOG.plan.timezone)
 
 
 # --- what the board should show, computed from the feed ------------------------------------------
