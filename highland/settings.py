@@ -61,8 +61,12 @@ class Settings(BaseSettings):
     clickhouse_cluster: str | None = None
 
     # --- Worker ------------------------------------------------------------------------------
-    worker_batch_size: int = Field(5000, ge=1)
+    # Up to this many events per batch (one ClickHouse write each); a batch closes at most
+    # worker_batch_seconds after its first event, so a quiet feed is not held back.
+    worker_batch_size: int = Field(20_000, ge=1)
     worker_batch_seconds: float = Field(0.5, gt=0)
+    # Batches read ahead of the one being prepared (memory: about 1 KB per event read ahead).
+    worker_read_ahead_batches: int = Field(1, ge=1)
     # On a rebalance, how long to wait for the ClickHouse write already sent to finish before
     # releasing the partitions. Below the session (= rebalance) timeout, or the group drops us first.
     worker_revoke_wait_s: float = Field(5.0, gt=0)

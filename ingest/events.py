@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -56,9 +56,9 @@ class MetricEvent(BaseModel):
     observed_at: AwareDatetime = Field(strict=True)
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """A valid event, normalized: ``value`` is in the indicator's own unit, times are UTC."""
+class Accepted(NamedTuple):
+    """A valid event, normalized: ``value`` is in the indicator's own unit, times are UTC.
+    (A NamedTuple: immutable and cheap to build; the worker builds one per event.)"""
 
     agency: str
     event_id: str
@@ -116,11 +116,30 @@ def to_json(event: dict[str, Any]) -> bytes:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=True).encode()
 
 
-def _check_meaning(event: MetricEvent, catalog: Catalog, now: datetime, pushed_by: str | None) -> Verdict:
+class _Route(NamedTuple):
+    """What the catalog says about one (agency, indicator, region, unit) that it accepts."""
+
+    indicator: str
+    unit: str
+    factor: float
+    allow_negative: bool
+
+
+def _route(event: MetricEvent, catalog: Catalog) -> _Route | Rejected:
+    """The catalog checks, the same for every event of a feed: the worker re-validates every event,
+    so acceptances are remembered on the (immutable) catalog. Only acceptances: the cache is then
+    bounded by the catalog (agencies x indicators x regions x units), whatever the input."""
+    key = (event.agency, event.indicator, event.region, event.unit)
+    route = catalog.accepted_routes.get(key)
+    if route is None:
+        route = _catalog_route(event, catalog)
+        if isinstance(route, _Route):
+            catalog.accepted_routes[key] = route
+    return route
+
+
+def _catalog_route(event: MetricEvent, catalog: Catalog) -> _Route | Rejected:
     agency = event.agency
-    if pushed_by is not None and agency != pushed_by:
-        return Rejected(Reason.FORBIDDEN_AGENCY, f"event is in the name of {agency!r}, pushed by {pushed_by!r}",
-                        pushed_by)
     if not catalog.is_agency(agency):
         return Rejected(Reason.FORBIDDEN_AGENCY, f"{agency!r} is not a registered agency", agency)
     indicator = catalog.indicator(event.indicator)
@@ -138,20 +157,28 @@ def _check_meaning(event: MetricEvent, catalog: Catalog, now: datetime, pushed_b
         known = ", ".join([indicator.unit, *indicator.unit_aliases])
         return Rejected(Reason.UNIT_MISMATCH, f"unit {event.unit!r} for {indicator.code!r}; known: {known}",
                         agency)
-    value = event.value * factor
+    return _Route(indicator.code, indicator.unit, factor, indicator.allow_negative)
+
+
+def _check_meaning(event: MetricEvent, catalog: Catalog, now: datetime, pushed_by: str | None) -> Verdict:
+    agency = event.agency
+    if pushed_by is not None and agency != pushed_by:
+        return Rejected(Reason.FORBIDDEN_AGENCY, f"event is in the name of {agency!r}, pushed by {pushed_by!r}",
+                        pushed_by)
+    route = _route(event, catalog)
+    if isinstance(route, Rejected):
+        return route
+    value = event.value * route.factor
     if not math.isfinite(value):
         return Rejected(Reason.NOT_FINITE, f"value {event.value!r} {event.unit} is not finite", agency)
-    if value < 0 and not indicator.allow_negative:
-        return Rejected(Reason.NEGATIVE_VALUE, f"{indicator.code!r} does not allow negative values", agency)
+    if value < 0 and not route.allow_negative:
+        return Rejected(Reason.NEGATIVE_VALUE, f"{route.indicator!r} does not allow negative values", agency)
     observed = event.observed_at.astimezone(UTC)
     if observed > now + FUTURE_TOLERANCE:
         return Rejected(Reason.FUTURE_TIMESTAMP,
                         f"observed_at {event.observed_at.isoformat()} is more than 1 day in the future", agency)
-    return Accepted(
-        agency=agency, event_id=event.event_id, revision=event.revision, indicator=indicator.code,
-        region=event.region, value=value, unit=indicator.unit, raw_value=event.value, raw_unit=event.unit,
-        observed_at=observed,
-    )
+    return Accepted(agency, event.event_id, event.revision, route.indicator, event.region, value, route.unit,
+                    event.value, event.unit, observed)
 
 
 def _schema_rejection(exc: ValidationError, pushed_by: str | None, agency: object) -> Rejected:

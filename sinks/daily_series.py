@@ -32,7 +32,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -57,7 +57,7 @@ class Observation(NamedTuple):
     indicator: str
     region: str
     day: date
-    observed_at: datetime
+    observed_at: int  # epoch seconds (the column is a DateTime): cheap to compare and to send
     agency: str
     event_id: str
     revision: int
@@ -76,7 +76,7 @@ class Observation(NamedTuple):
     @property
     def rank(self) -> tuple[int, int, str]:
         """Which observation closes its day: latest observed_at, then revision, then event_id."""
-        return int(self.observed_at.timestamp()), self.revision, self.event_id
+        return self.observed_at, self.revision, self.event_id
 
 
 class DayState(NamedTuple):
@@ -92,19 +92,29 @@ class DayState(NamedTuple):
 EMPTY = DayState(0, 0, 0.0, 0.0, ())
 
 
+QUARTER_HOUR = 900
+
+
 @cache
 def _zone(tz: str) -> ZoneInfo:
     return ZoneInfo(tz)
 
 
-def plan_day(observed_at: datetime, tz: str) -> date:
-    """The plan-local date of an instant (aware: validated events and stored revisions both are)."""
-    return observed_at.astimezone(_zone(tz)).date()
+@lru_cache(maxsize=1 << 16)
+def _day_of_quarter_hour(quarter: int, tz: str) -> date:
+    return datetime.fromtimestamp(quarter * QUARTER_HOUR, _zone(tz)).date()
+
+
+def plan_day(epoch: int, tz: str) -> date:
+    """The plan-local date of an instant given in epoch seconds. Every UTC offset in use is a
+    multiple of 15 minutes, so one date per quarter hour is exact; cached, because the writer asks
+    for every event and a feed's events crowd into few quarter hours."""
+    return _day_of_quarter_hour(epoch // QUARTER_HOUR, tz)
 
 
 def _days_table(days: Iterable[SeriesDay]) -> dict[str, Any]:
-    return {"name": "_days", "structure": _DAY_STRUCTURE,
-            "data": [{"indicator": i, "region": r, "day": d} for i, r, d in sorted(set(days))]}
+    # Rows as tuples, not dicts: the driver would otherwise convert every row first.
+    return {"name": "_days", "structure": _DAY_STRUCTURE, "data": sorted(set(days))}
 
 
 def count_rows(client: Any, db: str, days: Iterable[SeriesDay]) -> dict[SeriesDay, int]:
@@ -123,12 +133,10 @@ def existing(client: Any, db: str, rows: Sequence[Observation]) -> set[tuple[str
     if not rows:
         return set()
     positions = {"name": "_positions", "structure": [*_DAY_STRUCTURE, ("observed_at", "DateTime")],
-                 "data": [{"indicator": r.indicator, "region": r.region, "day": r.day,
-                           "observed_at": int(r.observed_at.timestamp())} for r in rows]}  # epoch: the fast path
-    names = ("agency", "event_id", "revision", "sign")
-    identities = {"name": "_identities", "structure": list(zip(names, ("String", "String", "UInt32", "Int8"),
-                                                               strict=True)),
-                  "data": [dict(zip(names, r.identity, strict=True)) for r in rows]}
+                 "data": list({r[:4] for r in rows})}
+    identities = {"name": "_identities", "structure": [("agency", "String"), ("event_id", "String"),
+                                                       ("revision", "UInt32"), ("sign", "Int8")],
+                  "data": list({r.identity for r in rows})}
     found = client.execute(
         f"SELECT DISTINCT agency, event_id, revision, sign FROM {db}.observations "
         "WHERE (indicator, region, day, observed_at) IN _positions "
@@ -141,7 +149,6 @@ def insert_observations(client: Any, db: str, rows: Sequence[Observation]) -> No
     if not rows:
         return
     columns = [list(c) for c in zip(*rows, strict=True)]
-    columns[3] = [int(moment.timestamp()) for moment in columns[3]]  # epoch seconds: the driver's fast path
     client.execute(f"INSERT INTO {db}.observations ({', '.join(OBSERVATION_COLUMNS)}) VALUES", columns,
                    columnar=True)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from ingest.events import Accepted
@@ -23,10 +23,13 @@ from sinks.daily_series import Observation, SeriesDay, plan_day
 
 EVENT_COLUMNS = ("agency", "event_id", "revision", "indicator", "region", "value", "unit", "raw_value",
                  "observed_at", "received_at", "kafka_partition", "kafka_offset")
+# The first eight columns are copied from the event's own first eight fields, in one transposition.
+_COPIED = 8
+if Accepted._fields[:_COPIED] != EVENT_COLUMNS[:_COPIED]:
+    raise ImportError("sinks.writer: EVENT_COLUMNS no longer start with the fields of ingest.events.Accepted")
 
 
-@dataclass(frozen=True, slots=True)
-class Positioned:
+class Positioned(NamedTuple):
     """An accepted event and where it was read from."""
 
     event: Accepted
@@ -53,12 +56,12 @@ def newest_per_key(batch: Iterable[Positioned]) -> dict[tuple[str, str], Positio
 
 
 class StoredRevision(NamedTuple):
-    """One stored revision of an event, as read back before a batch is written (observed_at in UTC)."""
+    """One stored revision of an event, as read back before a batch is written."""
 
     revision: int
     indicator: str
     region: str
-    observed_at: datetime
+    observed_at: int  # epoch seconds
     value: float
 
 
@@ -72,17 +75,15 @@ def stored_revisions(client: Any, db: str,
         "SELECT agency, event_id, groupArray((revision, indicator, region, toUnixTimestamp(observed_at), value)) "
         f"FROM {db}.events WHERE (agency, event_id) IN _batch_keys GROUP BY agency, event_id",
         external_tables=[{"name": "_batch_keys", "structure": [("agency", "String"), ("event_id", "String")],
-                          "data": [{"agency": a, "event_id": e} for a, e in keys]}],
+                          "data": keys}],
     )
-    return {(a, e): sorted({StoredRevision(rev, ind, reg, datetime.fromtimestamp(ts, UTC), val)
-                            for rev, ind, reg, ts, val in revisions}, reverse=True)
+    return {(a, e): sorted({StoredRevision(*revision) for revision in revisions}, reverse=True)
             for a, e, revisions in rows}
 
 
-def _observation(p: Positioned, tz: str) -> Observation:
-    e = p.event
-    return Observation(e.indicator, e.region, plan_day(e.observed_at, tz), e.observed_at, e.agency, e.event_id,
-                       e.revision, e.value, 1)
+def _observation(e: Accepted, epoch: int, tz: str) -> Observation:
+    return Observation(e.indicator, e.region, plan_day(epoch, tz), epoch, e.agency, e.event_id, e.revision,
+                       e.value, 1)
 
 
 def _cancel(agency: str, event_id: str, s: StoredRevision, tz: str) -> Observation:
@@ -101,20 +102,16 @@ def write_events(client: Any, db: str, batch: Sequence[Positioned], received_at:
     candidates = newest_per_key(batch)
     stored = stored_revisions(client, db, list(candidates))
     fresh = [p for key, p in candidates.items() if key not in stored or p.event.revision > stored[key][0].revision]
-    observations = [_observation(p, tz) for p in fresh]
+    epochs = [int(p.event.observed_at.timestamp()) for p in fresh]
+    observations = [_observation(p.event, epoch, tz) for p, epoch in zip(fresh, epochs, strict=True)]
     for p in fresh:
         agency, event_id = p.event.agency, p.event.event_id
         observations += [_cancel(agency, event_id, s, tz) for s in stored.get((agency, event_id), [])]
     pending = daily_series.begin(client, db, observations)
     if fresh:
-        columns = [
-            [p.event.agency for p in fresh], [p.event.event_id for p in fresh],
-            [p.event.revision for p in fresh], [p.event.indicator for p in fresh],
-            [p.event.region for p in fresh], [p.event.value for p in fresh],
-            [p.event.unit for p in fresh], [p.event.raw_value for p in fresh],
-            [int(p.event.observed_at.timestamp()) for p in fresh], [int(received_at.timestamp())] * len(fresh),
-            [p.partition for p in fresh], [p.offset for p in fresh],
-        ]
+        fields = [list(column) for column in zip(*(p.event for p in fresh), strict=True)]
+        columns = [*fields[:_COPIED], epochs, [int(received_at.timestamp())] * len(fresh),
+                   [p.partition for p in fresh], [p.offset for p in fresh]]
         client.execute(f"INSERT INTO {db}.events ({', '.join(EVENT_COLUMNS)}) VALUES", columns,
                        columnar=True)
     # Also the days of revisions stored earlier: a previous attempt may have died before this step.

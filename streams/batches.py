@@ -2,8 +2,11 @@
 
 Faust hands a stream one message at a time (a callback and a queue hop per message), which capped
 the worker near 9,000 events/s whatever the batch size. This service reads the events topic with
-aiokafka's ``getmany`` instead, in the same consumer-group semantics, and gives whole batches to a
-handler. Offsets are committed explicitly, only after the handler returned: at least once, with
+aiokafka's ``getmany`` instead, in the same consumer-group semantics, and hands whole batches to two
+stages: ``prepare`` (validation: CPU in the event loop) and ``write`` (ClickHouse, in a thread).
+The two overlap: batch N+1 is read and prepared while batch N is being written, so the Python work
+of one batch runs while ClickHouse works on the other. Writes stay one at a time and in order.
+Offsets are committed explicitly, only after a batch's write returned: at least once, with
 exactness left to the idempotent writer.
 
 Ownership is the rule that keeps a partition written by one worker at a time: a batch may be
@@ -39,7 +42,7 @@ class LeaseLost(Exception):
 class Lease:
     """The right to write one batch and commit its offsets.
 
-    The handler runs its one durable write through ``attempt``; that write is the batch's last
+    The write stage runs its one durable write through ``attempt``; that write is the batch's last
     step, so an attempt that succeeded means the batch is done (a revocation then commits it)."""
 
     def __init__(self, owner: BatchConsumer, offsets: dict[TopicPartition, int]) -> None:
@@ -67,7 +70,8 @@ class Lease:
         return fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None
 
 
-Handler = Callable[[list[ConsumerRecord], Lease], Awaitable[None]]
+Prepare = Callable[[list[ConsumerRecord]], Awaitable[Any]]
+Write = Callable[[Any, Lease], Awaitable[None]]
 OnError = Callable[[BaseException], Awaitable[None]]
 
 
@@ -86,20 +90,23 @@ class _Listener(ConsumerRebalanceListener):
 
 class BatchConsumer(Service):
     """Reads ``topic`` in batches of up to ``worker_batch_size`` records (waiting at most
-    ``worker_batch_seconds`` after the first), calls ``handler`` and commits after it returns.
-    Any other exception from the handler goes to ``on_error`` (the app crashes and restarts from
-    the last commit) and ends the loop."""
+    ``worker_batch_seconds`` after the first), calls ``prepare`` on each, then ``write`` on what it
+    returned, and commits after the write returns. Any other exception from either stage goes to
+    ``on_error`` (the app crashes and restarts from the last commit) and ends the loop."""
 
-    def __init__(self, settings: Settings, topic: str, handler: Handler, on_error: OnError, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, topic: str, prepare: Prepare, write: Write, on_error: OnError,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic
-        self.handler = handler
+        self.prepare = prepare
+        self.write = write
         self.on_error = on_error
         self.generation = 0  # bumped on every revocation: leases of earlier batches become invalid
-        self._lease: Lease | None = None
+        self._lease: Lease | None = None  # of the batch being written (one at a time)
         self._consumer: AIOKafkaConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[bool] | None = None
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment()) if self._consumer else set()
@@ -122,9 +129,10 @@ class BatchConsumer(Service):
     async def on_stop(self) -> None:
         # Same rule as a revocation: finish or drop the batch before leaving the group.
         await self.release("stopping")
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for task in (self._loop_task, self._writing):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
 
@@ -146,23 +154,54 @@ class BatchConsumer(Service):
                       self.settings.worker_revoke_wait_s)
 
     async def _run(self) -> None:
+        read_ahead: asyncio.Queue[tuple[list[ConsumerRecord], Lease] | Exception] = asyncio.Queue(
+            maxsize=self.settings.worker_read_ahead_batches)
+        reader = asyncio.ensure_future(self._read(read_ahead))
+        try:
+            while True:
+                batch = await read_ahead.get()
+                if isinstance(batch, Exception):
+                    await self._crash("events consumer failed", batch)
+                    return
+                records, lease = batch
+                if not lease.valid:
+                    continue  # read before a rebalance: the new owner reads it again
+                # Prepare this batch while the previous one is being written.
+                try:
+                    prepared = await self.prepare(records)
+                except Exception as exc:
+                    await self._crash("preparing a batch failed", exc)
+                    return
+                if self._writing is not None and not await self._writing:
+                    return
+                self._writing = asyncio.ensure_future(self._handle(prepared, lease))
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read(self, read_ahead: asyncio.Queue[tuple[list[ConsumerRecord], Lease] | Exception]) -> None:
+        """Keeps batches read ahead: aiokafka fetches a partition again only once its buffer is
+        drained, so without this every batch would wait for a fetch round trip."""
         while True:
             try:
                 records, lease = await self._next_batch()
             except Exception as exc:  # a consumer that can't fetch must not idle silently
-                log.exception("events consumer failed; crashing the worker so it restarts from the last commit")
-                await self.on_error(exc)
+                await read_ahead.put(exc)
                 return
-            if records and not await self._handle(records, lease):
-                return
+            if records:
+                await read_ahead.put((records, lease))
 
-    async def _handle(self, records: list[ConsumerRecord], lease: Lease) -> bool:
-        """Handle one batch and commit it; False if the worker must stop."""
+    async def _crash(self, what: str, exc: BaseException) -> None:
+        log.error("%s; crashing the worker so it restarts from the last commit", what, exc_info=exc)
+        await self.on_error(exc)
+
+    async def _handle(self, prepared: Any, lease: Lease) -> bool:
+        """Write one prepared batch and commit it; False if the worker must stop."""
         self._lease = lease
         try:
-            await self.handler(records, lease)
+            await self.write(prepared, lease)
         except LeaseLost:
-            log.info("batch of %d dropped uncommitted: its partitions were revoked", len(records))
+            log.info("a batch was dropped uncommitted: its partitions were revoked")
             return True
         except Exception as exc:
             log.exception("batch failed; crashing the worker so it restarts from the last commit")

@@ -246,7 +246,8 @@ DAY = SeriesDay("ecommerce_turnover", "chongqing", date(2019, 5, 1))
 
 
 def obs(event_id: str, hour: int, value: float, revision: int = 0, sign: int = 1) -> Observation:
-    return Observation(*DAY, datetime(2019, 5, 1, hour, tzinfo=UTC), "cq_commerce", event_id, revision, value, sign)
+    observed_at = int(datetime(2019, 5, 1, hour, tzinfo=UTC).timestamp())
+    return Observation(*DAY, observed_at, "cq_commerce", event_id, revision, value, sign)
 
 
 def from_scratch(client: Any, name: str) -> DayState:

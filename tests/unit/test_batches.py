@@ -32,7 +32,10 @@ def consumer(store: Any, revoke_wait_s: float = 5.0) -> tuple[BatchConsumer, Fak
         raise AssertionError(f"unexpected crash: {exc!r}")
 
     settings = Settings(worker_revoke_wait_s=revoke_wait_s)
-    batches = BatchConsumer(settings, TP.topic, store, on_error)
+    async def prepare(records: list[Any]) -> list[Any]:
+        return records
+
+    batches = BatchConsumer(settings, TP.topic, prepare, store, on_error)
     kafka = FakeKafka()
     batches._consumer = kafka  # type: ignore[assignment]
     return batches, kafka
@@ -138,5 +141,63 @@ def test_a_batch_read_before_a_rebalance_is_never_written():
         else:
             raise AssertionError("a stale batch was written")
         assert calls == []
+
+    asyncio.run(scenario())
+
+
+class Record:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class QueuedKafka(FakeKafka):
+    """Hands out prepared batches of records, one per getmany, then nothing."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        super().__init__()
+        self.batches = batches
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
+        if self.batches:
+            return {TP: [Record(o) for o in self.batches.pop(0)]}
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+
+def test_the_next_batch_is_prepared_while_one_is_written_but_writes_and_commits_stay_one_at_a_time_in_order():
+    log: list[str] = []
+    first_written = asyncio.Event()
+
+    async def scenario() -> None:
+        async def prepare(records: list[Record]) -> list[int]:
+            log.append(f"prepare {records[0].offset}")
+            return [r.offset for r in records]
+
+        async def write(offsets: list[int], lease: Lease) -> None:
+            log.append(f"write {offsets[0]} starts")
+            if offsets[0] == 0:
+                await first_written.wait()  # held until the test saw the next batch prepared
+            log.append(f"write {offsets[0]} ends")
+
+        async def on_error(exc: BaseException) -> None:
+            raise AssertionError(f"unexpected crash: {exc!r}")
+
+        batches = BatchConsumer(Settings(worker_batch_size=2, worker_batch_seconds=0.05), TP.topic, prepare, write,
+                                on_error)
+        kafka = QueuedKafka([[0, 1], [2, 3], [4, 5]])
+        batches._consumer = kafka  # type: ignore[assignment]
+        running = asyncio.ensure_future(batches._run())
+        await until(lambda: "prepare 2" in log)
+        assert "write 0 starts" in log and "write 0 ends" not in log  # prepared during write 0
+        assert "write 2 starts" not in log and "prepare 4" not in log  # and no further
+        assert kafka.commits == []
+        first_written.set()
+        await until(lambda: len(kafka.commits) == 3)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        writes = [line for line in log if line.startswith("write")]
+        assert writes == ["write 0 starts", "write 0 ends", "write 2 starts", "write 2 ends",
+                          "write 4 starts", "write 4 ends"]
+        assert kafka.commits == [{TP: 2}, {TP: 4}, {TP: 6}]
 
     asyncio.run(scenario())
