@@ -11,13 +11,16 @@ supersedes it, in that revision's own day. A revision is live while it has no -1
 never removed, so the row count of a series-day only grows, and a ``daily_series`` row carries as
 ``version`` the row count it reflects: the highest version is the newest state.
 
-Per batch (``begin`` before the events INSERT that marks the revisions stored, ``settle`` after):
+Per batch (``begin`` before the events INSERT that marks the revisions stored, ``settle`` after),
+on the batch's observation rows in ``_obs``, a temporary table of the writer's session, so that
+only per-day numbers travel between ClickHouse and Python:
 1. count each touched day's rows (``before``), then look up which of the batch's rows exist already
-   (a previous attempt of the same batch) and insert only the others (``new``);
-2. after the events INSERT, count again (``after``) and read each day's state. The new rows are
-   applied to the state (+1: count, sum, close; -1: the revision is removed) only when the state
-   reflects exactly the rows counted before (``version == before``) and nothing but our rows was
-   added since (``after == before + len(new)``) -- the common case, costing O(batch), not O(day);
+   (a previous attempt of the same batch) and insert only the others (``_new``);
+2. after the events INSERT, count again (``after``), read each day's state and sum up its new
+   rows. They are applied to the state (+1: count, sum, close; -1: the revision is removed) only
+   when the state reflects exactly the rows counted before (``version == before``) and nothing but
+   our rows was added since (``after == before + len(new)``) -- the common case, costing O(batch),
+   not O(day);
 3. otherwise (another writer touched the day, a worker died between steps, a correction removed the
    day's closing observation) the day is recomputed from all its rows, grouping the rows of each
    revision first, so copies change nothing.
@@ -31,10 +34,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from functools import cache, lru_cache
+from datetime import date
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo
 
 log = logging.getLogger("highland.daily_series")
 
@@ -64,23 +65,11 @@ class Observation(NamedTuple):
     value: float
     sign: int
 
-    @property
-    def series_day(self) -> tuple[str, str, date]:
-        """Equal to (and hashed like) its SeriesDay; a plain slice because it runs per row."""
-        return self[:3]
-
-    @property
-    def identity(self) -> tuple[str, str, int, int]:
-        return self.agency, self.event_id, self.revision, self.sign
-
-    @property
-    def rank(self) -> tuple[int, int, str]:
-        """Which observation closes its day: latest observed_at, then revision, then event_id."""
-        return self.observed_at, self.revision, self.event_id
-
 
 class DayState(NamedTuple):
-    """A ``daily_series`` row (close_rank is () for a day without live observations)."""
+    """A ``daily_series`` row. A row's rank decides which observation closes its day: latest
+    observed_at (epoch seconds), then revision, then event_id; close_rank is () for a day without
+    live observations."""
 
     version: int
     events: int
@@ -90,26 +79,6 @@ class DayState(NamedTuple):
 
 
 EMPTY = DayState(0, 0, 0.0, 0.0, ())
-
-
-QUARTER_HOUR = 900
-
-
-@cache
-def _zone(tz: str) -> ZoneInfo:
-    return ZoneInfo(tz)
-
-
-@lru_cache(maxsize=1 << 16)
-def _day_of_quarter_hour(quarter: int, tz: str) -> date:
-    return datetime.fromtimestamp(quarter * QUARTER_HOUR, _zone(tz)).date()
-
-
-def plan_day(epoch: int, tz: str) -> date:
-    """The plan-local date of an instant given in epoch seconds. Every UTC offset in use is a
-    multiple of 15 minutes, so one date per quarter hour is exact; cached, because the writer asks
-    for every event and a feed's events crowd into few quarter hours."""
-    return _day_of_quarter_hour(epoch // QUARTER_HOUR, tz)
 
 
 def _days_table(days: Iterable[SeriesDay]) -> dict[str, Any]:
@@ -122,45 +91,91 @@ def count_rows(client: Any, db: str, days: Iterable[SeriesDay]) -> dict[SeriesDa
     table = _days_table(days)
     if not table["data"]:
         return {}
+    return _counts(client, db, "_days", [table])
+
+
+def _counts(client: Any, db: str, days: str, external_tables: list[dict[str, Any]] | None = None,
+            ) -> dict[SeriesDay, int]:
+    """Observation rows per series-day of ``days`` (a table or a subquery of (indicator, region, day))."""
     rows = client.execute(f"SELECT indicator, region, day, count() FROM {db}.observations "
-                          "WHERE (indicator, region, day) IN _days GROUP BY indicator, region, day",
-                          external_tables=[table])
+                          f"WHERE (indicator, region, day) GLOBAL IN {days} GROUP BY indicator, region, day",
+                          external_tables=external_tables)
     return {SeriesDay(i, r, d): n for i, r, d, n in rows}
 
 
-def existing(client: Any, db: str, rows: Sequence[Observation]) -> set[tuple[str, str, int, int]]:
-    """Which of ``rows`` are stored, looked up by position (day and observed_at: the primary key)."""
-    if not rows:
-        return set()
-    positions = {"name": "_positions", "structure": [*_DAY_STRUCTURE, ("observed_at", "DateTime")],
-                 "data": list({r[:4] for r in rows})}
-    identities = {"name": "_identities", "structure": [("agency", "String"), ("event_id", "String"),
-                                                       ("revision", "UInt32"), ("sign", "Int8")],
-                  "data": list({r.identity for r in rows})}
-    found = client.execute(
-        f"SELECT DISTINCT agency, event_id, revision, sign FROM {db}.observations "
-        "WHERE (indicator, region, day, observed_at) IN _positions "
-        "AND (agency, event_id, revision, sign) IN _identities",
-        external_tables=[positions, identities])
-    return {tuple(f) for f in found}  # type: ignore[misc]
+def replace_session_table(client: Any, name: str, select: str) -> None:
+    """(Re)create ``name``, a temporary table of this connection's session, from ``select``."""
+    client.execute(f"DROP TEMPORARY TABLE IF EXISTS {name}")
+    client.execute(f"CREATE TEMPORARY TABLE {name} ENGINE = Memory AS {select}")
 
 
-def insert_observations(client: Any, db: str, rows: Sequence[Observation]) -> None:
-    if not rows:
-        return
-    columns = [list(c) for c in zip(*rows, strict=True)]
-    client.execute(f"INSERT INTO {db}.observations ({', '.join(OBSERVATION_COLUMNS)}) VALUES", columns,
-                   columnar=True)
+_OBSERVATION_STRUCTURE = ("indicator String, region String, day Date, observed_at DateTime, agency String, "
+                          "event_id String, revision UInt32, value Float64, sign Int8")
+
+
+def stage_observations(client: Any, rows: Sequence[Observation]) -> None:
+    """``_obs`` from rows made in Python (the writer derives it from its batch in SQL instead)."""
+    client.execute("DROP TEMPORARY TABLE IF EXISTS _obs")
+    client.execute(f"CREATE TEMPORARY TABLE _obs ({_OBSERVATION_STRUCTURE}) ENGINE = Memory")
+    if rows:
+        client.execute(f"INSERT INTO _obs ({', '.join(OBSERVATION_COLUMNS)}) VALUES",
+                       [list(c) for c in zip(*rows, strict=True)], columnar=True)
+
+
+_COLUMNS = ", ".join(OBSERVATION_COLUMNS)
+# The rows of ``_obs`` not stored yet (a previous attempt of the same batch may have stored some),
+# looked up by position first (indicator, region, day, observed_at: the primary key).
+NEW_ROWS = f"""
+    SELECT DISTINCT {_COLUMNS} FROM _obs
+    WHERE (agency, event_id, revision, sign) NOT IN (
+        SELECT agency, event_id, revision, sign FROM {{db}}.observations
+        WHERE (indicator, region, day, observed_at) GLOBAL IN (SELECT indicator, region, day, observed_at FROM _obs)
+          AND (agency, event_id, revision, sign) GLOBAL IN (SELECT agency, event_id, revision, sign FROM _obs))"""
+
+# Per series-day, what ``_new`` adds (+1 rows) and removes (-1 rows); ranks as in DayState.
+DELTAS = """
+    SELECT indicator, region, day, count(),
+           countIf(sign > 0), sumIf(value, sign > 0),
+           argMaxIf(value, (observed_at, revision, event_id), sign > 0),
+           argMaxIf((toUInt32(observed_at), revision, event_id), (observed_at, revision, event_id), sign > 0),
+           countIf(sign < 0), sumIf(value, sign < 0),
+           groupArrayIf((toUInt32(observed_at), revision, event_id), sign < 0)
+    FROM _new GROUP BY indicator, region, day"""
+
+
+class Delta(NamedTuple):
+    """The new rows of one series-day, summed up."""
+
+    rows: int
+    added: int
+    added_sum: float
+    top_value: float  # of the added row with the highest rank
+    top_rank: tuple[int, int, str]
+    removed: int
+    removed_sum: float
+    removed_ranks: frozenset[tuple[int, int, str]]
+
+
+def _deltas(client: Any) -> dict[SeriesDay, Delta]:
+    return {SeriesDay(i, r, d): Delta(n, added, added_sum, top_value, tuple(top_rank), removed, removed_sum,
+                                      frozenset(map(tuple, ranks)))
+            for i, r, d, n, added, added_sum, top_value, top_rank, removed, removed_sum, ranks
+            in client.execute(DELTAS)}
 
 
 def read_states(client: Any, db: str, days: Iterable[SeriesDay]) -> dict[SeriesDay, DayState]:
     table = _days_table(days)
     if not table["data"]:
         return {}
+    return _states(client, db, "_days", [table])
+
+
+def _states(client: Any, db: str, days: str, external_tables: list[dict[str, Any]] | None = None,
+            ) -> dict[SeriesDay, DayState]:
     rows = client.execute(
         f"SELECT indicator, region, day, version, events, value_sum, close_value, toUInt32(close_observed_at), "
-        f"close_revision, close_event_id FROM {db}.daily_series FINAL WHERE (indicator, region, day) IN _days",
-        external_tables=[table])
+        f"close_revision, close_event_id FROM {db}.daily_series FINAL WHERE (indicator, region, day) GLOBAL IN {days}",
+        external_tables=external_tables)
     return {SeriesDay(i, r, d): DayState(v, n, total, close, (obs, rev, eid) if n else ())
             for i, r, d, v, n, total, close, obs, rev, eid in rows}
 
@@ -174,20 +189,16 @@ def write_states(client: Any, db: str, states: dict[SeriesDay, DayState]) -> Non
                    [list(c) for c in zip(*rows, strict=True)], columnar=True)
 
 
-def apply(state: DayState, new: Sequence[Observation], version: int) -> DayState | None:
-    """``state`` with ``new`` rows applied, or None when only a recomputation can tell: a -1 that
+def apply(state: DayState, delta: Delta, version: int) -> DayState | None:
+    """``state`` with the new rows applied, or None when only a recomputation can tell: a -1 that
     removes the day's closing observation (the next one is not in the state)."""
-    events, total, close_value, close_rank = state.events, state.value_sum, state.close_value, state.close_rank
-    for row in new:
-        if row.sign > 0:
-            events, total = events + 1, total + row.value
-            if not close_rank or row.rank > close_rank:
-                close_value, close_rank = row.value, row.rank
-    for row in new:
-        if row.sign < 0:
-            if row.rank == close_rank:
-                return None
-            events, total = events - 1, total - row.value
+    events, total = state.events + delta.added, state.value_sum + delta.added_sum
+    close_value, close_rank = state.close_value, state.close_rank
+    if delta.added and (not close_rank or delta.top_rank > close_rank):
+        close_value, close_rank = delta.top_value, delta.top_rank
+    if close_rank in delta.removed_ranks:
+        return None
+    events, total = events - delta.removed, total - delta.removed_sum
     if events == 0:
         return DayState(version, 0, 0.0, 0.0, ())
     return DayState(version, events, total, close_value, close_rank)
@@ -195,40 +206,38 @@ def apply(state: DayState, new: Sequence[Observation], version: int) -> DayState
 
 @dataclass(frozen=True)
 class Pending:
-    """What ``begin`` did, for ``settle``."""
+    """What ``begin`` counted, for ``settle``."""
 
-    rows: tuple[Observation, ...]
-    new: tuple[Observation, ...]
     before: dict[SeriesDay, int]
 
 
-def begin(client: Any, db: str, rows: Sequence[Observation]) -> Pending:
-    """Step 1: count, look up, insert the rows not stored yet (before the events INSERT)."""
+def begin(client: Any, db: str, rows: Sequence[Observation] | None = None) -> Pending:
+    """Step 1 for the session's ``_obs`` (``rows``, if given, are staged there first): count, look
+    up, insert the rows not stored yet (before the events INSERT)."""
+    if rows is not None:
+        stage_observations(client, rows)
     # Counted before the lookup: a copy of one of our rows that another writer adds in between is
     # then an extra row at settle time, and the day is recomputed rather than updated.
-    before = count_rows(client, db, (r.series_day for r in rows))
-    found = existing(client, db, rows)
-    new = tuple(dict.fromkeys(r for r in rows if r.identity not in found))
-    insert_observations(client, db, new)
-    return Pending(tuple(rows), new, before)
+    before = _counts(client, db, "(SELECT indicator, region, day FROM _obs)")
+    replace_session_table(client, "_new", NEW_ROWS.format(db=db))
+    client.execute(f"INSERT INTO {db}.observations ({_COLUMNS}) SELECT {_COLUMNS} FROM _new")
+    return Pending(before)
 
 
-def settle(client: Any, db: str, pending: Pending, also: Iterable[SeriesDay] = ()) -> dict[str, int]:
-    """Steps 2-3 for the days of ``pending`` and the days ``also`` (after the events INSERT)."""
-    days = {r.series_day for r in pending.rows} | set(also)
-    after = count_rows(client, db, days)
-    states = read_states(client, db, days)
-    new_by_day: dict[SeriesDay, list[Observation]] = {}
-    for row in pending.new:
-        new_by_day.setdefault(row.series_day, []).append(row)
+def settle(client: Any, db: str, pending: Pending, also: str | None = None) -> dict[str, int]:
+    """Steps 2-3 for the days of ``_obs`` and of the subquery ``also`` (after the events INSERT)."""
+    days = "(SELECT indicator, region, day FROM _obs" + (f" UNION ALL {also})" if also else ")")
+    after = _counts(client, db, days)
+    states = _states(client, db, days)
+    deltas = _deltas(client)
     updated: dict[SeriesDay, DayState] = {}
     stale: list[SeriesDay] = []
-    for day in days:
-        state, new = states.get(day, EMPTY), new_by_day.get(day, [])
-        if not new and state.version == after.get(day, 0):
+    for day in after.keys() | states.keys() | deltas.keys():
+        state, delta, rows = states.get(day, EMPTY), deltas.get(day), after.get(day, 0)
+        if delta is None and state.version == rows:
             continue  # up to date
-        fits = new and state.version == pending.before.get(day, 0) == after.get(day, 0) - len(new)
-        result = apply(state, new, after[day]) if fits else None
+        fits = delta is not None and state.version == pending.before.get(day, 0) == rows - delta.rows
+        result = apply(state, delta, rows) if fits else None  # type: ignore[arg-type]
         if result is None:
             stale.append(day)
         else:

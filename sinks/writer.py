@@ -1,25 +1,34 @@
 """Writing accepted events to ClickHouse: columnar batches, each (agency, event_id, revision) once.
 
-Before inserting, the writer asks which keys of the batch are already stored (a re-delivery after
-a crash, a replay, a duplicate pushed twice) and which are superseded by a higher stored revision,
-and inserts only the rest. That keeps the live windows (fed from the same INSERT) from counting a
-re-delivered event twice. Plan numbers come from the per-day series the writer keeps next to the
-events (sinks/daily_series.py), which stay exact even when a row is written twice.
+A batch crosses from Python to ClickHouse once, into ``_batch``, a temporary table of the writer's
+session; every later step is SQL over it, and Python sees only per-day numbers (the worker's CPU,
+not ClickHouse, is what limits its rate). Per batch:
+1. ``_stored``: every stored revision of the batch's keys (agency, event_id);
+2. ``_fresh``: the newest revision per key in the batch (equal revisions: the first read), kept
+   only if it is above every stored revision. The rest is a re-delivery after a crash, a replay, a
+   duplicate, or an older revision arriving late: skipped, so the live windows (fed by the events
+   INSERT) never count an event twice;
+3. ``_obs``: the observation rows of the fresh revisions (+1) and of the stored revisions they
+   supersede (-1), for the per-day series (sinks/daily_series.py), which stay exact even when a
+   row is written twice;
+4. the per-day series' ``begin``, the events INSERT, the series' ``settle`` -- in that order.
 
 The check-then-insert is safe because one (agency, event_id) always arrives on one partition
-(key ``indicator|region``), and one partition is read by one worker at a time.
+(key ``indicator|region``), and one partition is read by one worker at a time. Temporary tables
+live as long as the connection: a failed attempt leaves nothing behind, and the retry (on a new
+connection) starts again from ``_batch``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from ingest.events import Accepted
 from sinks import daily_series
-from sinks.daily_series import Observation, SeriesDay, plan_day
+from sinks.daily_series import replace_session_table
 
 EVENT_COLUMNS = ("agency", "event_id", "revision", "indicator", "region", "value", "unit", "raw_value",
                  "observed_at", "received_at", "kafka_partition", "kafka_offset")
@@ -27,6 +36,11 @@ EVENT_COLUMNS = ("agency", "event_id", "revision", "indicator", "region", "value
 _COPIED = 8
 if Accepted._fields[:_COPIED] != EVENT_COLUMNS[:_COPIED]:
     raise ImportError("sinks.writer: EVENT_COLUMNS no longer start with the fields of ingest.events.Accepted")
+BATCH_STRUCTURE = (("agency", "String"), ("event_id", "String"), ("revision", "UInt32"), ("indicator", "String"),
+                   ("region", "String"), ("value", "Float64"), ("unit", "String"), ("raw_value", "Float64"),
+                   ("observed_at", "DateTime"), ("kafka_partition", "UInt16"), ("kafka_offset", "UInt64"))
+_KEPT = ", ".join(name for name, _ in BATCH_STRUCTURE)
+_OBSERVED_AT = Accepted._fields.index("observed_at")
 
 
 class Positioned(NamedTuple):
@@ -44,80 +58,72 @@ class WriteResult:
     indicators: frozenset[str]  # indicators whose numbers may have changed
 
 
-def newest_per_key(batch: Iterable[Positioned]) -> dict[tuple[str, str], Positioned]:
-    """Within a batch: the highest revision per (agency, event_id); equal revisions keep the first."""
-    best: dict[tuple[str, str], Positioned] = {}
-    for item in batch:
-        key = (item.event.agency, item.event.event_id)
-        current = best.get(key)
-        if current is None or item.event.revision > current.event.revision:
-            best[key] = item
-    return best
+def stage_batch(client: Any, batch: Sequence[Positioned]) -> None:
+    """``_batch``: the batch's events, the one time they are sent."""
+    client.execute("DROP TEMPORARY TABLE IF EXISTS _batch")
+    columns = ", ".join(f"{name} {kind}" for name, kind in BATCH_STRUCTURE)
+    client.execute(f"CREATE TEMPORARY TABLE _batch ({columns}) ENGINE = Memory")
+    fields = [list(column) for column in zip(*(p.event for p in batch), strict=True)]
+    epochs = [int(moment.timestamp()) for moment in fields[_OBSERVED_AT]]  # epoch seconds: the driver's fast path
+    client.execute(f"INSERT INTO _batch ({_KEPT}) VALUES",
+                   [*fields[:_COPIED], epochs, [p.partition for p in batch], [p.offset for p in batch]],
+                   columnar=True)
 
 
-class StoredRevision(NamedTuple):
-    """One stored revision of an event, as read back before a batch is written."""
-
-    revision: int
-    indicator: str
-    region: str
-    observed_at: int  # epoch seconds
-    value: float
+def stored_revisions_sql(db: str) -> str:
+    """Every stored revision of the batch's keys (copies of a row once)."""
+    return f"""
+        SELECT DISTINCT agency, event_id, revision, indicator, region, observed_at, value FROM {db}.events
+        WHERE (agency, event_id) GLOBAL IN (SELECT agency, event_id FROM _batch)"""
 
 
-def stored_revisions(client: Any, db: str,
-                     keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[StoredRevision]]:
-    """Every stored revision per key, highest first. The keys travel as an external table, not as
-    query text, so a batch of any size stays under max_query_size."""
-    if not keys:
-        return {}
-    rows = client.execute(
-        "SELECT agency, event_id, groupArray((revision, indicator, region, toUnixTimestamp(observed_at), value)) "
-        f"FROM {db}.events WHERE (agency, event_id) IN _batch_keys GROUP BY agency, event_id",
-        external_tables=[{"name": "_batch_keys", "structure": [("agency", "String"), ("event_id", "String")],
-                          "data": keys}],
-    )
-    return {(a, e): sorted({StoredRevision(*revision) for revision in revisions}, reverse=True)
-            for a, e, revisions in rows}
+# The newest revision per key in the batch (ties: the first read), above every stored revision.
+FRESH = f"""
+    SELECT {_KEPT} FROM (
+        SELECT * FROM _batch
+        ORDER BY agency, event_id, revision DESC, kafka_partition, kafka_offset
+        LIMIT 1 BY agency, event_id) AS newest
+    ANY LEFT JOIN (SELECT agency, event_id, max(revision) AS top_stored, 1 AS is_stored FROM _stored
+                   GROUP BY agency, event_id) AS stored USING (agency, event_id)
+    WHERE is_stored = 0 OR revision > top_stored"""
 
 
-def _observation(e: Accepted, epoch: int, tz: str) -> Observation:
-    return Observation(e.indicator, e.region, plan_day(epoch, tz), epoch, e.agency, e.event_id, e.revision,
-                       e.value, 1)
-
-
-def _cancel(agency: str, event_id: str, s: StoredRevision, tz: str) -> Observation:
-    return Observation(s.indicator, s.region, plan_day(s.observed_at, tz), s.observed_at, agency, event_id,
-                       s.revision, s.value, -1)
+def observations_sql(tz: str) -> str:
+    """+1 for each fresh revision, -1 for each stored revision of its key, in that revision's day."""
+    zone = tz.replace("\\", "\\\\").replace("'", "\\'")
+    return f"""
+        SELECT indicator, region, toDate(observed_at, '{zone}') AS day, observed_at, agency, event_id,
+               revision, value, toInt8(1) AS sign
+        FROM _fresh
+        UNION ALL
+        SELECT indicator, region, toDate(observed_at, '{zone}'), observed_at, agency, event_id, revision, value,
+               toInt8(-1)
+        FROM _stored WHERE (agency, event_id) IN (SELECT agency, event_id FROM _fresh)"""
 
 
 def write_events(client: Any, db: str, batch: Sequence[Positioned], received_at: datetime,
                  tz: str) -> WriteResult:
     """Insert what is new in ``batch``; idempotent, so a failed call can simply be repeated.
 
-    Order matters (sinks/daily_series.py): observations first, then the events rows that mark
-    revisions as stored, then the per-day states of every series-day the batch's keys live in.
     ``tz`` is the plan's timezone (its days), from the same catalog the events were validated with.
     """
-    candidates = newest_per_key(batch)
-    stored = stored_revisions(client, db, list(candidates))
-    fresh = [p for key, p in candidates.items() if key not in stored or p.event.revision > stored[key][0].revision]
-    epochs = [int(p.event.observed_at.timestamp()) for p in fresh]
-    observations = [_observation(p.event, epoch, tz) for p, epoch in zip(fresh, epochs, strict=True)]
-    for p in fresh:
-        agency, event_id = p.event.agency, p.event.event_id
-        observations += [_cancel(agency, event_id, s, tz) for s in stored.get((agency, event_id), [])]
-    pending = daily_series.begin(client, db, observations)
-    if fresh:
-        fields = [list(column) for column in zip(*(p.event for p in fresh), strict=True)]
-        columns = [*fields[:_COPIED], epochs, [int(received_at.timestamp())] * len(fresh),
-                   [p.partition for p in fresh], [p.offset for p in fresh]]
-        client.execute(f"INSERT INTO {db}.events ({', '.join(EVENT_COLUMNS)}) VALUES", columns,
-                       columnar=True)
-    # Also the days of revisions stored earlier: a previous attempt may have died before this step.
-    daily_series.settle(client, db, pending, {SeriesDay(s.indicator, s.region, plan_day(s.observed_at, tz))
-                                              for revisions in stored.values() for s in revisions})
+    if not batch:
+        return WriteResult(inserted=0, skipped=0, indicators=frozenset())
+    stage_batch(client, batch)
+    replace_session_table(client, "_stored", stored_revisions_sql(db))
+    replace_session_table(client, "_fresh", FRESH)
+    replace_session_table(client, "_obs", observations_sql(tz))
+    pending = daily_series.begin(client, db)
+    client.execute(f"""INSERT INTO {db}.events ({', '.join(EVENT_COLUMNS)})
+        SELECT agency, event_id, revision, indicator, region, value, unit, raw_value, observed_at,
+               toDateTime(%(received_at)s), kafka_partition, kafka_offset
+        FROM _fresh""", {"received_at": int(received_at.timestamp())})
+    # Also the days of revisions stored earlier: a previous attempt may have died before settling.
+    zone = tz.replace("\\", "\\\\").replace("'", "\\'")
+    daily_series.settle(client, db, pending,
+                        also=f"SELECT indicator, region, toDate(observed_at, '{zone}') FROM _stored")
     # A revision may move an event to another indicator: then both indicators' numbers change.
-    indicators = frozenset(p.event.indicator for p in fresh) | frozenset(
-        s.indicator for p in fresh for s in stored.get((p.event.agency, p.event.event_id), []))
-    return WriteResult(inserted=len(fresh), skipped=len(batch) - len(fresh), indicators=indicators)
+    touched = client.execute("SELECT indicator, countIf(sign > 0) FROM _obs GROUP BY indicator")
+    inserted = sum(n for _, n in touched)
+    return WriteResult(inserted=inserted, skipped=len(batch) - inserted,
+                       indicators=frozenset(indicator for indicator, _ in touched))

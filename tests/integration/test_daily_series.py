@@ -181,8 +181,8 @@ class StaleReads:
         self.client = client
 
     def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
-        if "_batch_keys" in sql:
-            return []
+        if sql.startswith("CREATE TEMPORARY TABLE _stored "):
+            sql += " LIMIT 0"  # the stored revisions of the batch's keys, as read too early: none
         return self.client.execute(sql, *args, **kwargs)
 
 
@@ -276,14 +276,17 @@ def test_a_quiet_day_is_updated_by_its_changes_and_recomputed_when_its_close_is_
     assert read_states(client, name, [DAY])[DAY] == before
 
 
-def test_a_day_another_writer_touched_in_between_is_recomputed_not_double_counted(db: tuple[Any, str]):
+def test_a_day_another_writer_touched_in_between_is_recomputed_not_double_counted(db: tuple[Any, str],
+                                                                                   isolated: Settings):
     client, name = db
+    other = connect(isolated)  # another writer: its own connection
     settle(client, name, begin(client, name, [obs("a", 1, 10.0)]))
     mine = begin(client, name, [obs("b", 2, 20.0), obs("c", 3, 30.0)])
-    recompute(client, name, [DAY])  # someone else's recomputation already includes my rows
-    theirs = begin(client, name, [obs("d", 4, 40.0), obs("a", 1, 10.0, sign=-1)])
+    recompute(other, name, [DAY])  # someone else's recomputation already includes my rows
+    theirs = begin(other, name, [obs("d", 4, 40.0), obs("a", 1, 10.0, sign=-1)])
     assert settle(client, name, mine) == {"applied": 0, "recomputed": 1}
-    settle(client, name, theirs)
+    settle(other, name, theirs)
+    other.disconnect()
     state = read_states(client, name, [DAY])[DAY]
     assert state == from_scratch(client, name)
     assert state[1:4] == (3, 90.0, 40.0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -348,3 +348,48 @@ def test_progress_queries_run_by_the_original_names_and_stay_exact(chdb_session:
         f"SELECT sum(events), sum(value_sum) FROM {LOCAL_DB}.event_windows_1m WHERE indicator = '{flow.code}'")
     assert int(events) == len(rows)
     assert float(value_sum) == pytest.approx(sum(v for _, _, v in rows))
+
+
+class WriterClient(LocalInserts):
+    """Also takes the writer's columnar INSERTs (rendered as VALUES): enough of the driver for
+    sinks.writer, whose session tables live in the chdb session."""
+
+    def execute(self, sql: str, params: Any = None, *, columnar: bool = False,
+                external_tables: Any = None) -> list[tuple[Any, ...]]:
+        if external_tables:
+            raise AssertionError("the writer sends its batch once, as a session table")
+        if isinstance(params, list):
+            assert columnar and sql.rstrip().endswith("VALUES"), sql
+            rows = zip(*params, strict=True)
+            return super().execute(sql + " " + ", ".join(
+                "(" + ", ".join(self._literal(v) for v in row) + ")" for row in rows))
+        return super().execute(sql, params)
+
+
+def test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session: Any,
+                                                              single_node_schema: dict[str, str]):
+    """The writer's SQL (session tables, GLOBAL IN over the Distributed names, a re-delivered batch,
+    a revision) on current ClickHouse, with the cluster's table layout."""
+    from ingest.events import Accepted
+    from sinks.writer import Positioned, write_events
+
+    catalog = default_catalog()
+    flow = next(i for i in catalog.indicators if i.kind is Kind.FLOW and not i.regional)
+    for table in ("events_local", "observations_local", "daily_series_local"):
+        chdb_session.query(f"TRUNCATE TABLE {LOCAL_DB}.{table}")
+
+    def positioned(event_id: str, revision: int, value: float, offset: int) -> Positioned:
+        moment = datetime(2020, 3, 1, 4, offset % 60, tzinfo=UTC)
+        return Positioned(Accepted(flow.agency, event_id, revision, flow.code, "chongqing", value, flow.unit,
+                                   value, flow.unit, moment), 0, offset)
+
+    client = WriterClient(chdb_session)
+    first = [positioned("e1", 0, 10.0, 0), positioned("e2", 0, 5.0, 1), positioned("e1", 0, 10.0, 2)]
+    assert write_events(client, LOCAL_DB, first, datetime.now(UTC), catalog.plan.timezone).inserted == 2
+    assert write_events(client, LOCAL_DB, first, datetime.now(UTC), catalog.plan.timezone).inserted == 0
+    revised = write_events(client, LOCAL_DB, [positioned("e1", 1, 25.0, 3)], datetime.now(UTC),
+                           catalog.plan.timezone)
+    assert (revised.inserted, revised.indicators) == (1, frozenset({flow.code}))
+    for read in (query_actuals, reference_actuals):
+        actuals = read(ChdbClient(chdb_session), LOCAL_DB, catalog, date(2020, 6, 30))
+        assert actuals[flow.code].value == pytest.approx(25.0 + 5.0)
