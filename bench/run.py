@@ -1,6 +1,6 @@
 """Highland benchmarks: ratios measured side by side, in one run, on this machine.
 
-    .venv/bin/python -m bench.run [--events 1000000] [--partitions 4]
+    .venv/bin/python -m bench.run [--events 1000000] [--parts ingest backfill live freshness]
 
 Starts its own stack (state in .highland/bench, ports 27xxx), then measures:
 - ingest: raw kafka-python producer vs. `push_files` (validate + produce + dead-letter logic), on the
