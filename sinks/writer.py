@@ -88,15 +88,20 @@ FRESH = f"""
     WHERE is_stored = 0 OR revision > top_stored"""
 
 
+def _zone_literal(tz: str) -> str:
+    """The plan's timezone as an SQL string literal (it comes from the catalog, escaped anyway)."""
+    return "'" + tz.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def observations_sql(tz: str) -> str:
     """+1 for each fresh revision, -1 for each stored revision of its key, in that revision's day."""
-    zone = tz.replace("\\", "\\\\").replace("'", "\\'")
+    zone = _zone_literal(tz)
     return f"""
-        SELECT indicator, region, toDate(observed_at, '{zone}') AS day, observed_at, agency, event_id,
+        SELECT indicator, region, toDate(observed_at, {zone}) AS day, observed_at, agency, event_id,
                revision, value, toInt8(1) AS sign
         FROM _fresh
         UNION ALL
-        SELECT indicator, region, toDate(observed_at, '{zone}'), observed_at, agency, event_id, revision, value,
+        SELECT indicator, region, toDate(observed_at, {zone}), observed_at, agency, event_id, revision, value,
                toInt8(-1)
         FROM _stored WHERE (agency, event_id) IN (SELECT agency, event_id FROM _fresh)"""
 
@@ -119,9 +124,8 @@ def write_events(client: Any, db: str, batch: Sequence[Positioned], received_at:
                toDateTime(%(received_at)s), kafka_partition, kafka_offset
         FROM _fresh""", {"received_at": int(received_at.timestamp())})
     # Also the days of revisions stored earlier: a previous attempt may have died before settling.
-    zone = tz.replace("\\", "\\\\").replace("'", "\\'")
     daily_series.settle(client, db, pending,
-                        also=f"SELECT indicator, region, toDate(observed_at, '{zone}') FROM _stored")
+                        also=f"SELECT indicator, region, toDate(observed_at, {_zone_literal(tz)}) FROM _stored")
     # A revision may move an event to another indicator: then both indicators' numbers change.
     touched = client.execute("SELECT indicator, countIf(sign > 0) FROM _obs GROUP BY indicator")
     inserted = sum(n for _, n in touched)
