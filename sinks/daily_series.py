@@ -86,20 +86,11 @@ def _days_table(days: Iterable[SeriesDay]) -> dict[str, Any]:
     return {"name": "_days", "structure": _DAY_STRUCTURE, "data": sorted(set(days))}
 
 
-def count_rows(client: Any, db: str, days: Iterable[SeriesDay]) -> dict[SeriesDay, int]:
-    """Observation rows per series-day (a range of the primary key: cheap even for a busy day)."""
-    table = _days_table(days)
-    if not table["data"]:
-        return {}
-    return _counts(client, db, "_days", [table])
-
-
-def _counts(client: Any, db: str, days: str, external_tables: list[dict[str, Any]] | None = None,
-            ) -> dict[SeriesDay, int]:
-    """Observation rows per series-day of ``days`` (a table or a subquery of (indicator, region, day))."""
+def _counts(client: Any, db: str, days: str) -> dict[SeriesDay, int]:
+    """Observation rows per series-day of ``days`` (a subquery of (indicator, region, day)); a range
+    of the primary key, cheap as long as a day's rows are."""
     rows = client.execute(f"SELECT indicator, region, day, count() FROM {db}.observations "
-                          f"WHERE (indicator, region, day) GLOBAL IN {days} GROUP BY indicator, region, day",
-                          external_tables=external_tables)
+                          f"WHERE (indicator, region, day) GLOBAL IN {days} GROUP BY indicator, region, day")
     return {SeriesDay(i, r, d): n for i, r, d, n in rows}
 
 
