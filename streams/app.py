@@ -204,8 +204,6 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     return app
 
 
-
-
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     app = create_app(settings)
