@@ -100,17 +100,38 @@ def replace_session_table(client: Any, name: str, select: str) -> None:
     client.execute(f"CREATE TEMPORARY TABLE {name} ENGINE = Memory AS {select}")
 
 
-_OBSERVATION_STRUCTURE = ("indicator String, region String, day Date, observed_at DateTime, agency String, "
-                          "event_id String, revision UInt32, value Float64, sign Int8")
+def stage_columns(client: Any, name: str, structure: Sequence[tuple[str, str]], columns: list[list[Any]]) -> None:
+    """(Re)create ``name``, a temporary table of this session with ``structure``, holding ``columns``
+    (one list per column, in ``structure`` order): what Python sends ClickHouse, sent once."""
+    client.execute(f"DROP TEMPORARY TABLE IF EXISTS {name}")
+    client.execute(f"CREATE TEMPORARY TABLE {name} ({', '.join(f'{c} {t}' for c, t in structure)}) ENGINE = Memory")
+    if columns and columns[0]:
+        client.execute(f"INSERT INTO {name} ({', '.join(c for c, _ in structure)}) VALUES", columns, columnar=True)
+
+
+_OBSERVATION_STRUCTURE = (("indicator", "String"), ("region", "String"), ("day", "Date"), ("observed_at", "DateTime"),
+                          ("agency", "String"), ("event_id", "String"), ("revision", "UInt32"), ("value", "Float64"),
+                          ("sign", "Int8"))
 
 
 def stage_observations(client: Any, rows: Sequence[Observation]) -> None:
     """``_obs`` from rows made in Python (the writer derives it from its batch in SQL instead)."""
-    client.execute("DROP TEMPORARY TABLE IF EXISTS _obs")
-    client.execute(f"CREATE TEMPORARY TABLE _obs ({_OBSERVATION_STRUCTURE}) ENGINE = Memory")
-    if rows:
-        client.execute(f"INSERT INTO _obs ({', '.join(OBSERVATION_COLUMNS)}) VALUES",
-                       [list(c) for c in zip(*rows, strict=True)], columnar=True)
+    stage_columns(client, "_obs", _OBSERVATION_STRUCTURE, [list(c) for c in zip(*rows, strict=True)])
+
+
+def zone_literal(tz: str) -> str:
+    """The plan's timezone as an SQL string literal (it comes from the catalog; escaped anyway)."""
+    return "'" + tz.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def observation_rows_sql(tz: str, sign: int, source: str) -> str:
+    """SELECT, in OBSERVATION_COLUMNS order, an observation row with ``sign`` for each events-shaped
+    row (agency, event_id, revision, indicator, region, observed_at, value) that ``source`` (a FROM
+    ... clause) yields, in its plan-local day."""
+    return f"""
+        SELECT indicator, region, toDate(observed_at, {zone_literal(tz)}) AS day, observed_at, agency, event_id,
+               revision, value, toInt8({sign}) AS sign
+        {source}"""
 
 
 _COLUMNS = ", ".join(OBSERVATION_COLUMNS)
@@ -272,11 +293,7 @@ def recompute(client: Any, db: str, days: Iterable[SeriesDay]) -> int:
 
 def _observations_from_events(db: str, tz: str, sign: int, source: str) -> str:
     """INSERT observation rows with ``sign`` for the events rows ``source`` (a FROM ... clause) yields."""
-    return f"""
-        INSERT INTO {db}.observations ({', '.join(OBSERVATION_COLUMNS)})
-        SELECT indicator, region, toDate(observed_at, '{tz}'), observed_at, agency, event_id, revision, value,
-               toInt8({sign})
-        {source}"""
+    return f"INSERT INTO {db}.observations ({_COLUMNS}) {observation_rows_sql(tz, sign, source)}"
 
 
 def rebuild(client: Any, db: str, tz: str, *, chunks: int = 16) -> None:

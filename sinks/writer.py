@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from ingest.events import Accepted
 from sinks import daily_series
-from sinks.daily_series import replace_session_table
+from sinks.daily_series import observation_rows_sql, replace_session_table, stage_columns, zone_literal
 
 EVENT_COLUMNS = ("agency", "event_id", "revision", "indicator", "region", "value", "unit", "raw_value",
                  "observed_at", "received_at", "kafka_partition", "kafka_offset")
@@ -39,7 +39,7 @@ if Accepted._fields[:_COPIED] != EVENT_COLUMNS[:_COPIED]:
 BATCH_STRUCTURE = (("agency", "String"), ("event_id", "String"), ("revision", "UInt32"), ("indicator", "String"),
                    ("region", "String"), ("value", "Float64"), ("unit", "String"), ("raw_value", "Float64"),
                    ("observed_at", "DateTime"), ("kafka_partition", "UInt16"), ("kafka_offset", "UInt64"))
-_KEPT = ", ".join(name for name, _ in BATCH_STRUCTURE)
+_KEPT = ", ".join(name for name, _ in BATCH_STRUCTURE)  # the batch's columns, as SQL
 _OBSERVED_AT = Accepted._fields.index("observed_at")
 
 
@@ -60,14 +60,10 @@ class WriteResult:
 
 def stage_batch(client: Any, batch: Sequence[Positioned]) -> None:
     """``_batch``: the batch's events, the one time they are sent."""
-    client.execute("DROP TEMPORARY TABLE IF EXISTS _batch")
-    columns = ", ".join(f"{name} {kind}" for name, kind in BATCH_STRUCTURE)
-    client.execute(f"CREATE TEMPORARY TABLE _batch ({columns}) ENGINE = Memory")
     fields = [list(column) for column in zip(*(p.event for p in batch), strict=True)]
     epochs = [int(moment.timestamp()) for moment in fields[_OBSERVED_AT]]  # epoch seconds: the driver's fast path
-    client.execute(f"INSERT INTO _batch ({_KEPT}) VALUES",
-                   [*fields[:_COPIED], epochs, [p.partition for p in batch], [p.offset for p in batch]],
-                   columnar=True)
+    stage_columns(client, "_batch", BATCH_STRUCTURE,
+                  [*fields[:_COPIED], epochs, [p.partition for p in batch], [p.offset for p in batch]])
 
 
 def stored_revisions_sql(db: str) -> str:
@@ -88,22 +84,10 @@ FRESH = f"""
     WHERE is_stored = 0 OR revision > top_stored"""
 
 
-def _zone_literal(tz: str) -> str:
-    """The plan's timezone as an SQL string literal (it comes from the catalog, escaped anyway)."""
-    return "'" + tz.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def observations_sql(tz: str) -> str:
     """+1 for each fresh revision, -1 for each stored revision of its key, in that revision's day."""
-    zone = _zone_literal(tz)
-    return f"""
-        SELECT indicator, region, toDate(observed_at, {zone}) AS day, observed_at, agency, event_id,
-               revision, value, toInt8(1) AS sign
-        FROM _fresh
-        UNION ALL
-        SELECT indicator, region, toDate(observed_at, {zone}), observed_at, agency, event_id, revision, value,
-               toInt8(-1)
-        FROM _stored WHERE (agency, event_id) IN (SELECT agency, event_id FROM _fresh)"""
+    return (observation_rows_sql(tz, 1, "FROM _fresh") + "\n        UNION ALL" + observation_rows_sql(
+        tz, -1, "FROM _stored WHERE (agency, event_id) IN (SELECT agency, event_id FROM _fresh)"))
 
 
 def write_events(client: Any, db: str, batch: Sequence[Positioned], received_at: datetime,
@@ -125,7 +109,7 @@ def write_events(client: Any, db: str, batch: Sequence[Positioned], received_at:
         FROM _fresh""", {"received_at": int(received_at.timestamp())})
     # Also the days of revisions stored earlier: a previous attempt may have died before settling.
     daily_series.settle(client, db, pending,
-                        also=f"SELECT indicator, region, toDate(observed_at, {_zone_literal(tz)}) FROM _stored")
+                        also=f"SELECT indicator, region, toDate(observed_at, {zone_literal(tz)}) FROM _stored")
     # A revision may move an event to another indicator: then both indicators' numbers change.
     touched = client.execute("SELECT indicator, countIf(sign > 0) FROM _obs GROUP BY indicator")
     inserted = sum(n for _, n in touched)

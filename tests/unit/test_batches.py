@@ -41,6 +41,16 @@ def consumer(store: Any, revoke_wait_s: float = 5.0) -> tuple[BatchConsumer, Fak
     return batches, kafka
 
 
+def through_sink(insert: Any) -> Any:
+    """The worker's write stage: ``insert`` run by the ClickHouse sink, retried under the lease."""
+    sink = ClickHouseSink(Settings())
+
+    async def store(rows: list[int], lease: Lease) -> None:
+        await sink.call("insert", insert, rows, lease=lease)
+
+    return store
+
+
 async def until(check: Any, timeout_s: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not check():
@@ -56,12 +66,7 @@ def test_a_write_retrying_when_the_partitions_are_revoked_stops_and_commits_noth
         raise OSError("ClickHouse is away")
 
     async def scenario() -> None:
-        sink = ClickHouseSink(Settings())
-
-        async def store(rows: list[int], lease: Lease) -> None:
-            await sink.call("insert", failing_insert, rows, lease=lease)
-
-        batches, kafka = consumer(store)
+        batches, kafka = consumer(through_sink(failing_insert))
         storing = asyncio.ensure_future(batches._handle([1, 2, 3], Lease(batches, dict(OFFSETS))))
         await until(lambda: len(attempts) >= 2)  # retrying with back-off
         await batches.release("partitions revoked")
@@ -109,12 +114,7 @@ def test_a_failed_write_in_flight_at_revocation_is_not_committed():
         raise OSError("connection reset")
 
     async def scenario() -> None:
-        sink = ClickHouseSink(Settings())
-
-        async def store(rows: list[int], lease: Lease) -> None:
-            await sink.call("insert", failing_insert, rows, lease=lease)
-
-        batches, kafka = consumer(store)
+        batches, kafka = consumer(through_sink(failing_insert))
         storing = asyncio.ensure_future(batches._handle([1], Lease(batches, dict(OFFSETS))))
         await until(sent.is_set)
         releasing = asyncio.ensure_future(batches.release("partitions revoked"))
