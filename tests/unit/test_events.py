@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -10,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from catalog.loader import default_catalog
-from ingest.events import MAX_PAYLOAD_BYTES, Accepted, Reason, Rejected, validate
+from ingest import events
+from ingest.events import MAX_PAYLOAD_BYTES, Accepted, Reason, Rejected, validate, validate_batch
 
 CATALOG = default_catalog()
 NOW = datetime(2019, 6, 1, tzinfo=UTC)
@@ -118,3 +121,51 @@ def test_any_input_is_accepted_or_rejected_with_a_reason_never_a_crash(payload):
         assert verdict.reason in set(Reason) and verdict.detail
     else:
         assert isinstance(verdict, Accepted)
+
+
+@contextmanager
+def one_at_a_time_forbidden() -> Iterator[None]:
+    original = events.validate
+
+    def one_at_a_time(*args: object, **kwargs: object) -> None:
+        raise AssertionError("validate_batch fell back to validating one payload at a time")
+
+    events.validate = one_at_a_time
+    try:
+        yield
+    finally:
+        events.validate = original
+
+
+# The worker validates a batch at a time (validate_batch); every verdict must be validate's own.
+schema_valid = st.fixed_dictionaries({
+    "event_id": st.from_regex(r"[A-Za-z0-9._:-]{1,20}", fullmatch=True),
+    "agency": st.sampled_from(["cq_commerce", "cq_comms_admin", "cq_transport", "nobody"]),
+    "indicator": st.sampled_from(["ecommerce_turnover", "fiber_broadband_ports", "gdp"]),
+    "value": st.floats(allow_nan=False, allow_infinity=False) | st.integers(-10, 10**6),
+    "unit": st.sampled_from(["亿元", "万元", "ports", "万个", "kg"]),
+    "observed_at": st.sampled_from(["2019-05-01T00:00:00+08:00", "2019-06-01T23:00:00Z", "2019-06-03T00:00:00+00:00",
+                                    "2017-01-31T12:30:00-05:00"]),
+}, optional={"revision": st.integers(0, 2**32 - 1),
+             "region": st.sampled_from(["chongqing", "yuzhong", "atlantis"])})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(schema_valid.map(lambda v: json.dumps(v, ensure_ascii=False).encode()), max_size=20))
+def test_a_batch_that_fits_the_schema_gets_each_events_own_verdict_in_one_call(payloads):
+    with one_at_a_time_forbidden():
+        verdicts = validate_batch(payloads, CATALOG, now=NOW)
+    assert verdicts == [validate(p, CATALOG, now=NOW) for p in payloads]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=100) | field_values.map(lambda v: json.dumps(v).encode()) |
+                st.just(json.dumps(GOOD).encode()), max_size=12))
+def test_a_batch_with_any_input_gets_each_events_own_verdict(payloads):
+    assert validate_batch(payloads, CATALOG, now=NOW) == [validate(p, CATALOG, now=NOW) for p in payloads]
+
+
+def test_an_oversized_payload_in_a_batch_is_rejected_as_such_and_the_rest_accepted():
+    big = json.dumps({**GOOD, "event_id": "e", "pad": "x" * MAX_PAYLOAD_BYTES}).encode()
+    first, second = validate_batch([big, json.dumps(GOOD).encode()], CATALOG, now=NOW)
+    assert first.reason is Reason.PAYLOAD_TOO_LARGE and isinstance(second, Accepted)
