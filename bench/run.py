@@ -8,7 +8,7 @@ Starts its own stack (state in .highland/bench, ports 27xxx), then measures:
 - processing: raw aiokafka consumer-group read vs. `highland worker` (1 and 2 processes) from topic to
   rows visible in ClickHouse, sustained (first row to last row; the group join is excluded and
   printed separately);
-- memory: peak RSS of each worker process.
+- memory: peak RSS of each worker process, its writer process included.
 Nothing here is asserted: the numbers are printed for people to judge.
 """
 
@@ -174,7 +174,7 @@ def worker_rate(settings: Settings, n: int, workers: int, tmp: Path) -> WorkerRu
     try:
         while True:
             for i, p in enumerate(ps):
-                peak[i] = max(peak[i], p.memory_info().rss / 2**20)
+                peak[i] = max(peak[i], _rss_mb(p))
             (count,) = client.execute("SELECT count() FROM events")[0]
             if count and first is None:
                 first = (time.perf_counter(), count)
@@ -191,6 +191,14 @@ def worker_rate(settings: Settings, n: int, workers: int, tmp: Path) -> WorkerRu
             p.wait(timeout=30)
     t0, c0 = first
     return WorkerRun((n - c0) / max(done - t0, 1e-9), t0 - launched, peak)
+
+
+def _rss_mb(worker: psutil.Process) -> float:
+    """A worker's resident memory with its writer process's (sinks/writer_process.py)."""
+    try:
+        return sum(p.memory_info().rss for p in [worker, *worker.children(recursive=True)]) / 2**20
+    except psutil.NoSuchProcess:  # a child that just left
+        return 0.0
 
 
 BENCH_CATALOG = default_catalog()

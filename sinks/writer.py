@@ -58,12 +58,27 @@ class WriteResult:
     indicators: frozenset[str]  # indicators whose numbers may have changed
 
 
-def stage_batch(client: Any, batch: Sequence[Positioned]) -> None:
+class BatchColumns(NamedTuple):
+    """A batch as the columns of ``_batch`` (BATCH_STRUCTURE order): what the worker hands the
+    writer process (lists pickle at ~0.1 us an event; NamedTuples of datetimes at ~3 us)."""
+
+    columns: list[list[Any]]
+
+    @classmethod
+    def of(cls, batch: Sequence[Positioned]) -> BatchColumns:
+        if not batch:
+            return cls([[] for _ in BATCH_STRUCTURE])
+        fields = [list(column) for column in zip(*(p.event for p in batch), strict=True)]
+        epochs = [int(moment.timestamp()) for moment in fields[_OBSERVED_AT]]  # epoch seconds: the driver's fast path
+        return cls([*fields[:_COPIED], epochs, [p.partition for p in batch], [p.offset for p in batch]])
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+
+def stage_batch(client: Any, batch: BatchColumns) -> None:
     """``_batch``: the batch's events, the one time they are sent."""
-    fields = [list(column) for column in zip(*(p.event for p in batch), strict=True)]
-    epochs = [int(moment.timestamp()) for moment in fields[_OBSERVED_AT]]  # epoch seconds: the driver's fast path
-    stage_columns(client, "_batch", BATCH_STRUCTURE,
-                  [*fields[:_COPIED], epochs, [p.partition for p in batch], [p.offset for p in batch]])
+    stage_columns(client, "_batch", BATCH_STRUCTURE, batch.columns)
 
 
 def stored_revisions_sql(db: str) -> str:
@@ -90,13 +105,15 @@ def observations_sql(tz: str) -> str:
         tz, -1, "FROM _stored WHERE (agency, event_id) IN (SELECT agency, event_id FROM _fresh)"))
 
 
-def write_events(client: Any, db: str, batch: Sequence[Positioned], received_at: datetime,
+def write_events(client: Any, db: str, batch: BatchColumns | Sequence[Positioned], received_at: datetime,
                  tz: str) -> WriteResult:
     """Insert what is new in ``batch``; idempotent, so a failed call can simply be repeated.
 
     ``tz`` is the plan's timezone (its days), from the same catalog the events were validated with.
     """
-    if not batch:
+    if not isinstance(batch, BatchColumns):
+        batch = BatchColumns.of(batch)
+    if not len(batch):
         return WriteResult(inserted=0, skipped=0, indicators=frozenset())
     stage_batch(client, batch)
     replace_session_table(client, "_stored", stored_revisions_sql(db))

@@ -20,6 +20,7 @@ table. A restarted or added worker needs nothing but its committed offsets.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from datetime import UTC, datetime
@@ -35,10 +36,11 @@ from catalog.loader import default_catalog
 from catalog.models import Catalog
 from highland.settings import Settings
 from ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter
-from ingest.events import Accepted, validate
+from ingest.events import Accepted, validate_batch
 from sinks import dead_letters as dead_letter_sink
 from sinks.client import connect
-from sinks.writer import Positioned, WriteResult, write_events
+from sinks.writer import BatchColumns, Positioned, WriteResult, write_events
+from sinks.writer_process import WriterProcess
 from streams.batches import BatchConsumer, Lease
 from streams.evaluator import AlertEvaluator
 
@@ -51,6 +53,12 @@ PREPARE_SLICE = 1000  # events validated between two yields to the event loop (~
 # event loop validates the next batch; at Python's default 5 ms switch interval each statement
 # can wait that long for it. 0.2 ms: +10-15% events/s measured (docs/streams.md, Throughput).
 GIL_SWITCH_INTERVAL_S = 0.0002
+# A batch allocates ~5 tracked objects per event (records, dicts, tuples), none of them in a cycle,
+# but Python's default thresholds (700, 10, 10) then ran a collection every ~140 events and a full
+# one, over the whole heap and the batch read ahead, every ~100,000: ~45 % of the worker's CPU
+# (measured: 12.1 -> 5.8 us an event, docs/streams.md). The few cycles (futures, tracebacks) are
+# still collected: young ones every 100,000 allocations, all every 20 million.
+GC_THRESHOLDS = (100_000, 20, 10)
 
 
 class ClickHouseSink:
@@ -68,21 +76,43 @@ class ClickHouseSink:
             self._client = connect(self.settings)
         return self._client
 
+    def _target(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+        return fn, (self.client, self.db, *args)
+
+    def _failed(self) -> None:
+        self._client = None  # reconnect: the server may have restarted
+
     async def call(self, what: str, fn: Any, *args: Any, lease: Lease | None = None) -> Any:
         """Run ``fn(client, db, *args)`` in a thread, retrying until ClickHouse answers; under a
         ``lease``, only while it holds (``LeaseLost`` once the partitions are gone)."""
         delay = 0.2
         while True:
+            target, full = self._target(fn, args)
             try:
                 if lease is not None:
-                    return await lease.attempt(fn, self.client, self.db, *args)
-                return await asyncio.to_thread(fn, self.client, self.db, *args)
+                    return await lease.attempt(target, *full)
+                return await asyncio.to_thread(target, *full)
             except (ClickHouseError, OSError, EOFError) as exc:
                 log.warning("ClickHouse %s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__,
                             exc, delay)
-                self._client = None  # reconnect: the server may have restarted
+                self._failed()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+class ProcessSink(ClickHouseSink):
+    """The same retries, with the connection in the writer process (sinks/writer_process.py): ``fn``
+    runs there, as ``fn(client, db, *args)``."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.process = WriterProcess(settings)
+
+    def _target(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+        return self.process.call, (fn, *args)
+
+    def _failed(self) -> None:
+        pass  # the process reconnects by itself, and the next call replaces a dead one
 
 
 class _EventsEarly(BootStrategy):
@@ -104,7 +134,7 @@ class _EventsEarly(BootStrategy):
 class Prepared(NamedTuple):
     """A batch after validation (its rejects already sent to the dead-letter topic)."""
 
-    accepted: list[Positioned]
+    accepted: BatchColumns
     read: int
     rejected: int
     received_at: datetime
@@ -114,9 +144,8 @@ def split(records: list[ConsumerRecord], catalog: Catalog,
           now: datetime) -> tuple[list[Positioned], list[DeadLetter]]:
     accepted: list[Positioned] = []
     rejected: list[DeadLetter] = []
-    for msg in records:
-        raw = msg.value if isinstance(msg.value, bytes) else (msg.value or b"")
-        verdict = validate(raw, catalog, now=now)
+    payloads = [msg.value if isinstance(msg.value, bytes) else (msg.value or b"") for msg in records]
+    for msg, raw, verdict in zip(records, payloads, validate_batch(payloads, catalog, now=now), strict=True):
         if isinstance(verdict, Accepted):
             accepted.append(Positioned(verdict, msg.partition, msg.offset))
         else:
@@ -147,7 +176,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     )
     dlq_topic = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw", allow_empty=True)
     # One connection per concurrent user: a clickhouse-driver connection runs one query at a time.
-    sink = ClickHouseSink(settings)
+    sink = ProcessSink(settings)
     dlq_sink = ClickHouseSink(settings)
     evaluator = AlertEvaluator(settings, catalog, ClickHouseSink(settings))
 
@@ -169,7 +198,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
             rejected += bad
         if rejected:
             await send_dead_letters(rejected)
-        return Prepared(accepted, len(records), len(rejected), now)
+        return Prepared(BatchColumns.of(accepted), len(records), len(rejected), now)
 
     async def write_prepared(batch: Prepared, lease: Lease) -> None:
         result: WriteResult = await sink.call("insert", write_events, batch.accepted, batch.received_at,
@@ -194,6 +223,10 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
             for event in events:
                 await stream.ack(event)
 
+    @app.task
+    async def start_writer() -> None:
+        sink.process.start()  # from the main thread (see WriterProcess.start)
+
     @app.timer(interval=settings.alert_check_seconds)
     async def evaluate_alerts() -> None:
         # One evaluator per group: whoever reads partition 0 of the events topic.
@@ -208,4 +241,8 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel)
+    # What exists now (modules, the catalog, Faust's services) is never garbage: out of the
+    # collector's sight. Then collect young objects 140x less often than Python's default.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     worker.execute_from_commandline()
