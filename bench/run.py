@@ -8,7 +8,8 @@ Starts its own stack (state in .highland/bench, ports 27xxx), then measures:
 - processing: raw aiokafka consumer-group read vs. `highland worker` (1 and 2 processes) from topic to
   rows visible in ClickHouse, sustained (first row to last row; the group join is excluded and
   printed separately);
-- memory: peak RSS of each worker process, its writer process included.
+- memory: peak RSS of each worker process, its writer processes included
+  (HIGHLAND_WORKER_WRITERS=1 .venv/bin/python -m bench.run ... measures one writer per worker).
 Nothing here is asserted: the numbers are printed for people to judge.
 """
 
@@ -304,7 +305,8 @@ def main() -> None:
     write_events(data, n)
     split_by_agency(data)
     size_mb = data.stat().st_size / 2**20
-    print(f"{n:,} events, {size_mb:.0f} MB of JSON Lines, {os.cpu_count()} CPUs")
+    print(f"{n:,} events, {size_mb:.0f} MB of JSON Lines, {os.cpu_count()} CPUs, "
+          f"{base.worker_writers} writer process(es) per worker (HIGHLAND_WORKER_WRITERS)")
 
     raw = variant(base, "raw" + tmp.name)
     ensure_topics(raw)

@@ -57,6 +57,11 @@ class WriteResult:
     skipped: int  # already stored, or superseded by a higher revision
     indicators: frozenset[str]  # indicators whose numbers may have changed
 
+    @classmethod
+    def of_parts(cls, results: Sequence[WriteResult]) -> WriteResult:
+        return cls(sum(r.inserted for r in results), sum(r.skipped for r in results),
+                   frozenset().union(*(r.indicators for r in results)))
+
 
 class BatchColumns(NamedTuple):
     """A batch as the columns of ``_batch`` (BATCH_STRUCTURE order): what the worker hands the
@@ -71,6 +76,15 @@ class BatchColumns(NamedTuple):
         fields = [list(column) for column in zip(*(p.event for p in batch), strict=True)]
         epochs = [int(moment.timestamp()) for moment in fields[_OBSERVED_AT]]  # epoch seconds: the driver's fast path
         return cls([*fields[:_COPIED], epochs, [p.partition for p in batch], [p.offset for p in batch]])
+
+    @classmethod
+    def parts_of(cls, batch: Sequence[Positioned], parts: int) -> list[BatchColumns]:
+        """``batch`` split by partition (``partition % parts``), for as many writers: all events of
+        one key, one partition, land in one part."""
+        shares: list[list[Positioned]] = [[] for _ in range(parts)]
+        for positioned in batch:
+            shares[positioned.partition % parts].append(positioned)
+        return [cls.of(share) for share in shares]
 
     def __len__(self) -> int:
         return len(self.columns[0])

@@ -26,7 +26,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
@@ -119,6 +120,33 @@ class WriterProcess:
         finally:
             if acquired:
                 self._lock.release()
+
+
+class WriterPool:
+    """``writers`` writer processes that write the parts of one batch at the same time.
+
+    ``write`` is one call for the lease that guards the batch (streams/batches.py): it returns once
+    every part is written, or raises -- after every part has answered, so no process is left
+    mid-call -- and the whole batch is tried again (the write is idempotent: parts already written
+    are found stored). Parts must not share a key: the worker splits by partition."""
+
+    def __init__(self, settings: Settings, writers: int) -> None:
+        self.processes = [WriterProcess(settings) for _ in range(writers)]
+        self._threads = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="writer-call")
+
+    def start(self) -> None:
+        for process in self.processes:
+            process.start()
+
+    def write(self, fn: Callable[..., T], parts: Sequence[Any], *args: Any) -> list[T]:
+        """``fn(client, db, part, *args)`` for each non-empty part, each in its own process."""
+        calls = [self._threads.submit(process.call, fn, part, *args)
+                 for process, part in zip(self.processes, parts, strict=True) if len(part)]
+        wait(calls)
+        for call in calls:
+            if call.exception() is not None:
+                raise call.exception()  # type: ignore[misc]
+        return [call.result() for call in calls]
 
 
 def _die_with(parent: int) -> None:

@@ -40,7 +40,7 @@ from ingest.events import Accepted, validate_batch
 from sinks import dead_letters as dead_letter_sink
 from sinks.client import connect
 from sinks.writer import BatchColumns, Positioned, WriteResult, write_events
-from sinks.writer_process import WriterProcess
+from sinks.writer_process import WriterPool
 from streams.batches import BatchConsumer, Lease
 from streams.evaluator import AlertEvaluator
 
@@ -101,15 +101,16 @@ class ClickHouseSink:
 
 
 class ProcessSink(ClickHouseSink):
-    """The same retries, with the connection in the writer process (sinks/writer_process.py): ``fn``
-    runs there, as ``fn(client, db, *args)``."""
+    """The same retries, with the connections in the writer processes (sinks/writer_process.py):
+    ``call(what, fn, parts, *args)`` runs ``fn(client, db, part, *args)`` for each part, each in a
+    process of its own, at the same time."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.process = WriterProcess(settings)
+        self.pool = WriterPool(settings, settings.worker_writers)
 
     def _target(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
-        return self.process.call, (fn, *args)
+        return self.pool.write, (fn, *args)
 
     def _failed(self) -> None:
         pass  # the process reconnects by itself, and the next call replaces a dead one
@@ -134,7 +135,7 @@ class _EventsEarly(BootStrategy):
 class Prepared(NamedTuple):
     """A batch after validation (its rejects already sent to the dead-letter topic)."""
 
-    accepted: BatchColumns
+    parts: list[BatchColumns]  # the accepted events, one part per writer process
     read: int
     rejected: int
     received_at: datetime
@@ -198,11 +199,12 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
             rejected += bad
         if rejected:
             await send_dead_letters(rejected)
-        return Prepared(BatchColumns.of(accepted), len(records), len(rejected), now)
+        return Prepared(BatchColumns.parts_of(accepted, settings.worker_writers), len(records), len(rejected), now)
 
     async def write_prepared(batch: Prepared, lease: Lease) -> None:
-        result: WriteResult = await sink.call("insert", write_events, batch.accepted, batch.received_at,
-                                             catalog.plan.timezone, lease=lease)
+        parts = await sink.call("insert", write_events, batch.parts, batch.received_at, catalog.plan.timezone,
+                                lease=lease)
+        result = WriteResult.of_parts(parts)
         log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected",
                  batch.read, result.inserted, result.skipped, batch.rejected)
 
@@ -225,7 +227,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 
     @app.task
     async def start_writer() -> None:
-        sink.process.start()  # from the main thread (see WriterProcess.start)
+        sink.pool.start()  # from the main thread (see WriterProcess.start)
 
     @app.timer(interval=settings.alert_check_seconds)
     async def evaluate_alerts() -> None:

@@ -1,5 +1,6 @@
-"""The writer process (sinks/writer_process.py): calls run in a child of their own, failures come
-back as retryable or not, and the child never outlives the worker -- even one killed by SIGKILL."""
+"""The writer processes (sinks/writer_process.py): calls run in a child of their own, failures come
+back as retryable or not, a child never outlives the worker -- even one killed by SIGKILL -- and a
+pool writes the partition-disjoint parts of one batch at the same time."""
 
 from __future__ import annotations
 
@@ -9,14 +10,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from clickhouse_driver.errors import ServerException
 
+from catalog.loader import default_catalog
 from highland.settings import Settings
-from sinks.writer_process import WriteFailed, WriterCrashed, WriterProcess
+from ingest.events import Accepted
+from sinks.writer import BATCH_STRUCTURE, BatchColumns, Positioned
+from sinks.writer_process import WriteFailed, WriterCrashed, WriterPool, WriterProcess
 from tests.conftest import ROOT
 
 
@@ -100,3 +106,58 @@ def test_the_child_dies_with_a_worker_killed_by_sigkill_even_in_the_middle_of_a_
         child.wait(timeout=5)  # psutil.TimeoutExpired if it outlived the worker
     finally:
         parent.kill()
+
+
+# --- the pool: one batch's parts, written at the same time ------------------------------------------------
+
+def meet(client: Any, db: str, part: list[str], folder: str) -> int:
+    """Each part announces itself and waits for the other: only parts written at the same time meet."""
+    mine, other = part
+    (Path(folder) / mine).touch()
+    deadline = time.monotonic() + 20
+    while not (Path(folder) / other).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{mine} waited alone: the parts were not written at the same time")
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def fail_part(client: Any, db: str, part: list[str]) -> str:
+    if part == ["bad"]:
+        raise ServerException("Too many parts", code=252)
+    return part[0]
+
+
+@pytest.fixture
+def pool() -> Iterator[WriterPool]:
+    writers = WriterPool(Settings(), 2)
+    yield writers
+    for process in writers.processes:
+        process.close()
+
+
+def test_a_pool_writes_the_parts_of_a_batch_at_the_same_time_each_in_its_own_process(pool: WriterPool,
+                                                                                         tmp_path: Path):
+    pids = pool.write(meet, [["a", "b"], ["b", "a"]], str(tmp_path))
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+
+
+def test_a_failed_part_fails_the_batch_once_every_part_answered_and_the_pool_still_serves(pool: WriterPool):
+    with pytest.raises(WriteFailed, match="Too many parts"):
+        pool.write(fail_part, [["bad"], ["good"]])
+    assert pool.write(fail_part, [["one"], ["two"]]) == ["one", "two"]
+    assert pool.write(fail_part, [[], ["only"]]) == ["only"]  # an empty part is not sent
+
+
+def test_a_batch_splits_by_partition_so_that_no_two_parts_share_a_key():
+    catalog = default_catalog()
+    flow = catalog.indicator("ecommerce_turnover")
+    event = Accepted(flow.agency, "e", 0, flow.code, "chongqing", 1.0, flow.unit, 1.0, flow.unit,
+                     datetime(2020, 1, 1, tzinfo=UTC))
+    batch = [Positioned(event._replace(event_id=f"e{i}"), partition, i) for i, partition in
+             enumerate([0, 1, 2, 3, 2, 5, 0])]
+    parts = BatchColumns.parts_of(batch, 2)
+    partition = [name for name, _ in BATCH_STRUCTURE].index("kafka_partition")
+    assert [sorted(set(part.columns[partition])) for part in parts] == [[0, 2], [1, 3, 5]]
+    assert sum(len(part) for part in parts) == len(batch)
+    assert BatchColumns.parts_of(batch, 1) == [BatchColumns.of(batch)]
