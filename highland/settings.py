@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     # --- Worker ------------------------------------------------------------------------------
     # Up to this many events per batch (one ClickHouse write each); a batch closes at most
     # worker_batch_seconds after its first event, so a quiet feed is not held back.
-    worker_batch_size: int = Field(20_000, ge=1)
+    worker_batch_size: int = Field(50_000, ge=1)
     worker_batch_seconds: float = Field(0.5, gt=0)
     # Batches read ahead of the one being prepared (memory: about 1 KB per event read ahead).
     worker_read_ahead_batches: int = Field(1, ge=1)

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from ingest.events import Accepted
 from sinks import daily_series
-from sinks.daily_series import observation_rows_sql, replace_session_table, stage_columns, zone_literal
+from sinks.daily_series import membership, observation_rows_sql, replace_session_table, stage_columns, zone_literal
 
 EVENT_COLUMNS = ("agency", "event_id", "revision", "indicator", "region", "value", "unit", "raw_value",
                  "observed_at", "received_at", "kafka_partition", "kafka_offset")
@@ -95,11 +95,11 @@ def stage_batch(client: Any, batch: BatchColumns) -> None:
     stage_columns(client, "_batch", BATCH_STRUCTURE, batch.columns)
 
 
-def stored_revisions_sql(db: str) -> str:
-    """Every stored revision of the batch's keys (copies of a row once)."""
+def stored_revisions_sql(db: str, in_: str) -> str:
+    """Every stored revision of the batch's keys (copies of a row once); ``in_``: membership()."""
     return f"""
         SELECT DISTINCT agency, event_id, revision, indicator, region, observed_at, value FROM {db}.events
-        WHERE (agency, event_id) GLOBAL IN (SELECT agency, event_id FROM _batch)"""
+        WHERE (agency, event_id) {in_} (SELECT agency, event_id FROM _batch)"""
 
 
 # The newest revision per key in the batch (ties: the first read), above every stored revision.
@@ -120,27 +120,29 @@ def observations_sql(tz: str) -> str:
 
 
 def write_events(client: Any, db: str, batch: BatchColumns | Sequence[Positioned], received_at: datetime,
-                 tz: str) -> WriteResult:
+                 tz: str, cluster: bool = False) -> WriteResult:
     """Insert what is new in ``batch``; idempotent, so a failed call can simply be repeated.
 
-    ``tz`` is the plan's timezone (its days), from the same catalog the events were validated with.
+    ``tz`` is the plan's timezone (its days), from the same catalog the events were validated with;
+    ``cluster``: ``db`` holds Distributed tables (HIGHLAND_CLICKHOUSE_CLUSTER is set).
     """
+    in_ = membership(cluster)
     if not isinstance(batch, BatchColumns):
         batch = BatchColumns.of(batch)
     if not len(batch):
         return WriteResult(inserted=0, skipped=0, indicators=frozenset())
     stage_batch(client, batch)
-    replace_session_table(client, "_stored", stored_revisions_sql(db))
+    replace_session_table(client, "_stored", stored_revisions_sql(db, in_))
     replace_session_table(client, "_fresh", FRESH)
     replace_session_table(client, "_obs", observations_sql(tz))
-    pending = daily_series.begin(client, db)
+    pending = daily_series.begin(client, db, in_=in_)
     client.execute(f"""INSERT INTO {db}.events ({', '.join(EVENT_COLUMNS)})
         SELECT agency, event_id, revision, indicator, region, value, unit, raw_value, observed_at,
                toDateTime(%(received_at)s), kafka_partition, kafka_offset
         FROM _fresh""", {"received_at": int(received_at.timestamp())})
     # Also the days of revisions stored earlier: a previous attempt may have died before settling.
     daily_series.settle(client, db, pending,
-                        also=f"SELECT indicator, region, toDate(observed_at, {zone_literal(tz)}) FROM _stored")
+                        also=f"SELECT indicator, region, toDate(observed_at, {zone_literal(tz)}) FROM _stored", in_=in_)
     # A revision may move an event to another indicator: then both indicators' numbers change.
     touched = client.execute("SELECT indicator, countIf(sign > 0) FROM _obs GROUP BY indicator")
     inserted = sum(n for _, n in touched)

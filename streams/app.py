@@ -203,7 +203,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 
     async def write_prepared(batch: Prepared, lease: Lease) -> None:
         parts = await sink.call("insert", write_events, batch.parts, batch.received_at, catalog.plan.timezone,
-                                lease=lease)
+                                settings.clickhouse_cluster is not None, lease=lease)
         result = WriteResult.of_parts(parts)
         log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected",
                  batch.read, result.inserted, result.skipped, batch.rejected)

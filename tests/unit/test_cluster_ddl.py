@@ -354,8 +354,11 @@ class WriterClient(LocalInserts):
     """Also takes the writer's columnar INSERTs (rendered as VALUES): enough of the driver for
     sinks.writer, whose session tables live in the chdb session."""
 
+    statements: list[str]
+
     def execute(self, sql: str, params: Any = None, *, columnar: bool = False,
                 external_tables: Any = None) -> list[tuple[Any, ...]]:
+        self.__dict__.setdefault("statements", []).append(sql)
         if external_tables:
             raise AssertionError("the writer sends its batch once, as a session table")
         if isinstance(params, list):
@@ -385,11 +388,14 @@ def test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session: Any
 
     client = WriterClient(chdb_session)
     first = [positioned("e1", 0, 10.0, 0), positioned("e2", 0, 5.0, 1), positioned("e1", 0, 10.0, 2)]
-    assert write_events(client, LOCAL_DB, first, datetime.now(UTC), catalog.plan.timezone).inserted == 2
-    assert write_events(client, LOCAL_DB, first, datetime.now(UTC), catalog.plan.timezone).inserted == 0
-    revised = write_events(client, LOCAL_DB, [positioned("e1", 1, 25.0, 3)], datetime.now(UTC),
-                           catalog.plan.timezone)
+    tz = catalog.plan.timezone
+    assert write_events(client, LOCAL_DB, first, datetime.now(UTC), tz, cluster=True).inserted == 2
+    assert write_events(client, LOCAL_DB, first, datetime.now(UTC), tz, cluster=True).inserted == 0
+    revised = write_events(client, LOCAL_DB, [positioned("e1", 1, 25.0, 3)], datetime.now(UTC), tz, cluster=True)
     assert (revised.inserted, revised.indicators) == (1, frozenset({flow.code}))
+    # Every lookup of the Distributed tables over a session table sends its set to the shards.
+    lookups = [q for q in client.statements if f"FROM {LOCAL_DB}." in q and " IN (SELECT" in q]
+    assert lookups and all(word in {"GLOBAL", "NOT"} for q in lookups for word in re.findall(r"(\S+) IN \(SELECT", q))
     for read in (query_actuals, reference_actuals):
         actuals = read(ChdbClient(chdb_session), LOCAL_DB, catalog, date(2020, 6, 30))
         assert actuals[flow.code].value == pytest.approx(25.0 + 5.0)
