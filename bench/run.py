@@ -1,6 +1,6 @@
 """Highland benchmarks: ratios measured side by side, in one run, on this machine.
 
-    .venv/bin/python -m bench.run [--events 1000000] [--parts ingest backfill live freshness]
+    .venv/bin/python -m bench.run [--events 200000] [--parts ingest backfill live freshness]
 
 Starts its own stack (state in .highland/bench, ports 27xxx), then measures:
 - ingest: raw kafka-python producer vs. `push_files` (validate + produce + dead-letter logic), on the
@@ -290,7 +290,9 @@ PARTS = ("ingest", "backfill", "live", "freshness")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
+    # A million: per-batch costs grow with what is stored, and at 50,000 events per batch a
+    # 200,000-event run times only three batches (docs/streams.md, Throughput).
+    parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keep-stack", action="store_true")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                         help="what to measure (default: all)")
