@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
 
@@ -225,14 +224,10 @@ SETTLED = """
     )"""
 
 
-@dataclass(frozen=True)
-class Pending:
-    """A ``begin`` whose counts wait in this session's ``_before`` for ``settle``."""
-
-
-def begin(client: Any, db: str, rows: Sequence[Observation] | None = None, *, in_: str = "IN") -> Pending:
+def begin(client: Any, db: str, rows: Sequence[Observation] | None = None, *, in_: str = "IN") -> None:
     """Step 1 for the session's ``_obs`` (``rows``, if given, are staged there first): count, look
-    up, insert the rows not stored yet (before the events INSERT). ``in_``: membership()."""
+    up, insert the rows not stored yet (before the events INSERT). What it counted waits in the
+    session's ``_before`` for ``settle`` on the same connection. ``in_``: membership()."""
     if rows is not None:
         stage_observations(client, rows)
     # Counted before the lookup: a copy of one of our rows that another writer adds in between is
@@ -240,10 +235,9 @@ def begin(client: Any, db: str, rows: Sequence[Observation] | None = None, *, in
     replace_session_table(client, "_before", counts_sql(db, "(SELECT indicator, region, day FROM _obs)", in_))
     replace_session_table(client, "_new", NEW_ROWS.format(db=db, in_=in_))
     client.execute(f"INSERT INTO {db}.observations ({_COLUMNS}) SELECT {_COLUMNS} FROM _new")
-    return Pending()
 
 
-def settle(client: Any, db: str, pending: Pending, also: str | None = None, *, in_: str = "IN") -> dict[str, int]:
+def settle(client: Any, db: str, also: str | None = None, *, in_: str = "IN") -> dict[str, int]:
     """Steps 2-3 for the days of ``_obs`` and of the subquery ``also`` (after the events INSERT),
     in ClickHouse: only the numbers of days applied and recomputed come back."""
     days = "(SELECT indicator, region, day FROM _obs" + (f" UNION ALL {also})" if also else ")")

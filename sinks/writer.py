@@ -1,8 +1,7 @@
 """Writing accepted events to ClickHouse: columnar batches, each (agency, event_id, revision) once.
 
 A batch crosses from Python to ClickHouse once, into ``_batch``, a temporary table of the writer's
-session; every later step is SQL over it, and Python sees only per-day numbers (the worker's CPU,
-not ClickHouse, is what limits its rate). Per batch:
+session; every later step is SQL over it, and Python sees only a few numbers back. Per batch:
 1. ``_stored``: every stored revision of the batch's keys (agency, event_id);
 2. ``_fresh``: the newest revision per key in the batch (equal revisions: the first read), kept
    only if it is above every stored revision. The rest is a re-delivery after a crash, a replay, a
@@ -14,7 +13,8 @@ not ClickHouse, is what limits its rate). Per batch:
 4. the per-day series' ``begin``, the events INSERT, the series' ``settle`` -- in that order.
 
 The check-then-insert is safe because one (agency, event_id) always arrives on one partition
-(key ``indicator|region``), and one partition is read by one worker at a time. Temporary tables
+(key ``indicator|region``), and one partition is written by one worker, and inside it by one writer
+process (sinks/writer_process.py), at a time. Temporary tables
 live as long as the connection: a failed attempt leaves nothing behind, and the retry (on a new
 connection) starts again from ``_batch``.
 """
@@ -135,13 +135,13 @@ def write_events(client: Any, db: str, batch: BatchColumns | Sequence[Positioned
     replace_session_table(client, "_stored", stored_revisions_sql(db, in_))
     replace_session_table(client, "_fresh", FRESH)
     replace_session_table(client, "_obs", observations_sql(tz))
-    pending = daily_series.begin(client, db, in_=in_)
+    daily_series.begin(client, db, in_=in_)
     client.execute(f"""INSERT INTO {db}.events ({', '.join(EVENT_COLUMNS)})
         SELECT agency, event_id, revision, indicator, region, value, unit, raw_value, observed_at,
                toDateTime(%(received_at)s), kafka_partition, kafka_offset
         FROM _fresh""", {"received_at": int(received_at.timestamp())})
     # Also the days of revisions stored earlier: a previous attempt may have died before settling.
-    daily_series.settle(client, db, pending,
+    daily_series.settle(client, db,
                         also=f"SELECT indicator, region, toDate(observed_at, {zone_literal(tz)}) FROM _stored", in_=in_)
     # A revision may move an event to another indicator: then both indicators' numbers change.
     touched = client.execute("SELECT indicator, countIf(sign > 0) FROM _obs GROUP BY indicator")

@@ -6,8 +6,9 @@ stream loop capped the worker near 9,000 events/s. Per batch (steps 1-2 of one b
 steps 3-4 of the one before):
 1. every message is re-validated with the shared validator (a producer can't be trusted);
 2. rejects are sent to the dead-letter topic and their delivery awaited;
-3. accepted events are written to ClickHouse (idempotent: each (agency, event_id, revision) once),
-   retried until ClickHouse answers, but only while this worker still owns the partitions;
+3. accepted events are written to ClickHouse by the worker's writer processes, each its share of
+   the partitions (idempotent: each (agency, event_id, revision) once), retried until ClickHouse
+   answers, but only while this worker still owns the partitions;
 4. only then are the batch's offsets committed.
 A worker killed at any point re-reads at most the uncommitted batches, and the writer skips what
 is already stored (see docs/streams.md).
@@ -49,9 +50,10 @@ log = logging.getLogger("highland.worker")
 # owns the events offsets, and one group can't mix Faust's assignor with the client's.
 FAUST_GROUP_SUFFIX = "-faust"
 PREPARE_SLICE = 1000  # events validated between two yields to the event loop (~5 ms)
-# The writer's thread needs the GIL for a moment between its ~18 statements per batch, while the
-# event loop validates the next batch; at Python's default 5 ms switch interval each statement
-# can wait that long for it. 0.2 ms: +10-15% events/s measured (docs/streams.md, Throughput).
+# The threads that hand a batch to the writer processes and collect their answers need the GIL for
+# a moment while the event loop validates the next batch; at Python's default 5 ms switch interval
+# each hand-over can wait that long. 0.2 ms: ~70,000 against ~60,000 events/s in alternating runs
+# with the writer processes (docs/streams.md, Throughput).
 GIL_SWITCH_INTERVAL_S = 0.0002
 # A batch allocates ~5 tracked objects per event (records, dicts, tuples), none of them in a cycle,
 # but Python's default thresholds (700, 10, 10) then ran a collection every ~140 events and a full

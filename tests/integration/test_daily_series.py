@@ -259,22 +259,27 @@ def from_scratch(client: Any, name: str) -> DayState:
                     if events else ())
 
 
+def begin_and_settle(client: Any, name: str, rows: list[Observation]) -> dict[str, int]:
+    begin(client, name, rows)
+    return settle(client, name)
+
+
 def test_a_quiet_day_is_updated_by_its_changes_and_recomputed_when_its_close_is_withdrawn(db: tuple[Any, str]):
     client, name = db
     first = [obs("a", 1, 10.0), obs("b", 2, 20.0)]
-    assert settle(client, name, begin(client, name, first)) == {"applied": 1, "recomputed": 0}
+    assert begin_and_settle(client, name, first) == {"applied": 1, "recomputed": 0}
     more = [obs("c", 3, 5.0), obs("a", 1, 10.0, sign=-1), obs("a", 4, 12.0, revision=1)]
-    assert settle(client, name, begin(client, name, more)) == {"applied": 1, "recomputed": 0}
+    assert begin_and_settle(client, name, more) == {"applied": 1, "recomputed": 0}
     assert read_states(client, name, [DAY])[DAY] == from_scratch(client, name)
     assert read_states(client, name, [DAY])[DAY][:4] == (5, 3, 37.0, 12.0)
     # Withdrawing the day's closing observation: the next one is not in the state.
     withdraw = [obs("a", 4, 12.0, revision=1, sign=-1)]
-    assert settle(client, name, begin(client, name, withdraw)) == {"applied": 0, "recomputed": 1}
+    assert begin_and_settle(client, name, withdraw) == {"applied": 0, "recomputed": 1}
     assert read_states(client, name, [DAY])[DAY] == from_scratch(client, name)
     assert read_states(client, name, [DAY])[DAY][1:4] == (2, 25.0, 5.0)
     # The same rows again (a re-delivery): nothing is written twice, nothing changes.
     before = read_states(client, name, [DAY])[DAY]
-    assert settle(client, name, begin(client, name, more + withdraw)) == {"applied": 0, "recomputed": 0}
+    assert begin_and_settle(client, name, more + withdraw) == {"applied": 0, "recomputed": 0}
     assert read_states(client, name, [DAY])[DAY] == before
 
 
@@ -282,12 +287,12 @@ def test_a_day_another_writer_touched_in_between_is_recomputed_not_double_counte
                                                                                    isolated: Settings):
     client, name = db
     other = connect(isolated)  # another writer: its own connection
-    settle(client, name, begin(client, name, [obs("a", 1, 10.0)]))
-    mine = begin(client, name, [obs("b", 2, 20.0), obs("c", 3, 30.0)])
+    begin_and_settle(client, name, [obs("a", 1, 10.0)])
+    begin(client, name, [obs("b", 2, 20.0), obs("c", 3, 30.0)])
     recompute(other, name, [DAY])  # someone else's recomputation already includes my rows
-    theirs = begin(other, name, [obs("d", 4, 40.0), obs("a", 1, 10.0, sign=-1)])
-    assert settle(client, name, mine) == {"applied": 0, "recomputed": 1}
-    settle(other, name, theirs)
+    begin(other, name, [obs("d", 4, 40.0), obs("a", 1, 10.0, sign=-1)])
+    assert settle(client, name) == {"applied": 0, "recomputed": 1}
+    settle(other, name)
     other.disconnect()
     state = read_states(client, name, [DAY])[DAY]
     assert state == from_scratch(client, name)
@@ -297,15 +302,15 @@ def test_a_day_another_writer_touched_in_between_is_recomputed_not_double_counte
 def test_rows_another_writer_added_without_settling_are_not_hidden_by_an_update(db: tuple[Any, str],
                                                                                 isolated: Settings):
     client, name = db
-    settle(client, name, begin(client, name, [obs("a", 1, 10.0)]))
-    mine = begin(client, name, [obs("b", 2, 20.0)])
+    begin_and_settle(client, name, [obs("a", 1, 10.0)])
+    begin(client, name, [obs("b", 2, 20.0)])
     other = connect(isolated)
     begin(other, name, [obs("c", 3, 30.0)])  # another writer, dead before it settles
     other.disconnect()
     # The state still reflects the rows I counted, but the day has one row more than mine: applying
     # my row alone would give a state that claims all rows and misses c -- and c's re-delivery
     # would find its row stored and the state up to date.
-    assert settle(client, name, mine) == {"applied": 0, "recomputed": 1}
+    assert settle(client, name) == {"applied": 0, "recomputed": 1}
     state = read_states(client, name, [DAY])[DAY]
     assert state == from_scratch(client, name)
     assert state[:4] == (3, 3, 60.0, 30.0)
