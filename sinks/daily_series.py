@@ -123,13 +123,17 @@ def observation_rows_sql(tz: str, sign: int, source: str) -> str:
 
 
 _COLUMNS = ", ".join(OBSERVATION_COLUMNS)
-# The rows of ``_obs`` not stored yet (a previous attempt of the same batch may have stored some),
-# looked up by position first (indicator, region, day, observed_at: the primary key).
+# The rows of ``_obs`` not stored yet (a previous attempt of the same batch may have stored some).
+# The touched series-days (``_obs_days``) bound the primary-key range; inside it, the event_id column
+# alone is read first (PREWHERE) and the rest only where an id matches -- in the common case no row.
+# 18.16 tests a tuple IN at ~45 ns a row and one column at ~10: at 1 M stored events the look-up
+# took 147-160 ms per 50,000-event batch with the whole tuple tested on every row of the range.
 NEW_ROWS = f"""
     SELECT DISTINCT {_COLUMNS} FROM _obs
     WHERE (agency, event_id, revision, sign) NOT IN (
         SELECT agency, event_id, revision, sign FROM {{db}}.observations
-        WHERE (indicator, region, day, observed_at) {{in_}} (SELECT indicator, region, day, observed_at FROM _obs)
+        PREWHERE event_id {{in_}} (SELECT event_id FROM _obs)
+        WHERE (indicator, region, day) {{in_}} (SELECT indicator, region, day FROM _obs_days)
           AND (agency, event_id, revision, sign) {{in_}} (SELECT agency, event_id, revision, sign FROM _obs))"""
 
 # Per series-day, what ``_new`` adds (+1 rows) and removes (-1 rows); ranks as in DayState: the
@@ -156,10 +160,17 @@ def membership(cluster: bool) -> str:
 
 
 def counts_sql(db: str, days: str, in_: str = "IN") -> str:
-    """Observation rows per series-day of ``days`` (a subquery of (indicator, region, day)), as
-    ``rows``: a range of the primary key, cheap as long as a day's rows are. ``in_``: membership()."""
-    return (f"SELECT indicator, region, day, count() AS rows FROM {db}.observations "
-            f"WHERE (indicator, region, day) {in_} {days} GROUP BY indicator, region, day")
+    """Observation rows per series-day of ``days`` (a session table of (indicator, region, day)),
+    as ``rows``. The rows are selected by one column at a time (each bounds the primary-key range;
+    18.16 tests a tuple IN ~4x slower than a column), counted, and only then matched to ``days``
+    exactly. ``in_``: membership()."""
+    return f"""
+        SELECT indicator, region, day, rows FROM (
+            SELECT indicator, region, day, count() AS rows FROM {db}.observations
+            WHERE indicator {in_} (SELECT indicator FROM {days}) AND region {in_} (SELECT region FROM {days})
+              AND day {in_} (SELECT day FROM {days})
+            GROUP BY indicator, region, day)
+        WHERE (indicator, region, day) IN {days}"""
 
 
 def states_sql(db: str, days: str, in_: str = "IN") -> str:
@@ -232,7 +243,8 @@ def begin(client: Any, db: str, rows: Sequence[Observation] | None = None, *, in
         stage_observations(client, rows)
     # Counted before the lookup: a copy of one of our rows that another writer adds in between is
     # then an extra row at settle time, and the day is recomputed rather than updated.
-    replace_session_table(client, "_before", counts_sql(db, "(SELECT indicator, region, day FROM _obs)", in_))
+    replace_session_table(client, "_obs_days", "SELECT DISTINCT indicator, region, day FROM _obs")
+    replace_session_table(client, "_before", counts_sql(db, "_obs_days", in_))
     replace_session_table(client, "_new", NEW_ROWS.format(db=db, in_=in_))
     client.execute(f"INSERT INTO {db}.observations ({_COLUMNS}) SELECT {_COLUMNS} FROM _new")
 
@@ -240,9 +252,10 @@ def begin(client: Any, db: str, rows: Sequence[Observation] | None = None, *, in
 def settle(client: Any, db: str, also: str | None = None, *, in_: str = "IN") -> dict[str, int]:
     """Steps 2-3 for the days of ``_obs`` and of the subquery ``also`` (after the events INSERT),
     in ClickHouse: only the numbers of days applied and recomputed come back."""
-    days = "(SELECT indicator, region, day FROM _obs" + (f" UNION ALL {also})" if also else ")")
-    replace_session_table(client, "_after", counts_sql(db, days, in_))
-    replace_session_table(client, "_states", states_sql(db, days, in_))
+    replace_session_table(client, "_touched", "SELECT DISTINCT indicator, region, day FROM (SELECT indicator, "
+                                              "region, day FROM _obs" + (f" UNION ALL {also})" if also else ")"))
+    replace_session_table(client, "_after", counts_sql(db, "_touched", in_))
+    replace_session_table(client, "_states", states_sql(db, "_touched", in_))
     replace_session_table(client, "_deltas", DELTAS)
     replace_session_table(client, "_settled", SETTLED.format(joined=JOINED))
     client.execute(f"INSERT INTO {db}.daily_series ({', '.join(STATE_COLUMNS)}) "
