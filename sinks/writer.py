@@ -96,13 +96,20 @@ def stage_batch(client: Any, batch: BatchColumns) -> None:
 
 
 def stored_revisions_sql(db: str, in_: str) -> str:
-    """Every stored revision of the batch's keys (copies of a row once); ``in_``: membership()."""
+    """Every stored revision of the batch's keys (copies of a row once); ``in_``: membership().
+
+    Found by one column at a time, as a superset: 18.16 builds a set of 50,000 (agency, event_id)
+    tuples in ~25 ms, of one column in ~8. Rows of other keys that match both columns (another
+    agency's same event_id) change nothing: every later step joins or filters on the exact key, and
+    at worst an extra day is settled."""
     return f"""
         SELECT DISTINCT agency, event_id, revision, indicator, region, observed_at, value FROM {db}.events
-        WHERE (agency, event_id) {in_} (SELECT agency, event_id FROM _batch)"""
+        WHERE agency {in_} (SELECT agency FROM _batch) AND event_id {in_} (SELECT event_id FROM _batch)"""
 
 
 # The newest revision per key in the batch (ties: the first read), above every stored revision.
+# (A sort, not an argMax per key: its output is in the events table's order, which the INSERTs of
+# events and observations then find already sorted; with argMax they took ~70 ms more per batch.)
 FRESH = f"""
     SELECT {_KEPT} FROM (
         SELECT * FROM _batch
