@@ -22,7 +22,7 @@ from bench.run import BENCH_CATALOG, variant
 from highland.settings import Settings
 from highland.stack import local
 from sinks.client import connect
-from sinks.daily_series import rebuild
+from sinks.daily_series import OBSERVATIONS, rebuild
 from sinks.migrate import migrate
 from sinks.plan_tables import sync_plan_tables
 from sinks.progress import progress
@@ -104,7 +104,7 @@ def main() -> None:
     (have,) = client.execute(f"SELECT count() FROM {db}.events WHERE revision = 0")[0]
     (days,) = client.execute(f"SELECT count() FROM {db}.daily_series")[0]
     if args.reload or have != args.events or not days:
-        for table in ("events", "observations", "daily_series"):
+        for table in ("events", OBSERVATIONS, "daily_series"):
             client.execute(f"TRUNCATE TABLE IF EXISTS {db}.{table}")
         inserted, built = load(client, db, args.events)
         print(f"loaded {args.events:,} events in {inserted:.0f} s; built the per-day series in {built:.0f} s")

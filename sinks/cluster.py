@@ -80,7 +80,8 @@ LAYOUTS: dict[str, Layout] = {
     "alerts": Sharded("cityHash64(alert_id)"),
     # Written by the writer (not a view): one series-day on one shard, so its recomputation and the
     # rows it reads meet there.
-    "observations": Sharded("cityHash64(indicator, region, day)"),
+    "observations": Sharded("cityHash64(indicator, region, day)"),  # 0006; copied into the next, dropped
+    "observations_by_series": Sharded("cityHash64(indicator, region, day)"),
     "daily_series": Sharded("cityHash64(indicator, region, day)"),
     "plan_versions": Everywhere(),
     "plan_indicators": Everywhere(),

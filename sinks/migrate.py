@@ -21,18 +21,33 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-# Data steps that SQL alone can't do within the server's memory, run right after their migration's
-# statements (and before its version is recorded, so a crash re-runs them; they are idempotent).
-def _backfill_daily_series(client: Any, db: str) -> None:
+# Data steps that SQL alone can't do within the server's memory, or that move rows between tables,
+# run right after their migration's statements (and before its version is recorded, so a crash
+# re-runs them; they are idempotent). Run with no worker writing, as every migration is.
+def _fill_observations_by_series(client: Any, db: str, cluster: str | None) -> None:
+    """Migration 0007: copy 0006's ``observations`` into ``observations_by_series`` and drop it; or,
+    on an install that had events before 0006 ever ran, build the per-day series from the events."""
     from catalog.loader import default_catalog
-    from sinks.daily_series import rebuild
+    from sinks.daily_series import OBSERVATIONS, rebuild
 
-    stored = client.execute(f"SELECT count() FROM {db}.events")
-    if stored and stored[0][0]:  # a fresh install has nothing to backfill
+    on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
+    # Sharded tables keep their rows in <name>_local (sinks/cluster.py); TRUNCATE and DROP go there too.
+    stored_in = (lambda name: [f"{db}.{name}_local", f"{db}.{name}"]) if cluster else (lambda name: [f"{db}.{name}"])
+    [(old_exists,)] = client.execute(f"EXISTS TABLE {db}.observations")
+    if old_exists:
+        # A copy cut short by a crash is started again from an empty table, never appended to.
+        client.execute(f"TRUNCATE TABLE IF EXISTS {stored_in(OBSERVATIONS)[0]}{on_cluster}")
+        columns = "indicator, region, day, observed_at, agency, event_id, revision, value, sign"
+        client.execute(f"INSERT INTO {db}.{OBSERVATIONS} ({columns}) SELECT {columns} FROM {db}.observations")
+        for table in reversed(stored_in("observations")):  # the Distributed table first, then its data
+            client.execute(f"DROP TABLE IF EXISTS {table}{on_cluster}")
+    [(events,)] = client.execute(f"SELECT count() FROM {db}.events")
+    [(rows,)] = client.execute(f"SELECT count() FROM {db}.{OBSERVATIONS}")
+    if events and not rows:
         rebuild(client, db, default_catalog().plan.timezone)
 
 
-DATA_STEPS: dict[int, Callable[[Any, str], None]] = {6: _backfill_daily_series}
+DATA_STEPS: dict[int, Callable[[Any, str, str | None], None]] = {7: _fill_observations_by_series}
 
 
 @dataclass(frozen=True)
@@ -102,7 +117,7 @@ def migrate(settings: Settings, database: str | None = None) -> list[str]:
                 for sql in render_for(statement, db, settings.clickhouse_cluster):
                     client.execute(sql)
             if migration.version in DATA_STEPS:
-                DATA_STEPS[migration.version](client, db)
+                DATA_STEPS[migration.version](client, db, settings.clickhouse_cluster)
             client.execute(f"INSERT INTO {db}.schema_migrations (version, name) VALUES",
                            [(migration.version, migration.name)])
             applied.append(migration.name)

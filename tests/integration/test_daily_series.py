@@ -20,6 +20,7 @@ from highland.settings import Settings
 from ingest.events import Accepted, validate
 from sinks.client import connect
 from sinks.daily_series import (
+    OBSERVATIONS,
     RECOMPUTE,
     DayState,
     Observation,
@@ -30,6 +31,7 @@ from sinks.daily_series import (
     recompute,
     settle,
 )
+from sinks.migrate import DATA_STEPS, load_migrations, render
 from sinks.progress import Actual, query_actuals, reference_actuals
 from sinks.writer import Positioned, write_events
 from tests.conftest import ROOT
@@ -206,12 +208,38 @@ def test_rebuilding_from_events_gives_the_same_series(db: tuple[Any, str]):
     feed = messy_feed(31)
     write_in_batches(client, name, positioned(feed), 31)
     before = {d: query_actuals(client, name, CATALOG, d) for d in AS_OF}
-    client.execute(f"TRUNCATE TABLE {name}.observations")
+    client.execute(f"TRUNCATE TABLE {name}.{OBSERVATIONS}")
     client.execute(f"TRUNCATE TABLE {name}.daily_series")
     assert query_actuals(client, name, CATALOG, AS_OF[-1]) == {}
     rebuild(client, name, TZ, chunks=3)
     for as_of, want in before.items():
         assert_same(values(query_actuals(client, name, CATALOG, as_of)), values(want))
+
+
+def test_migration_0007_moves_an_installs_observations_once_and_keeps_its_numbers(db: tuple[Any, str]):
+    """An install as migration 0006 left it (its observations in ``observations``), caught by a crash
+    in the middle of the copy (the new table already holds rows): the step copies every row once,
+    drops the old table, and the numbers -- including later batches' in-place updates -- stay exact.
+    Run again, it changes nothing."""
+    client, name = db
+    feed = messy_feed(41)
+    items = positioned(feed)
+    half = len(items) // 2
+    write_in_batches(client, name, items[:half], 41)
+    [stored] = client.execute(f"SELECT count() FROM {name}.{OBSERVATIONS}")
+    [old_table] = [s for m in load_migrations() if m.version == 6 for s in m.statements
+                   if s.startswith("CREATE TABLE IF NOT EXISTS {db}.observations\n")]
+    client.execute(render(old_table, name))
+    columns = "indicator, region, day, observed_at, agency, event_id, revision, value, sign"
+    client.execute(f"INSERT INTO {name}.observations ({columns}) SELECT {columns} FROM {name}.{OBSERVATIONS}")
+
+    for _ in range(2):
+        DATA_STEPS[7](client, name, None)
+        assert client.execute(f"EXISTS TABLE {name}.observations") == [(0,)]
+        assert client.execute(f"SELECT count() FROM {name}.{OBSERVATIONS}") == [stored]
+    assert_exact(client, name, feed[:half])
+    write_in_batches(client, name, items[half:], 42)
+    assert_exact(client, name, feed)
 
 
 def _verify(settings: Settings, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -254,7 +282,8 @@ def obs(event_id: str, hour: int, value: float, revision: int = 0, sign: int = 1
 
 def from_scratch(client: Any, name: str) -> DayState:
     [(_i, _r, _d, version, events, total, close, close_obs, rev, eid)] = client.execute(
-        RECOMPUTE.format(db=name, where=f"indicator = '{DAY.indicator}' AND day = '{DAY.day}'"))
+        RECOMPUTE.format(db=name, observations=OBSERVATIONS,
+                         where=f"indicator = '{DAY.indicator}' AND day = '{DAY.day}'"))
     return DayState(version, events, total, close, (int(close_obs.replace(tzinfo=UTC).timestamp()), rev, eid)
                     if events else ())
 
