@@ -194,6 +194,9 @@ def _catalog_route(key: _RouteKey, catalog: Catalog) -> _Route | Rejected:
     return _Route(indicator.code, indicator.unit, factor, indicator.allow_negative)
 
 
+_new_tuple = tuple.__new__
+
+
 def _check_meaning(event: MetricEvent, catalog: Catalog, latest: datetime, pushed_by: str | None) -> Verdict:
     """The catalog's and the clock's rules; ``latest``: the latest acceptable observed_at."""
     agency, raw_value, raw_unit = event["agency"], event["value"], event["unit"]
@@ -213,8 +216,9 @@ def _check_meaning(event: MetricEvent, catalog: Catalog, latest: datetime, pushe
     if observed > latest:
         return Rejected(Reason.FUTURE_TIMESTAMP, f"observed_at {event['observed_at'].isoformat()} is more than "
                         "1 day in the future", agency)
-    return Accepted(agency, event["event_id"], event.get("revision", DEFAULT_REVISION), route.indicator, region,
-                    value, route.unit, raw_value, raw_unit, observed)
+    # tuple.__new__ skips NamedTuple's Python-level __new__: ~0.3 us of the worker's ~7 an event.
+    return _new_tuple(Accepted, (agency, event["event_id"], event.get("revision", DEFAULT_REVISION), route.indicator,
+                                 region, value, route.unit, raw_value, raw_unit, observed))
 
 
 def _schema_rejection(exc: ValidationError, pushed_by: str | None, agency: object) -> Rejected:

@@ -71,23 +71,51 @@ class BatchColumns(NamedTuple):
 
     @classmethod
     def of(cls, batch: Sequence[Positioned]) -> BatchColumns:
-        if not batch:
+        return cls.parts_of(batch, 1)[0]
+
+    @classmethod
+    def of_events(cls, events: Sequence[Accepted], partitions: list[int], offsets: list[int]) -> BatchColumns:
+        """The columns of ``events``, read at ``partitions`` and ``offsets`` (one each)."""
+        if not events:
             return cls([[] for _ in BATCH_STRUCTURE])
-        fields = [list(column) for column in zip(*(p.event for p in batch), strict=True)]
+        fields = list(zip(*events, strict=True))
         epochs = [int(moment.timestamp()) for moment in fields[_OBSERVED_AT]]  # epoch seconds: the driver's fast path
-        return cls([*fields[:_COPIED], epochs, [p.partition for p in batch], [p.offset for p in batch]])
+        return cls([*map(list, fields[:_COPIED]), epochs, partitions, offsets])
 
     @classmethod
     def parts_of(cls, batch: Sequence[Positioned], parts: int) -> list[BatchColumns]:
         """``batch`` split by partition (``partition % parts``), for as many writers: all events of
         one key, one partition, land in one part."""
-        shares: list[list[Positioned]] = [[] for _ in range(parts)]
-        for positioned in batch:
-            shares[positioned.partition % parts].append(positioned)
-        return [cls.of(share) for share in shares]
+        shares = BatchShares(parts)
+        for event, partition, offset in batch:
+            shares.add(event, partition, offset)
+        return shares.columns()
 
     def __len__(self) -> int:
         return len(self.columns[0])
+
+
+class BatchShares:
+    """Accepted events gathered straight into one share per writer process (``partition % parts``),
+    as the worker validates them: no object per event besides the event itself."""
+
+    def __init__(self, parts: int) -> None:
+        self._events: list[list[Accepted]] = [[] for _ in range(parts)]
+        self._partitions: list[list[int]] = [[] for _ in range(parts)]
+        self._offsets: list[list[int]] = [[] for _ in range(parts)]
+
+    def add(self, event: Accepted, partition: int, offset: int) -> None:
+        share = partition % len(self._events)
+        self._events[share].append(event)
+        self._partitions[share].append(partition)
+        self._offsets[share].append(offset)
+
+    def __len__(self) -> int:
+        return sum(map(len, self._events))
+
+    def columns(self) -> list[BatchColumns]:
+        return [BatchColumns.of_events(*share) for share in zip(self._events, self._partitions, self._offsets,
+                                                                strict=True)]
 
 
 def stage_batch(client: Any, batch: BatchColumns) -> None:

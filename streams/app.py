@@ -40,7 +40,7 @@ from ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter
 from ingest.events import Accepted, validate_batch
 from sinks import dead_letters as dead_letter_sink
 from sinks.client import connect
-from sinks.writer import BatchColumns, Positioned, WriteResult, write_events
+from sinks.writer import BatchColumns, BatchShares, WriteResult, write_events
 from sinks.writer_process import WriterPool
 from streams.batches import BatchConsumer, Lease
 from streams.evaluator import AlertEvaluator
@@ -143,18 +143,18 @@ class Prepared(NamedTuple):
     received_at: datetime
 
 
-def split(records: list[ConsumerRecord], catalog: Catalog,
-          now: datetime) -> tuple[list[Positioned], list[DeadLetter]]:
-    accepted: list[Positioned] = []
+def split(records: list[ConsumerRecord], catalog: Catalog, now: datetime,
+          accepted: BatchShares) -> list[DeadLetter]:
+    """Validate ``records``: the accepted go into ``accepted``, the rejected come back as dead letters."""
     rejected: list[DeadLetter] = []
     payloads = [msg.value if isinstance(msg.value, bytes) else (msg.value or b"") for msg in records]
     for msg, raw, verdict in zip(records, payloads, validate_batch(payloads, catalog, now=now), strict=True):
         if isinstance(verdict, Accepted):
-            accepted.append(Positioned(verdict, msg.partition, msg.offset))
+            accepted.add(verdict, msg.partition, msg.offset)
         else:
             origin = f"{msg.topic}/{msg.partition}/{msg.offset}"
             rejected.append(dead_letter(verdict, raw, "worker", origin, now))
-    return accepted, rejected
+    return rejected
 
 
 def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
@@ -190,18 +190,16 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 
     async def prepare_events(records: list[ConsumerRecord]) -> Prepared:
         now = datetime.now(UTC)
-        accepted: list[Positioned] = []
+        accepted = BatchShares(settings.worker_writers)
         rejected: list[DeadLetter] = []
         for start in range(0, len(records), PREPARE_SLICE):
             # Validation is CPU work in the event loop: yield between slices, so the previous
             # batch's write gets going in its thread and heartbeats and fetches keep flowing.
             await asyncio.sleep(0)
-            good, bad = split(records[start:start + PREPARE_SLICE], catalog, now)
-            accepted += good
-            rejected += bad
+            rejected += split(records[start:start + PREPARE_SLICE], catalog, now, accepted)
         if rejected:
             await send_dead_letters(rejected)
-        return Prepared(BatchColumns.parts_of(accepted, settings.worker_writers), len(records), len(rejected), now)
+        return Prepared(accepted.columns(), len(records), len(rejected), now)
 
     async def write_prepared(batch: Prepared, lease: Lease) -> None:
         parts = await sink.call("insert", write_events, batch.parts, batch.received_at, catalog.plan.timezone,
