@@ -9,7 +9,7 @@ Starts its own stack (state in .highland/bench, ports 27xxx), then measures:
   rows visible in ClickHouse, sustained (first row to last row; the group join is excluded and
   printed separately);
 - memory: peak RSS of each worker process, its writer processes included
-  (HIGHLAND_WORKER_WRITERS=1 .venv/bin/python -m bench.run ... measures one writer per worker).
+  (HIGHLAND_WORKER_WRITERS=2 .venv/bin/python -m bench.run ... measures two writers per worker).
 Nothing here is asserted: the numbers are printed for people to judge.
 """
 

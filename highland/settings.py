@@ -69,8 +69,9 @@ class Settings(BaseSettings):
     worker_read_ahead_batches: int = Field(1, ge=1)
     # Writer processes per worker. Each writes, at the same time as the others, the events of its
     # share of the batch's partitions (partition % writers): one key is one partition, so no two
-    # writers ever check the same key (docs/streams.md, "Throughput").
-    worker_writers: int = Field(2, ge=1)
+    # writers ever check the same key. Each also pays the write's ~30 statements per batch, so more
+    # than one only pays on a spare core (docs/streams.md, "Throughput").
+    worker_writers: int = Field(1, ge=1)
     # On a rebalance, how long to wait for the ClickHouse write already sent to finish before
     # releasing the partitions. Below the session (= rebalance) timeout, or the group drops us first.
     worker_revoke_wait_s: float = Field(5.0, gt=0)

@@ -77,6 +77,7 @@ def worker_env(settings: Settings, name: str, tmp: Path) -> dict[str, str]:
         "HIGHLAND_CONSUMER_GROUP": settings.consumer_group,
         "HIGHLAND_WORKER_DATA_DIR": str(tmp / f"faust-{name}"),
         "HIGHLAND_WORKER_BATCH_SIZE": str(settings.worker_batch_size),
+        "HIGHLAND_WORKER_WRITERS": str(settings.worker_writers),
         "HIGHLAND_ALERT_CHECK_SECONDS": str(settings.alert_check_seconds),
         "HIGHLAND_ALERT_WEBHOOK_URL": settings.alert_webhook_url or "",
     }

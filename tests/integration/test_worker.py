@@ -124,6 +124,8 @@ def test_duplicates_revisions_and_late_events_give_the_exact_totals(fast: Settin
 
 
 def test_a_worker_killed_mid_run_and_restarted_loses_and_doubles_nothing(fast: Settings, tmp_path):
+    """With two writer processes, so a batch's parts are in flight at once when the worker dies."""
+    fast = fast.model_copy(update={"worker_writers": 2})
     feed = known_feed(seed=11, flows=6000)
     push(fast, feed)
     first = WorkerProcess(fast, "first", tmp_path)
