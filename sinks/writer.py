@@ -110,9 +110,6 @@ class BatchShares:
         self._partitions[share].append(partition)
         self._offsets[share].append(offset)
 
-    def __len__(self) -> int:
-        return sum(map(len, self._events))
-
     def columns(self) -> list[BatchColumns]:
         return [BatchColumns.of_events(*share) for share in zip(self._events, self._partitions, self._offsets,
                                                                 strict=True)]
