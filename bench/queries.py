@@ -8,7 +8,7 @@ not an hour of Kafka: 2016-2020 observations of the plan's indicators by their o
 spread evenly over every series (each regional indicator per district), 2 % of them sent as a
 revision 0 and corrected by a revision 1, received over the last hour. The per-day series the
 writer would have kept are then built from them with `sinks.daily_series.rebuild` (what migration
-0006 does for events stored before it). Prints p50/p95 per query.
+0007 does for events stored before 0006). Prints p50/p95 per query.
 """
 
 from __future__ import annotations
