@@ -216,6 +216,35 @@ def test_migrate_routes_statements_by_the_cluster_setting(monkeypatch: pytest.Mo
     assert inserts == [f"INSERT INTO {DB}.schema_migrations (version, name) VALUES"] * len(load_migrations())
 
 
+class InstallAtVersion6(RecordingClient):
+    """A database whose observations are still in migration 0006's table, holding events."""
+
+    def execute(self, sql: str, params: Any = None, **_: Any) -> list[Any]:
+        self.executed.append(sql)
+        return [(1,)] if sql.startswith(("EXISTS", "SELECT count()")) else []
+
+
+def test_migration_0007_moves_the_observations_on_a_cluster_through_the_local_tables(chdb_session: Any):
+    """On a cluster, 0007's data step empties the new table's shards, copies through the Distributed
+    names, then drops 0006's Distributed table and its shards' tables -- each statement in a form
+    current ClickHouse parses."""
+    from sinks.migrate import DATA_STEPS
+
+    client = InstallAtVersion6()
+    DATA_STEPS[7](client, DB, CLUSTER)
+    changes = [sql for sql in client.executed if not sql.startswith(("EXISTS", "SELECT"))]
+    assert changes == [
+        f"TRUNCATE TABLE IF EXISTS {DB}.observations_by_series_local ON CLUSTER {CLUSTER}",
+        f"INSERT INTO {DB}.observations_by_series (indicator, region, day, observed_at, agency, event_id, revision, "
+        f"value, sign) SELECT indicator, region, day, observed_at, agency, event_id, revision, value, sign "
+        f"FROM {DB}.observations",
+        f"DROP TABLE IF EXISTS {DB}.observations ON CLUSTER {CLUSTER}",
+        f"DROP TABLE IF EXISTS {DB}.observations_local ON CLUSTER {CLUSTER}",
+    ]
+    for sql in changes:
+        format_query(chdb_session, sql)  # raises on a syntax error
+
+
 # --- 2. syntax on current ClickHouse -------------------------------------------------------------------
 
 def sql_literal(text: str) -> str:
