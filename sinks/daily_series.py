@@ -143,13 +143,14 @@ _COLUMNS = ", ".join(OBSERVATION_COLUMNS)
 # ``key`` (hash of agency, event_id) is one of the batch's (PREWHERE: the other columns are read
 # only there, in the common case nowhere) -- a superset that the exact NOT IN then narrows.
 # ``_obs`` holds distinct rows: the writer's derivation makes them so, ``stage_observations`` too.
-NEW_ROWS = f"""
-    SELECT {_COLUMNS} FROM _obs
-    WHERE (agency, event_id, revision, sign) NOT IN (
-        SELECT agency, event_id, revision, sign FROM {{db}}.{OBSERVATIONS}
-        PREWHERE key {{in_}} (SELECT cityHash64(agency, event_id) FROM _obs)
-        WHERE series {{in_}} (SELECT cityHash64(indicator, region) FROM _obs_days)
-          AND day {{in_}} (SELECT day FROM _obs_days))"""
+def new_rows_sql(db: str, in_: str) -> str:
+    return f"""
+        SELECT {_COLUMNS} FROM _obs
+        WHERE (agency, event_id, revision, sign) NOT IN (
+            SELECT agency, event_id, revision, sign FROM {db}.{OBSERVATIONS}
+            PREWHERE key {in_} (SELECT cityHash64(agency, event_id) FROM _obs)
+            WHERE {series_days_range("_obs_days", in_)})"""
+
 
 # Per series-day, what ``_new`` adds (+1 rows) and removes (-1 rows); ranks as in DayState: the
 # closing candidate's (observed_at, revision, event_id), and the ranks the -1 rows withdraw. One
@@ -187,15 +188,21 @@ def counts_sql(db: str, days: str, in_: str = "IN") -> str:
         FROM (SELECT indicator, region, day, cityHash64(indicator, region) AS series FROM {days}) AS touched
         ANY INNER JOIN (
             SELECT series, day, count() AS rows FROM {db}.{OBSERVATIONS}
-            WHERE series {in_} (SELECT cityHash64(indicator, region) FROM {days}) AND day {in_} (SELECT day FROM {days})
+            WHERE {series_days_range(days, in_)}
             GROUP BY series, day) AS counted USING (series, day)"""
+
+
+def series_days_range(days: str, in_: str = "IN") -> str:
+    """A WHERE for the observation rows of the (series, day) of ``days`` (a table or subquery of
+    (indicator, region, day)), by the primary key's numbers only: a superset when series share a
+    hash, and across series-days (every touched series times every touched day)."""
+    return f"series {in_} (SELECT cityHash64(indicator, region) FROM {days}) AND day {in_} (SELECT day FROM {days})"
 
 
 def days_where(days: str, in_: str = "IN") -> str:
     """A WHERE for the observation rows of the series-days ``days`` (a table or subquery of
     (indicator, region, day)): the primary key's numbers bound the range, the strings decide."""
-    return (f"series {in_} (SELECT cityHash64(indicator, region) FROM {days}) "
-            f"AND day {in_} (SELECT day FROM {days}) AND (indicator, region, day) {in_} {days}")
+    return f"{series_days_range(days, in_)} AND (indicator, region, day) {in_} {days}"
 
 
 def states_sql(db: str, days: str, in_: str = "IN") -> str:
@@ -270,7 +277,7 @@ def begin(client: Any, db: str, rows: Sequence[Observation] | None = None, *, in
     # then an extra row at settle time, and the day is recomputed rather than updated.
     replace_session_table(client, "_obs_days", "SELECT DISTINCT indicator, region, day FROM _obs")
     replace_session_table(client, "_before", counts_sql(db, "_obs_days", in_))
-    replace_session_table(client, "_new", NEW_ROWS.format(db=db, in_=in_))
+    replace_session_table(client, "_new", new_rows_sql(db, in_))
     client.execute(f"INSERT INTO {db}.{OBSERVATIONS} ({_COLUMNS}) SELECT {_COLUMNS} FROM _new")
 
 

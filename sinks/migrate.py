@@ -28,18 +28,22 @@ def _fill_observations_by_series(client: Any, db: str, cluster: str | None) -> N
     """Migration 0007: copy 0006's ``observations`` into ``observations_by_series`` and drop it; or,
     on an install that had events before 0006 ever ran, build the per-day series from the events."""
     from catalog.loader import default_catalog
-    from sinks.daily_series import OBSERVATIONS, rebuild
+    from sinks.cluster import local_name
+    from sinks.daily_series import OBSERVATION_COLUMNS, OBSERVATIONS, rebuild
 
     on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
-    # Sharded tables keep their rows in <name>_local (sinks/cluster.py); TRUNCATE and DROP go there too.
-    stored_in = (lambda name: [f"{db}.{name}_local", f"{db}.{name}"]) if cluster else (lambda name: [f"{db}.{name}"])
+
+    def rows_of(table: str) -> str:  # on a cluster, a sharded table's rows are in <name>_local
+        return f"{db}.{local_name(table) if cluster else table}"
+
     [(old_exists,)] = client.execute(f"EXISTS TABLE {db}.observations")
     if old_exists:
         # A copy cut short by a crash is started again from an empty table, never appended to.
-        client.execute(f"TRUNCATE TABLE IF EXISTS {stored_in(OBSERVATIONS)[0]}{on_cluster}")
-        columns = "indicator, region, day, observed_at, agency, event_id, revision, value, sign"
+        client.execute(f"TRUNCATE TABLE IF EXISTS {rows_of(OBSERVATIONS)}{on_cluster}")
+        columns = ", ".join(OBSERVATION_COLUMNS)
         client.execute(f"INSERT INTO {db}.{OBSERVATIONS} ({columns}) SELECT {columns} FROM {db}.observations")
-        for table in reversed(stored_in("observations")):  # the Distributed table first, then its data
+        # The Distributed table first, then its shards' tables.
+        for table in dict.fromkeys([f"{db}.observations", rows_of("observations")]):
             client.execute(f"DROP TABLE IF EXISTS {table}{on_cluster}")
     [(events,)] = client.execute(f"SELECT count() FROM {db}.events")
     [(rows,)] = client.execute(f"SELECT count() FROM {db}.{OBSERVATIONS}")

@@ -20,6 +20,7 @@ from highland.settings import Settings
 from ingest.events import Accepted, validate
 from sinks.client import connect
 from sinks.daily_series import (
+    OBSERVATION_COLUMNS,
     OBSERVATIONS,
     RECOMPUTE,
     DayState,
@@ -230,7 +231,7 @@ def test_migration_0007_moves_an_installs_observations_once_and_keeps_its_number
     [old_table] = [s for m in load_migrations() if m.version == 6 for s in m.statements
                    if s.startswith("CREATE TABLE IF NOT EXISTS {db}.observations\n")]
     client.execute(render(old_table, name))
-    columns = "indicator, region, day, observed_at, agency, event_id, revision, value, sign"
+    columns = ", ".join(OBSERVATION_COLUMNS)
     client.execute(f"INSERT INTO {name}.observations ({columns}) SELECT {columns} FROM {name}.{OBSERVATIONS}")
 
     for _ in range(2):
