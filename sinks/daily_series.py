@@ -143,13 +143,14 @@ _COLUMNS = ", ".join(OBSERVATION_COLUMNS)
 # ``key`` (hash of agency, event_id) is one of the batch's (PREWHERE: the other columns are read
 # only there, in the common case nowhere) -- a superset that the exact NOT IN then narrows.
 # ``_obs`` holds distinct rows: the writer's derivation makes them so, ``stage_observations`` too.
-def new_rows_sql(db: str, in_: str) -> str:
+def new_rows_sql(db: str, in_: str, rows: str = "_obs", days: str = "_obs_days") -> str:
+    """The rows of the session table ``rows`` not stored yet; ``days``: its distinct series-days."""
     return f"""
-        SELECT {_COLUMNS} FROM _obs
+        SELECT {_COLUMNS} FROM {rows}
         WHERE (agency, event_id, revision, sign) NOT IN (
             SELECT agency, event_id, revision, sign FROM {db}.{OBSERVATIONS}
-            PREWHERE key {in_} (SELECT cityHash64(agency, event_id) FROM _obs)
-            WHERE {series_days_range("_obs_days", in_)})"""
+            PREWHERE key {in_} (SELECT cityHash64(agency, event_id) FROM {rows})
+            WHERE {series_days_range(days, in_)})"""
 
 
 # Per series-day, what ``_new`` adds (+1 rows) and removes (-1 rows); ranks as in DayState: the
@@ -279,6 +280,18 @@ def begin(client: Any, db: str, rows: Sequence[Observation] | None = None, *, in
     replace_session_table(client, "_before", counts_sql(db, "_obs_days", in_))
     replace_session_table(client, "_new", new_rows_sql(db, in_))
     client.execute(f"INSERT INTO {db}.{OBSERVATIONS} ({_COLUMNS}) SELECT {_COLUMNS} FROM _new")
+
+
+def store_missing(client: Any, db: str, rows: str, *, in_: str = "IN") -> int:
+    """Insert the rows of the session table ``rows`` (distinct, OBSERVATION_COLUMNS) that are not
+    stored yet, outside ``begin``'s count: a day they land in is recomputed by ``settle``, never
+    updated in place. Returns how many were missing."""
+    replace_session_table(client, f"{rows}_days", f"SELECT DISTINCT indicator, region, day FROM {rows}")
+    replace_session_table(client, f"{rows}_new", new_rows_sql(db, in_, rows, f"{rows}_days"))
+    [(missing,)] = client.execute(f"SELECT count() FROM {rows}_new")
+    if missing:
+        client.execute(f"INSERT INTO {db}.{OBSERVATIONS} ({_COLUMNS}) SELECT {_COLUMNS} FROM {rows}_new")
+    return int(missing)
 
 
 def settle(client: Any, db: str, also: str | None = None, *, in_: str = "IN") -> dict[str, int]:

@@ -5,18 +5,27 @@ session; every later step is SQL over it, and Python sees only a few numbers bac
 1. ``_stored``: every stored revision of the batch's keys (agency, event_id);
 2. ``_fresh``: the newest revision per key in the batch (equal revisions: the first read), kept
    only if it is above every stored revision. The rest is a re-delivery after a crash, a replay, a
-   duplicate, or an older revision arriving late: skipped, so the live windows (fed by the events
-   INSERT) never count an event twice;
+   duplicate, or an older revision arriving late: skipped;
 3. ``_obs``: the observation rows of the fresh revisions (+1) and of the stored revisions they
    supersede (-1), for the per-day series (sinks/daily_series.py), which stay exact even when a
    row is written twice;
-4. the per-day series' ``begin``, the events INSERT, the series' ``settle`` -- in that order.
+4. the per-day series' ``begin``, the events INSERT;
+5. the reconciliation: every stored revision of the batch's keys is read again, now that the
+   batch's own revisions are stored, and every one below its key's newest gets the -1 row it lacks;
+6. the series' ``settle`` for every day steps 3 and 5 touched.
 
-The check-then-insert is safe because one (agency, event_id) always arrives on one partition
-(key ``indicator|region``), and one partition is written by one worker, and inside it by one writer
-process (sinks/writer_process.py), at a time. Temporary tables
-live as long as the connection: a failed attempt leaves nothing behind, and the retry (on a new
-connection) starts again from ``_batch``.
+Steps 1-3 read a snapshot, and nothing makes it current: another writer (another worker, another
+writer process) may be storing another revision of the same key at the same time, because nothing
+ties a key to one partition -- a revision may move an observation to another indicator or region
+(another message key), and clients partition keys differently. Step 5 closes that gap without any
+premise on partitioning: of two writers that store revisions of one key, each reads after its own
+INSERT returned, so the one whose reconciliation starts last sees both revisions (if the other's
+INSERT had not returned when this reconciliation began, it returned after this writer's INSERT,
+hence before the other's reconciliation) and writes the -1 row. A writer that dies before step 5
+has its batch re-delivered, and the re-delivery reconciles the same keys (docs/streams.md).
+
+Temporary tables live as long as the connection: a failed attempt leaves nothing behind, and the
+retry (on a new connection) starts again from ``_batch``.
 """
 
 from __future__ import annotations
@@ -56,11 +65,12 @@ class WriteResult:
     inserted: int
     skipped: int  # already stored, or superseded by a higher revision
     indicators: frozenset[str]  # indicators whose numbers may have changed
+    reconciled: int = 0  # -1 rows the reconciliation had to add: revisions stored by concurrent writers
 
     @classmethod
     def of_parts(cls, results: Sequence[WriteResult]) -> WriteResult:
         return cls(sum(r.inserted for r in results), sum(r.skipped for r in results),
-                   frozenset().union(*(r.indicators for r in results)))
+                   frozenset().union(*(r.indicators for r in results)), sum(r.reconciled for r in results))
 
 
 class BatchColumns(NamedTuple):
@@ -151,6 +161,26 @@ def observations_sql(tz: str) -> str:
         tz, -1, "FROM _stored WHERE (agency, event_id) IN (SELECT agency, event_id FROM _fresh)"))
 
 
+# Every stored revision below its key's newest, as the -1 observation rows that withdraw it.
+_SUPERSEDED = """
+    FROM _stored_now
+    ANY INNER JOIN (SELECT agency, event_id, max(revision) AS newest FROM _stored_now GROUP BY agency, event_id)
+    AS newest USING (agency, event_id)
+    WHERE revision < newest"""
+
+
+def reconcile(client: Any, db: str, tz: str, in_: str) -> int:
+    """Step 5: read the batch keys' stored revisions again (``_stored_now``, after the events
+    INSERT) and store the -1 row of every superseded one that lacks it; returns how many lacked it.
+    Idempotent: rows found are not written again."""
+    replace_session_table(client, "_stored_now", stored_revisions_sql(db, in_))
+    replace_session_table(client, "_superseded", observation_rows_sql(tz, -1, _SUPERSEDED))
+    [(superseded,)] = client.execute("SELECT count() FROM _superseded")
+    if not superseded:
+        return 0
+    return daily_series.store_missing(client, db, "_superseded", in_=in_)
+
+
 def write_events(client: Any, db: str, batch: BatchColumns | Sequence[Positioned], received_at: datetime,
                  tz: str, cluster: bool = False) -> WriteResult:
     """Insert what is new in ``batch``; idempotent, so a failed call can simply be repeated.
@@ -172,11 +202,13 @@ def write_events(client: Any, db: str, batch: BatchColumns | Sequence[Positioned
         SELECT agency, event_id, revision, indicator, region, value, unit, raw_value, observed_at,
                toDateTime(%(received_at)s), kafka_partition, kafka_offset
         FROM _fresh""", {"received_at": int(received_at.timestamp())})
-    # Also the days of revisions stored earlier: a previous attempt may have died before settling.
-    daily_series.settle(client, db,
-                        also=f"SELECT indicator, region, toDate(observed_at, {zone_literal(tz)}) FROM _stored", in_=in_)
+    reconciled = reconcile(client, db, tz, in_)
+    # Also the days of every stored revision: a previous attempt may have died before settling, and
+    # the reconciliation may have withdrawn a revision another writer stored.
+    daily_series.settle(client, db, also=f"SELECT indicator, region, toDate(observed_at, {zone_literal(tz)}) "
+                                         "FROM _stored_now", in_=in_)
     # A revision may move an event to another indicator: then both indicators' numbers change.
     touched = client.execute("SELECT indicator, countIf(sign > 0) FROM _obs GROUP BY indicator")
     inserted = sum(n for _, n in touched)
     return WriteResult(inserted=inserted, skipped=len(batch) - inserted,
-                       indicators=frozenset(indicator for indicator, _ in touched))
+                       indicators=frozenset(indicator for indicator, _ in touched), reconciled=reconciled)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -344,3 +346,76 @@ def test_rows_another_writer_added_without_settling_are_not_hidden_by_an_update(
     state = read_states(client, name, [DAY])[DAY]
     assert state == from_scratch(client, name)
     assert state[:4] == (3, 3, 60.0, 30.0)
+
+
+# --- two writers storing revisions of one observation at the same time --------------------------------
+
+class HeldAfterSnapshot:
+    """A writer's connection that, once it has read which revisions are stored (``_fresh``), waits
+    for the other writer to have read too: both then write from snapshots that miss each other's
+    revision -- what two workers (or writer processes) do when a revision's key sits on another
+    partition than its predecessor's (another region or indicator, or another client's partitioner)."""
+
+    def __init__(self, client: Any, barrier: threading.Barrier) -> None:
+        self.client, self.barrier = client, barrier
+
+    def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        result = self.client.execute(sql, *args, **kwargs)
+        if sql.startswith("CREATE TEMPORARY TABLE _fresh "):
+            self.barrier.wait(timeout=30)
+        return result
+
+
+def write_concurrently(settings: Settings, name: str, *batches: list[dict]) -> None:
+    barrier = threading.Barrier(len(batches))
+    clients = [connect(settings) for _ in batches]
+    try:
+        with ThreadPoolExecutor(len(batches)) as pool:
+            done = [pool.submit(write_events, HeldAfterSnapshot(c, barrier), name, positioned(b), datetime.now(UTC), TZ)
+                    for c, b in zip(clients, batches, strict=True)]
+            for future in done:
+                future.result()
+    finally:
+        for c in clients:
+            c.disconnect()
+
+
+def test_two_writers_storing_two_corrections_of_one_flow_at_once_count_only_the_newest(db: tuple[Any, str],
+                                                                                       isolated: Settings):
+    """Revisions 100 -> 200 and 300 of one turnover figure, the last two written at the same time:
+    the year's flow is 300 (CONTRACT §1: the highest revision replaces the others)."""
+    client, name = db
+    original = event("t-1", "cq_commerce", "ecommerce_turnover", 100, "亿元", "2019-05-01T10:00:00+08:00")
+    write_events(client, name, positioned([original]), datetime.now(UTC), TZ)
+    write_concurrently(isolated, name, [{**original, "revision": 1, "value": 200}],
+                       [{**original, "revision": 2, "value": 300}])
+    feed = [original, {**original, "revision": 1, "value": 200}, {**original, "revision": 2, "value": 300}]
+    assert query_actuals(client, name, CATALOG, date(2019, 12, 31))["ecommerce_turnover"].value == 300
+    assert_exact(client, name, feed)
+
+
+def test_a_level_moved_to_another_district_while_its_original_is_written_counts_once(db: tuple[Any, str],
+                                                                                    isolated: Settings):
+    """A district's port count, corrected to another district (another message key, so possibly
+    another partition and writer) while the original is being written: the city total is the
+    correction's 5,000 ports, not 6,000."""
+    client, name = db
+    original = event("p-1", "cq_comms_admin", "fiber_broadband_ports", 1000, "ports", "2019-05-01T10:00:00+08:00",
+                     region="wanzhou")
+    moved = {**original, "revision": 1, "value": 5000, "region": "yubei"}
+    write_concurrently(isolated, name, [original], [moved])
+    assert query_actuals(client, name, CATALOG, date(2019, 12, 31))["fiber_broadband_ports"].value == 5000
+    assert_exact(client, name, [original, moved])
+
+
+def test_a_correction_moved_to_another_indicator_and_year_while_the_next_one_is_written(db: tuple[Any, str],
+                                                                                       isolated: Settings):
+    """Three revisions of one event in three batches, the last two at once and each in another
+    indicator's or year's series: only the newest counts, whichever writer finishes first."""
+    client, name = db
+    original = event("m-1", "cq_commerce", "ecommerce_turnover", 10, "亿元", "2018-12-31T23:30:00+08:00")
+    first = {**original, "revision": 1, "indicator": "crossborder_ecommerce", "observed_at": "2019-01-01T00:30:00+08:00"}
+    second = {**original, "revision": 2, "value": 40}
+    write_events(client, name, positioned([original]), datetime.now(UTC), TZ)
+    write_concurrently(isolated, name, [second], [first])
+    assert_exact(client, name, [original, first, second])
