@@ -12,22 +12,21 @@ supersedes it, in that revision's own day. A revision is live while it has no -1
 never removed, so the row count of a series-day only grows, and a ``daily_series`` row carries as
 ``version`` the row count it reflects: the highest version is the newest state.
 
-Per batch (``begin`` before the events INSERT that marks the revisions stored, ``settle`` after),
-on the batch's observation rows in ``_obs``, a temporary table of the writer's session, all in
-ClickHouse (a backfill batch touches thousands of days; only two numbers come back to Python):
+Per batch (``begin`` and ``settle``, after the events INSERT; sinks/writer.py), on the observation
+rows that the stored revisions of the batch's keys imply, in ``_obs``, a temporary table of the
+writer's session, all in ClickHouse (a backfill batch touches thousands of days; only two numbers
+come back to Python):
 1. count each touched day's rows (``_before``), then look up which of the batch's rows exist already
-   (a previous attempt of the same batch) and insert only the others (``_new``);
-2. after the events INSERT, count again (``after``), read each day's state and sum up its new
-   rows. They are applied to the state (+1: count, sum, close; -1: the revision is removed) only
-   when the state reflects exactly the rows counted before (``version == before``) and nothing but
-   our rows was added since (``after == before + len(new)``) -- the common case, costing O(batch),
-   not O(day);
+   (a previous attempt of the same batch, another writer's) and insert only the others (``_new``);
+2. count again (``after``), read each day's state and sum up its new rows. They are applied to the
+   state (+1: count, sum, close; -1: the revision is removed) only when the state reflects exactly
+   the rows counted before (``version == before``) and nothing but our rows was added since
+   (``after == before + len(new)``) -- the common case, costing O(batch), not O(day);
 3. otherwise (another writer touched the day, a worker died between steps, a correction removed the
    day's closing observation) the day is recomputed from all its rows, grouping the rows of each
    revision first, so copies change nothing.
 A worker that dies anywhere re-reads the batch: rows found are not written twice, and a day whose
-state lags its rows is recomputed. Days of the batch keys' stored revisions are settled too, so a
-death between the events INSERT and ``settle`` is repaired by the re-delivery.
+state lags its rows is recomputed.
 
 The counts of steps 1-2 are taken per (``series``, day), ``series`` being the hash of (indicator,
 region) that orders the table: numbers are what 18.16 filters and groups fast. Two series sharing a
@@ -135,6 +134,19 @@ def observation_rows_sql(tz: str, sign: int, source: str) -> str:
 
 
 _COLUMNS = ", ".join(OBSERVATION_COLUMNS)
+
+
+def implied_rows_sql(tz: str, stored: str) -> str:
+    """The observation rows that the stored revisions in the session table ``stored`` (events-shaped
+    rows, every stored revision of some keys) imply: +1 for each revision, -1 for each one below its
+    key's newest, each in that revision's own day."""
+    superseded = f"""
+        FROM {stored}
+        ANY INNER JOIN (SELECT agency, event_id, max(revision) AS newest FROM {stored} GROUP BY agency, event_id)
+        AS newest USING (agency, event_id)
+        WHERE revision < newest"""
+    return (observation_rows_sql(tz, 1, f"FROM {stored}") + "\n        UNION ALL"
+            + observation_rows_sql(tz, -1, superseded))
 # The rows of ``_obs`` not stored yet (a previous attempt of the same batch may have stored some).
 # 18.16 builds a set of tuples ~3x slower than a set of one column, and tests a row against it ~4x
 # slower (at 1 M stored events, 50,000-row batches: 82 ms for this look-up with tuple sets, 38

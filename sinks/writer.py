@@ -4,25 +4,24 @@ A batch crosses from Python to ClickHouse once, into ``_batch``, a temporary tab
 session; every later step is SQL over it, and Python sees only a few numbers back. Per batch:
 1. ``_stored``: every stored revision of the batch's keys (agency, event_id);
 2. ``_fresh``: the newest revision per key in the batch (equal revisions: the first read), kept
-   only if it is above every stored revision. The rest is a re-delivery after a crash, a replay, a
-   duplicate, or an older revision arriving late: skipped;
-3. ``_obs``: the observation rows of the fresh revisions (+1) and of the stored revisions they
-   supersede (-1), for the per-day series (sinks/daily_series.py), which stay exact even when a
-   row is written twice;
-4. the per-day series' ``begin``, the events INSERT;
-5. the reconciliation: every stored revision of the batch's keys is read again, now that the
-   batch's own revisions are stored, and every one below its key's newest gets the -1 row it lacks;
-6. the series' ``settle`` for every day steps 3 and 5 touched.
+   only if it is above every stored revision, and INSERTed into ``events``. The rest is a
+   re-delivery after a crash, a replay, a duplicate, or an older revision arriving late: skipped, so
+   the live windows (fed by that INSERT) count an arrival once;
+3. ``_stored_now``: every stored revision of the batch's keys again, read after that INSERT;
+4. ``_obs``: the observation rows ``_stored_now`` implies (sinks/daily_series.py): +1 for every
+   stored revision, -1 for every one below its key's newest -- then the per-day series' ``begin``
+   (stores the rows not stored yet) and ``settle``.
 
-Steps 1-3 read a snapshot, and nothing makes it current: another writer (another worker, another
-writer process) may be storing another revision of the same key at the same time, because nothing
-ties a key to one partition -- a revision may move an observation to another indicator or region
-(another message key), and clients partition keys differently. Step 5 closes that gap without any
-premise on partitioning: of two writers that store revisions of one key, each reads after its own
-INSERT returned, so the one whose reconciliation starts last sees both revisions (if the other's
-INSERT had not returned when this reconciliation began, it returned after this writer's INSERT,
-hence before the other's reconciliation) and writes the -1 row. A writer that dies before step 5
-has its batch re-delivered, and the re-delivery reconciles the same keys (docs/streams.md).
+The observations are derived from what ``events`` holds *after* the batch's INSERT, never from the
+snapshot of step 1, and that is what keeps the numbers exact without any premise on partitioning.
+Two writers (workers, writer processes) may store revisions of one key at the same time: a revision
+may move an observation to another indicator or region (another message key), and clients partition
+keys differently. Each reads step 3 after its own INSERT returned, so the one whose step 3 starts
+last sees both revisions (if the other's INSERT had not returned when that read began, it returned
+after this writer's INSERT, hence before the other's read) and writes the -1 row; rows already
+stored are not written again. A writer that dies after its INSERT has its batch re-delivered: its
+revisions are then found stored (not fresh), and step 4 derives and stores their rows all the same.
+And no observation row exists for a revision ``events`` does not hold.
 
 Temporary tables live as long as the connection: a failed attempt leaves nothing behind, and the
 retry (on a new connection) starts again from ``_batch``.
@@ -37,7 +36,7 @@ from typing import Any, NamedTuple
 
 from ingest.events import Accepted
 from sinks import daily_series
-from sinks.daily_series import membership, observation_rows_sql, replace_session_table, stage_columns, zone_literal
+from sinks.daily_series import membership, replace_session_table, stage_columns
 
 EVENT_COLUMNS = ("agency", "event_id", "revision", "indicator", "region", "value", "unit", "raw_value",
                  "observed_at", "received_at", "kafka_partition", "kafka_offset")
@@ -65,12 +64,11 @@ class WriteResult:
     inserted: int
     skipped: int  # already stored, or superseded by a higher revision
     indicators: frozenset[str]  # indicators whose numbers may have changed
-    reconciled: int = 0  # -1 rows the reconciliation had to add: revisions stored by concurrent writers
 
     @classmethod
     def of_parts(cls, results: Sequence[WriteResult]) -> WriteResult:
         return cls(sum(r.inserted for r in results), sum(r.skipped for r in results),
-                   frozenset().union(*(r.indicators for r in results)), sum(r.reconciled for r in results))
+                   frozenset().union(*(r.indicators for r in results)))
 
 
 class BatchColumns(NamedTuple):
@@ -130,8 +128,9 @@ def stage_batch(client: Any, batch: BatchColumns) -> None:
     stage_columns(client, "_batch", BATCH_STRUCTURE, batch.columns)
 
 
-def stored_revisions_sql(db: str, in_: str) -> str:
-    """Every stored revision of the batch's keys (copies of a row once); ``in_``: membership().
+def stored_revisions_sql(db: str, in_: str, keys: str = "_batch") -> str:
+    """Every stored revision of the keys in the session table ``keys`` (agency, event_id columns;
+    copies of a row once); ``in_``: membership().
 
     Found by one column at a time, as a superset: 18.16 builds a set of 50,000 (agency, event_id)
     tuples in ~25 ms, of one column in ~8. Rows of other keys that match both columns (another
@@ -139,7 +138,7 @@ def stored_revisions_sql(db: str, in_: str) -> str:
     at worst an extra day is settled."""
     return f"""
         SELECT DISTINCT agency, event_id, revision, indicator, region, observed_at, value FROM {db}.events
-        WHERE agency {in_} (SELECT agency FROM _batch) AND event_id {in_} (SELECT event_id FROM _batch)"""
+        WHERE agency {in_} (SELECT agency FROM {keys}) AND event_id {in_} (SELECT event_id FROM {keys})"""
 
 
 # The newest revision per key in the batch (ties: the first read), above every stored revision.
@@ -153,32 +152,6 @@ FRESH = f"""
     ANY LEFT JOIN (SELECT agency, event_id, max(revision) AS top_stored, 1 AS is_stored FROM _stored
                    GROUP BY agency, event_id) AS stored USING (agency, event_id)
     WHERE is_stored = 0 OR revision > top_stored"""
-
-
-def observations_sql(tz: str) -> str:
-    """+1 for each fresh revision, -1 for each stored revision of its key, in that revision's day."""
-    return (observation_rows_sql(tz, 1, "FROM _fresh") + "\n        UNION ALL" + observation_rows_sql(
-        tz, -1, "FROM _stored WHERE (agency, event_id) IN (SELECT agency, event_id FROM _fresh)"))
-
-
-# Every stored revision below its key's newest, as the -1 observation rows that withdraw it.
-_SUPERSEDED = """
-    FROM _stored_now
-    ANY INNER JOIN (SELECT agency, event_id, max(revision) AS newest FROM _stored_now GROUP BY agency, event_id)
-    AS newest USING (agency, event_id)
-    WHERE revision < newest"""
-
-
-def reconcile(client: Any, db: str, tz: str, in_: str) -> int:
-    """Step 5: read the batch keys' stored revisions again (``_stored_now``, after the events
-    INSERT) and store the -1 row of every superseded one that lacks it; returns how many lacked it.
-    Idempotent: rows found are not written again."""
-    replace_session_table(client, "_stored_now", stored_revisions_sql(db, in_))
-    replace_session_table(client, "_superseded", observation_rows_sql(tz, -1, _SUPERSEDED))
-    [(superseded,)] = client.execute("SELECT count() FROM _superseded")
-    if not superseded:
-        return 0
-    return daily_series.store_missing(client, db, "_superseded", in_=in_)
 
 
 def write_events(client: Any, db: str, batch: BatchColumns | Sequence[Positioned], received_at: datetime,
@@ -196,19 +169,16 @@ def write_events(client: Any, db: str, batch: BatchColumns | Sequence[Positioned
     stage_batch(client, batch)
     replace_session_table(client, "_stored", stored_revisions_sql(db, in_))
     replace_session_table(client, "_fresh", FRESH)
-    replace_session_table(client, "_obs", observations_sql(tz))
-    daily_series.begin(client, db, in_=in_)
+    [(fresh,)] = client.execute("SELECT count() FROM _fresh")
     client.execute(f"""INSERT INTO {db}.events ({', '.join(EVENT_COLUMNS)})
         SELECT agency, event_id, revision, indicator, region, value, unit, raw_value, observed_at,
                toDateTime(%(received_at)s), kafka_partition, kafka_offset
         FROM _fresh""", {"received_at": int(received_at.timestamp())})
-    reconciled = reconcile(client, db, tz, in_)
-    # Also the days of every stored revision: a previous attempt may have died before settling, and
-    # the reconciliation may have withdrawn a revision another writer stored.
-    daily_series.settle(client, db, also=f"SELECT indicator, region, toDate(observed_at, {zone_literal(tz)}) "
-                                         "FROM _stored_now", in_=in_)
+    replace_session_table(client, "_stored_now", stored_revisions_sql(db, in_))
+    replace_session_table(client, "_obs", daily_series.implied_rows_sql(tz, "_stored_now"))
+    daily_series.begin(client, db, in_=in_)
+    daily_series.settle(client, db, in_=in_)
     # A revision may move an event to another indicator: then both indicators' numbers change.
-    touched = client.execute("SELECT indicator, countIf(sign > 0) FROM _obs GROUP BY indicator")
-    inserted = sum(n for _, n in touched)
-    return WriteResult(inserted=inserted, skipped=len(batch) - inserted,
-                       indicators=frozenset(indicator for indicator, _ in touched), reconciled=reconciled)
+    touched = client.execute("SELECT DISTINCT indicator FROM _obs")
+    return WriteResult(inserted=fresh, skipped=len(batch) - fresh,
+                       indicators=frozenset(indicator for (indicator,) in touched))
