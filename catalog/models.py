@@ -15,6 +15,9 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CITY_WIDE = "chongqing"
+# The largest value (in the indicator's unit) an event may carry unless the catalog says otherwise
+# (CONTRACT §1.1): a bound on every accepted value keeps every sum of them finite.
+DEFAULT_MAX_VALUE = 1e15
 CODE_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
@@ -83,6 +86,9 @@ class Indicator(_Strict):
     agency: str = Field(pattern=CODE_PATTERN)
     cadence_days: int = Field(ge=1, le=3660)
     allow_negative: bool = False
+    # Values above it (or below -max_value where negatives are allowed) are rejected as
+    # out_of_range; compared after unit conversion.
+    max_value: float = Field(default=DEFAULT_MAX_VALUE, gt=0, allow_inf_nan=False)
     thresholds: Thresholds | None = None
     note: str | None = None
     # Year whose end the path starts from when there is no baseline; the catalog fills it in

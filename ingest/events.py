@@ -1,9 +1,10 @@
 """The metric event, version 1 (CONTRACT.md §1), and the one function that accepts or rejects it.
 
 ``validate`` is called by every door (``highland push``, the HTTP gateway) and again by the stream
-worker, because a producer can't be trusted to have validated. It never raises on bad input: the
-answer is an ``Accepted`` event (value converted to the indicator's unit, time in UTC) or a
-``Rejected`` with one of the contract's reasons and a human-readable detail.
+worker, because a producer can't be trusted to have validated. It never raises, whatever the input:
+the answer is an ``Accepted`` event (value converted to the indicator's unit, time in UTC) or a
+``Rejected`` with one of the contract's reasons and a human-readable detail. The rules of §1.1
+(ranges, JSON, the ``schema`` header) and the order in which they are checked are in docs/events.md.
 """
 
 from __future__ import annotations
@@ -12,19 +13,30 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import MINYEAR, UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple, NotRequired
 
-from pydantic import AwareDatetime, ConfigDict, Field, Json, TypeAdapter, ValidationError, with_config
+from pydantic import ConfigDict, Field, Json, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict  # pydantic needs this TypedDict before Python 3.12
 
 from catalog.models import CITY_WIDE, Catalog
 
-SCHEMA_HEADER = ("schema", b"metric-event/1")
+SCHEMA_V1 = b"metric-event/1"
+SCHEMA_HEADER = ("schema", SCHEMA_V1)
 MAX_PAYLOAD_BYTES = 64 * 1024
 FUTURE_TOLERANCE = timedelta(days=1)
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# RFC 3339 date-time (its section 5.6, with the lower-case "t"/"z" and the space separator it
+# permits). Digits are spelled [0-9]: the regex engine's \d would also match other scripts' digits.
+# The pattern keeps "1700000000" and other ISO 8601 forms out; the calendar (month lengths, hour
+# 23 at most) is checked by the parser.
+RFC3339_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+                   r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$")
+# CONTRACT §1.1: what every store on the path can hold.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2105, 12, 31, 23, 59, 59, tzinfo=UTC)
+BOM = b"\xef\xbb\xbf"
 
 
 class Reason(StrEnum):
@@ -36,6 +48,7 @@ class Reason(StrEnum):
     NOT_FINITE = "not_finite"
     NEGATIVE_VALUE = "negative_value"
     FUTURE_TIMESTAMP = "future_timestamp"
+    OUT_OF_RANGE = "out_of_range"
     FORBIDDEN_AGENCY = "forbidden_agency"
     UNAUTHENTICATED = "unauthenticated"
     PAYLOAD_TOO_LARGE = "payload_too_large"
@@ -56,8 +69,9 @@ class MetricEvent(TypedDict):
     region: NotRequired[Annotated[str, Field(min_length=1, max_length=64)]]
     value: Annotated[float, Field(strict=True)]
     unit: Annotated[str, Field(min_length=1, max_length=32)]
-    # RFC 3339 text only (strict): a bare number is not a timestamp with an offset.
-    observed_at: Annotated[AwareDatetime, Field(strict=True)]
+    # RFC 3339 text only: a number, or a number in a string, is not a timestamp with an offset.
+    # Parsed in ``_check_meaning``: a datetime type would take "1700000000" as epoch seconds.
+    observed_at: Annotated[str, Field(pattern=RFC3339_PATTERN, strict=True)]
 
 
 _ONE = TypeAdapter(MetricEvent)
@@ -110,36 +124,87 @@ def validate(payload: bytes | str | dict[str, Any], catalog: Catalog, *, now: da
     ``pushed_by`` is the authenticated agency of the door it came through, if any: an agency may
     only push events in its own name.
     """
-    if not isinstance(payload, (bytes, str)):  # a tuple: no union built per call
-        payload = to_json(payload)
-    size = len(payload.encode() if isinstance(payload, str) else payload)
-    if size > MAX_PAYLOAD_BYTES:
-        return Rejected(Reason.PAYLOAD_TOO_LARGE, f"{size} bytes > {MAX_PAYLOAD_BYTES}", pushed_by)
+    raw = _json_bytes(payload)
+    if isinstance(raw, Rejected):
+        return Rejected(raw.reason, raw.detail, pushed_by)
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        return Rejected(Reason.PAYLOAD_TOO_LARGE, f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}", pushed_by)
     try:
-        event = _ONE.validate_json(payload)
+        event = _ONE.validate_json(raw)
     except ValidationError as exc:
-        return _schema_rejection(exc, pushed_by, _agency_hint(payload))
-    return _check_meaning(event, catalog, (now or datetime.now(UTC)) + FUTURE_TOLERANCE, pushed_by)
+        return _schema_rejection(exc, raw, pushed_by)
+    return _check_meaning(event, raw, catalog, _latest(now or datetime.now(UTC)), pushed_by)
 
 
-def validate_batch(payloads: Sequence[bytes], catalog: Catalog, *, now: datetime) -> list[Verdict]:
+def validate_batch(payloads: Sequence[bytes], catalog: Catalog, *, now: datetime,
+                   headers: Sequence[Sequence[tuple[str, bytes | None]]] | None = None) -> list[Verdict]:
     """``validate`` for each of ``payloads`` (the worker's path): the same schema and checks, with
     one call into pydantic for all of them while they all fit the schema. Should one not, they are
-    validated one by one, so that each reject gets its own reason."""
+    validated one by one, so that each reject gets its own reason.
+
+    ``headers``: each payload's Kafka record headers, if it came from one; a record whose ``schema``
+    header names another schema is rejected without reading it."""
+    if headers is not None:
+        foreign = {i: schema for i, h in enumerate(headers) if h and (schema := schema_of(h)) != SCHEMA_V1}
+        if foreign:
+            rest = iter(validate_batch([p for i, p in enumerate(payloads) if i not in foreign], catalog, now=now))
+            return [_foreign_schema(foreign[i]) if i in foreign else next(rest) for i in range(len(payloads))]
     if all(len(payload) <= MAX_PAYLOAD_BYTES for payload in payloads):
         try:
             events = _MANY.validate_python(payloads)
         except ValidationError:
             pass
         else:
-            latest = now + FUTURE_TOLERANCE
-            return [_check_meaning(event, catalog, latest, None) for event in events]
+            latest = _latest(now)
+            return [_check_meaning(event, raw, catalog, latest, None)
+                    for event, raw in zip(events, payloads, strict=True)]
     return [validate(payload, catalog, now=now) for payload in payloads]
 
 
+def schema_of(headers: Sequence[tuple[str, bytes | None]]) -> bytes | None:
+    """The schema a Kafka record declares in its ``schema`` header(s): version 1 without one
+    (CONTRACT §1.1); else the first value that is not version 1 (None: a header without a value)."""
+    for name, value in headers:
+        if name == SCHEMA_HEADER[0] and value != SCHEMA_V1:
+            return value
+    return SCHEMA_V1
+
+
 def to_json(event: dict[str, Any]) -> bytes:
-    """Serialize a decoded event (CSV row, element of a JSON batch) the one time it is sent."""
+    """Serialize a decoded event (CSV row, element of a JSON batch) the one time it is sent.
+    (NaN and Infinity are written as such on purpose: the validator must see them to reject them
+    as not_finite, rather than a null it would call a schema violation.)"""
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=True).encode()
+
+
+def _json_bytes(payload: bytes | str | dict[str, Any]) -> bytes | Rejected:
+    """The payload as the UTF-8 bytes of a JSON text, without a leading byte-order mark; or why
+    it can't be one (agency left to the caller)."""
+    if isinstance(payload, bytes):
+        return payload[3:] if payload[:3] == BOM else payload
+    if isinstance(payload, str):
+        try:
+            raw = payload.encode()
+        except UnicodeEncodeError as exc:
+            return Rejected(Reason.MALFORMED_JSON, f"not valid Unicode: {exc.reason} at {exc.start}")
+        return raw[3:] if raw[:3] == BOM else raw
+    try:
+        return to_json(payload)
+    except UnicodeEncodeError as exc:  # before ValueError, its base class
+        return Rejected(Reason.MALFORMED_JSON, f"not valid Unicode: {exc.reason} at {exc.start}")
+    except (TypeError, ValueError, RecursionError) as exc:
+        return Rejected(Reason.SCHEMA_VIOLATION, f"not representable as JSON: {exc}")
+
+
+def _latest(now: datetime) -> datetime:
+    """The latest acceptable observed_at at ``now``: the future rule or the range's end."""
+    latest = now + FUTURE_TOLERANCE
+    return latest if latest < LATEST else LATEST  # not min(): the doors call this for every event
+
+
+def _foreign_schema(schema: bytes | None) -> Rejected:
+    return Rejected(Reason.SCHEMA_VIOLATION, f"schema header {schema!r}: this topic carries "
+                    f"{SCHEMA_V1.decode()} (a record without the header is read as such)")
 
 
 class _Route(NamedTuple):
@@ -149,6 +214,8 @@ class _Route(NamedTuple):
     unit: str
     factor: float
     allow_negative: bool
+    low: float  # the value's bounds in the indicator's unit
+    high: float
 
 
 class _RouteKey(NamedTuple):
@@ -191,15 +258,32 @@ def _catalog_route(key: _RouteKey, catalog: Catalog) -> _Route | Rejected:
         known = ", ".join([indicator.unit, *indicator.unit_aliases])
         return Rejected(Reason.UNIT_MISMATCH, f"unit {key.unit!r} for {indicator.code!r}; known: {known}",
                         agency)
-    return _Route(indicator.code, indicator.unit, factor, indicator.allow_negative)
+    low = -indicator.max_value if indicator.allow_negative else 0.0
+    return _Route(indicator.code, indicator.unit, factor, indicator.allow_negative, low, indicator.max_value)
 
 
 _new_tuple = tuple.__new__
+_fromisoformat = datetime.fromisoformat
+# Where a time beyond Python's calendar lands (year 1 at +14:00, year 9999 at -14:00, year 0): it is
+# out of range either way, and must not raise.
+_BEFORE_ALL = datetime.min.replace(tzinfo=UTC)
+_AFTER_ALL = datetime.max.replace(tzinfo=UTC)
 
 
-def _check_meaning(event: MetricEvent, catalog: Catalog, latest: datetime, pushed_by: str | None) -> Verdict:
-    """The catalog's and the clock's rules; ``latest``: the latest acceptable observed_at."""
+def _check_meaning(event: MetricEvent, raw: bytes, catalog: Catalog, latest: datetime,
+                   pushed_by: str | None) -> Verdict:
+    """The rules beyond the schema: a repeated member, the observed_at calendar, the catalog's and
+    the clock's rules. ``raw``: the JSON ``event`` was read from; ``latest``: see ``_latest``."""
     agency, raw_value, raw_unit = event["agency"], event["value"], event["unit"]
+    # One count of quotes clears nearly every event (``_quotes``, inlined: it runs for each one).
+    if raw.count(b'"') != 2 * (2 * len(event) - 1 - ("revision" in event)) and _repeats_a_member(event, raw):
+        return Rejected(Reason.MALFORMED_JSON, "an object repeats a member name", pushed_by or agency)
+    try:
+        observed = _fromisoformat(event["observed_at"]).astimezone(UTC)  # then compared in one zone
+    except (ValueError, OverflowError):
+        observed = _unusual_instant(event["observed_at"])
+        if isinstance(observed, Rejected):
+            return Rejected(observed.reason, observed.detail, pushed_by or agency)
     if pushed_by is not None and agency != pushed_by:
         return Rejected(Reason.FORBIDDEN_AGENCY, f"event is in the name of {agency!r}, pushed by {pushed_by!r}",
                         pushed_by)
@@ -208,24 +292,71 @@ def _check_meaning(event: MetricEvent, catalog: Catalog, latest: datetime, pushe
     if isinstance(route, Rejected):
         return route
     value = raw_value * route.factor
-    if not math.isfinite(value):
-        return Rejected(Reason.NOT_FINITE, f"value {raw_value!r} {raw_unit} is not finite", agency)
-    if value < 0 and not route.allow_negative:
-        return Rejected(Reason.NEGATIVE_VALUE, f"{route.indicator!r} does not allow negative values", agency)
-    observed = event["observed_at"].astimezone(UTC)  # then compared in one zone: half the cost
-    if observed > latest:
-        return Rejected(Reason.FUTURE_TIMESTAMP, f"observed_at {event['observed_at'].isoformat()} is more than "
-                        "1 day in the future", agency)
+    if not route.low <= value <= route.high:  # also false for NaN
+        return _value_rejection(value, raw_value, raw_unit, route, agency)
+    if not EARLIEST <= observed <= latest:
+        return _time_rejection(observed, event["observed_at"], agency)
     # tuple.__new__ skips NamedTuple's Python-level __new__: ~0.3 us of the worker's ~7 an event.
     return _new_tuple(Accepted, (agency, event["event_id"], event.get("revision", DEFAULT_REVISION), route.indicator,
                                  region, value, route.unit, raw_value, raw_unit, observed))
 
 
-def _schema_rejection(exc: ValidationError, pushed_by: str | None, agency: object) -> Rejected:
+def _quotes(event: MetricEvent) -> int:
+    """The delimiting quotes of a JSON text that fits the schema and holds ``event`` with no member
+    named twice: it is one flat object, and each of its strings is a member name or the value of a
+    text field (all but ``value`` and ``revision``), so ``2 * len(event) - 1 - has revision`` strings."""
+    return 2 * (2 * len(event) - 1 - ("revision" in event))
+
+
+def _repeats_a_member(event: MetricEvent, raw: bytes) -> bool:
+    """Whether ``raw``, which fits the schema, names a member twice (the parser keeps the last).
+    A repeated name adds a string; escaped quotes inside strings are not delimiters, and once the
+    escaped backslashes are removed, each remaining backslash-quote is one."""
+    text = raw.replace(b"\\\\", b"")
+    return text.count(b'"') - text.count(b'\\"') != _quotes(event)
+
+
+def _unusual_instant(text: str) -> datetime | Rejected:
+    """observed_at (RFC 3339 by the schema's pattern) that the fast parse refused: lower-case "t"
+    or "z", year 0000, an instant outside Python's calendar once in UTC, or not a calendar date."""
+    upper = text.upper()
+    year_zero = upper.startswith("0000")
+    try:
+        # Year 0 (1 BC) and year 2000 are both leap years: same months, same days.
+        parsed = _fromisoformat("2000" + upper[4:] if year_zero else upper)
+    except ValueError as exc:
+        return Rejected(Reason.SCHEMA_VIOLATION, f"observed_at {text!r} is not a date-time: {exc}")
+    if year_zero:
+        return _BEFORE_ALL
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return _BEFORE_ALL if parsed.year == MINYEAR else _AFTER_ALL
+
+
+def _value_rejection(value: float, raw_value: float, raw_unit: str, route: _Route, agency: str) -> Rejected:
+    if not math.isfinite(value):
+        return Rejected(Reason.NOT_FINITE, f"value {raw_value!r} {raw_unit} is not finite", agency)
+    if value < 0 and not route.allow_negative:
+        return Rejected(Reason.NEGATIVE_VALUE, f"{route.indicator!r} does not allow negative values", agency)
+    return Rejected(Reason.OUT_OF_RANGE, f"value {raw_value!r} {raw_unit} ({value!r} {route.unit}) is outside "
+                    f"[{route.low!r}, {route.high!r}] for {route.indicator!r}", agency)
+
+
+def _time_rejection(observed: datetime, text: str, agency: str) -> Rejected:
+    if not EARLIEST <= observed <= LATEST:
+        return Rejected(Reason.OUT_OF_RANGE, f"observed_at {text} is outside [{EARLIEST:%Y-%m-%dT%H:%M:%SZ}, "
+                        f"{LATEST:%Y-%m-%dT%H:%M:%SZ}]", agency)
+    return Rejected(Reason.FUTURE_TIMESTAMP, f"observed_at {text} is more than 1 day in the future", agency)
+
+
+def _schema_rejection(exc: ValidationError, raw: bytes, pushed_by: str | None) -> Rejected:
     errors = exc.errors(include_url=False, include_input=False)
-    who = pushed_by or (agency if isinstance(agency, str) and agency else None)
+    who = pushed_by or _agency_hint(raw)
     if any(e["type"] == "json_invalid" for e in errors):
         return Rejected(Reason.MALFORMED_JSON, _first(errors), who)
+    if _has_repeated_member(raw):
+        return Rejected(Reason.MALFORMED_JSON, "an object repeats a member name", who)
     if any(e["type"] in {"finite_number"} for e in errors):
         return Rejected(Reason.NOT_FINITE, _first(errors), who)
     return Rejected(Reason.SCHEMA_VIOLATION, _first(errors), who)
@@ -235,12 +366,37 @@ def _first(errors: list[Any]) -> str:
     parts = []
     for e in errors[:3]:
         where = ".".join(str(p) for p in e["loc"]) or "event"
-        parts.append(f"{where}: {e['msg']}")
+        msg = e["msg"]
+        if e["type"] == "string_pattern_mismatch" and where == "observed_at":
+            msg = "should be an RFC 3339 date-time with an offset, e.g. 2019-05-01T00:00:00+08:00"
+        parts.append(f"{where}: {msg}")
     more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
     return "; ".join(parts) + more
 
 
-def _agency_hint(payload: bytes | str) -> str | None:
+class _RepeatedMember(Exception):
+    pass
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> None:
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise _RepeatedMember
+
+
+def _has_repeated_member(raw: bytes) -> bool:
+    """Whether any object in ``raw`` (valid JSON to pydantic) names a member twice, at any depth.
+    Numbers stay text: only the structure matters, and huge integers must not fail the parse."""
+    try:
+        json.loads(raw.decode(), object_pairs_hook=_unique_members, parse_int=str, parse_float=str,
+                   parse_constant=str)
+    except _RepeatedMember:
+        return True
+    except (ValueError, RecursionError):
+        pass
+    return False
+
+
+def _agency_hint(payload: bytes) -> str | None:
     """Best effort: the agency of an event that failed validation, for the dead-letter record."""
     try:
         data = json.loads(payload)
