@@ -3,6 +3,7 @@
 CSV: a header row of event fields; cells are typed the way JSON would carry them (``revision`` an
 integer, ``value`` a number, empty cells left out so defaults apply); a cell that does not parse
 stays text and fails validation with a clear reason. JSON Lines: one event per line, sent as is.
+A UTF-8 byte-order mark at the start of either is ignored (CONTRACT §1.1).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from ingest.events import to_json
+from ingest.events import BOM, to_json
 
 CSV_SUFFIXES = {".csv"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
@@ -46,8 +47,9 @@ def read_rows(path: Path) -> Iterator[Row]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row]:
-    name, number, rest = path.name, 0, b""
+    name, number = path.name, 0
     with path.open("rb") as f:
+        rest = f.read(len(BOM)).removeprefix(BOM)  # a byte-order mark is not part of the first row
         # 1 MiB at a time, split in bulk: far cheaper than reading line by line.
         while chunk := f.read(1 << 20):
             lines = (rest + chunk).split(b"\n")

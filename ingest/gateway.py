@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,12 +28,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from catalog.models import Catalog
+from highland import strict_json
 from highland.settings import Settings
 from ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter
-from ingest.events import MAX_PAYLOAD_BYTES, SCHEMA_HEADER, Accepted, Reason, Rejected, to_json, validate
+from ingest.events import BOM, MAX_PAYLOAD_BYTES, SCHEMA_HEADER, Accepted, Reason, Rejected, validate
 
 log = logging.getLogger("highland.gateway")
 TOKEN_CACHE_SECONDS = 30.0
+_DECODER = json.JSONDecoder()
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace, nothing else
 
 
 @dataclass
@@ -95,21 +99,54 @@ class Gateway:
         return agency
 
 
+def _json_response(data: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=strict_json.dumps)
+
+
 class BrokerDown(RuntimeError):
     pass
 
 
 def split_body(body: bytes, content_type: str) -> list[bytes] | None:
-    """The request's events as separate JSON payloads; None if the body is not JSON at all."""
+    """The request's events as separate JSON payloads, each as sent (so the validator judges its
+    repeated member names and lone surrogates); None if the body is not UTF-8 JSON at all. A
+    byte-order mark at the start of the body is ignored (CONTRACT §1.1)."""
+    body = body.removeprefix(BOM)
     if content_type in ("application/x-ndjson", "application/ndjson", "application/jsonl"):
         return [line.strip() for line in body.splitlines() if line.strip()]
     try:
-        data = json.loads(body)
+        text = body.decode()
+        start = _skip_whitespace(text, 0)
+        if text[start:start + 1] == "[":
+            return _array_items(text, start + 1)
+        json.loads(text)
     except (ValueError, RecursionError):
         return None
-    if isinstance(data, list):
-        return [to_json(item) if isinstance(item, dict) else json.dumps(item).encode() for item in data]
     return [body]
+
+
+def _array_items(text: str, index: int) -> list[bytes] | None:
+    """The text of each element of the JSON array whose "[" ends at ``index``, not re-serialized:
+    a parse and a dump would silently drop a repeated member name. None if not a JSON array."""
+    items: list[bytes] = []
+    index = _skip_whitespace(text, index)
+    if text[index:index + 1] == "]":
+        return items if _skip_whitespace(text, index + 1) == len(text) else None
+    while True:
+        _, end = _DECODER.raw_decode(text, index)
+        items.append(text[index:end].encode())
+        index = _skip_whitespace(text, end)
+        separator = text[index:index + 1]
+        index = _skip_whitespace(text, index + 1)
+        if separator == "]":
+            return items if index == len(text) else None
+        if separator != ",":
+            return None
+
+
+def _skip_whitespace(text: str, index: int) -> int:
+    match = _WHITESPACE.match(text, index)
+    return match.end() if match else index
 
 
 def _status(results: list[dict[str, Any]]) -> int:
@@ -151,17 +188,17 @@ def create_app(gateway: Gateway) -> web.Application:
         try:
             await gateway.deliver(accepted, rejected)
         except BrokerDown as exc:
-            return web.json_response({"error": "broker_unavailable", "detail": str(exc),
+            return _json_response({"error": "broker_unavailable", "detail": str(exc),
                                       "accepted": 0, "retry": True}, status=503)
-        return web.json_response({"accepted": len(accepted), "rejected": len(rejected), "results": results},
+        return _json_response({"accepted": len(accepted), "rejected": len(rejected), "results": results},
                                  status=_status(results))
 
     async def health(_request: web.Request) -> web.Response:
         try:
             await gateway.ensure_producer()
         except BrokerDown as exc:
-            return web.json_response({"status": "unavailable", "broker": False, "detail": str(exc)}, status=503)
-        return web.json_response({"status": "ok", "broker": True})
+            return _json_response({"status": "unavailable", "broker": False, "detail": str(exc)}, status=503)
+        return _json_response({"status": "ok", "broker": True})
 
     async def on_cleanup(_app: web.Application) -> None:
         await gateway.close()
@@ -194,7 +231,7 @@ async def _refuse(gateway: Gateway, status: int, reason: Reason, detail: str, bo
         await gateway.deliver([], [record])
     except BrokerDown:
         log.error("could not dead-letter a refused request (%s): broker down", reason.value)
-    return web.json_response({"error": reason.value, "detail": detail}, status=status)
+    return _json_response({"error": reason.value, "detail": detail}, status=status)
 
 
 def serve(settings: Settings, catalog: Catalog, host: str, port: int) -> None:
