@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections import Counter
@@ -16,6 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from highland import strict_json
 from highland.settings import Settings, get_settings
 
 app = typer.Typer(help="Highland: progress of the Chongqing Internet-economy plan targets, live.",
@@ -32,7 +32,7 @@ err = Console(stderr=True)
 
 
 def _print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.write(strict_json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 # --- stack ----------------------------------------------------------------------------------------

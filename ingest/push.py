@@ -59,7 +59,7 @@ class _RejectLog:
         self._file.write(json.dumps({"origin": origin, "reason": verdict.reason.value,
                                      "detail": verdict.detail,
                                      "payload": payload.decode("utf-8", "replace")},
-                                    ensure_ascii=False) + "\n")
+                                    ensure_ascii=False, allow_nan=False) + "\n")
 
     def close(self) -> bool:
         if self._file is None:

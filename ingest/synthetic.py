@@ -127,6 +127,6 @@ def write_feeds(catalog: Catalog, out_dir: Path, seed: int = 2016) -> dict[str, 
         path = out_dir / f"{agency}.jsonl"
         with path.open("w", encoding="utf-8") as f:
             for row in rows:
-                f.write((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n")
+                f.write((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False, allow_nan=False)) + "\n")
         files[agency] = path
     return files

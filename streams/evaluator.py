@@ -10,7 +10,6 @@ the background: a slow webhook never blocks ingestion.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import asdict
 from datetime import date, datetime
@@ -18,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from catalog.models import Catalog
+from highland import strict_json
 from highland.settings import Settings
 from sinks import alerts as alert_sink
 from sinks.alerts import Alert
@@ -61,7 +61,7 @@ def evaluate_if_changed(client: Any, db: str, catalog: Catalog, now: datetime,
 
 
 def alert_json(alert: Alert) -> bytes:
-    return json.dumps(asdict(alert), default=str, ensure_ascii=False).encode()
+    return strict_json.dumps(asdict(alert), default=str, ensure_ascii=False).encode()
 
 
 class AlertEvaluator:
