@@ -12,6 +12,12 @@ restarted worker could write a batch while the orphan still writes the same one:
 kills it with its parent (even one killed by SIGKILL), elsewhere it sees the parent gone within
 ``PARENT_CHECK_S``. It ignores SIGINT and SIGTERM, so a Ctrl-C or a stop signal sent to the whole
 process group can't cut a write in half: the worker's shutdown decides when it ends.
+
+A write runs under the poison-record policy (streams/poison.py) in the child itself, over its own
+connection: ``write_isolated`` sets aside the rows a column can't hold, bisects the rest on any
+failure that is not the infrastructure's, and answers with what was written and the rows that
+could not be (the worker dead-letters them). Only an infrastructure failure comes back as
+retryable (``WriteFailed``); anything else that escapes is a ``WriterCrashed``.
 """
 
 from __future__ import annotations
@@ -29,12 +35,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from multiprocessing.connection import Connection
-from typing import Any, TypeVar
-
-from clickhouse_driver.errors import Error as ClickHouseError
+from typing import Any, NamedTuple, TypeVar
 
 from highland.settings import Settings
 from sinks.client import connect
+from sinks.writer import BATCH_STRUCTURE, BatchColumns
+from streams.poison import Failure, PoisonPolicy, classify, describe, out_of_bounds
 
 log = logging.getLogger("highland.worker")
 T = TypeVar("T")
@@ -43,11 +49,58 @@ _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class WriteFailed(OSError):
-    """ClickHouse (or the connection to it) failed in the writer process: worth a retry."""
+    """The infrastructure (ClickHouse, the connection, the process) failed: worth a retry."""
 
 
 class WriterCrashed(RuntimeError):
-    """The call raised something else in the writer process (a bug): not worth a retry."""
+    """The call raised something else in the writer process (a bug, or a failure no record could
+    be blamed for): not worth a retry."""
+
+
+class PoisonRow(NamedTuple):
+    """A row of a batch part that could not be written because of its content."""
+
+    partition: int
+    offset: int
+    agency: str
+    failure: str  # streams.poison.Failure
+    error: str
+
+
+class IsolatedPart(NamedTuple):
+    results: list[Any]  # what each successful write returned
+    poisoned: list[PoisonRow]
+
+
+_COLUMN = {name: i for i, (name, _) in enumerate(BATCH_STRUCTURE)}
+POLICY = PoisonPolicy()
+
+
+def _cut(batch: BatchColumns, start: int, stop: int) -> BatchColumns:
+    return BatchColumns([column[start:stop] for column in batch.columns])
+
+
+def _without(batch: BatchColumns, rows: set[int]) -> BatchColumns:
+    return BatchColumns([[v for i, v in enumerate(column) if i not in rows] for column in batch.columns])
+
+
+def _poison_row(batch: BatchColumns, row: int, failure: Failure, error: str) -> PoisonRow:
+    columns = batch.columns
+    return PoisonRow(columns[_COLUMN["kafka_partition"]][row], columns[_COLUMN["kafka_offset"]][row],
+                     columns[_COLUMN["agency"]][row], failure.value, error)
+
+
+def write_isolated(write: Callable[..., T], client: Any, db: str, part: BatchColumns, *args: Any) -> IsolatedPart:
+    """``write(client, db, part, *args)`` under the poison-record policy: rows holding a number
+    their column can't hold are set aside unwritten, the rest is bisected on a content failure."""
+    bounds = out_of_bounds(BATCH_STRUCTURE, part.columns)
+    poisoned = [_poison_row(part, row, Failure.CONTENT, why) for row, why in sorted(bounds.items())]
+    rest = _without(part, set(bounds)) if bounds else part
+    if not len(rest):
+        return IsolatedPart([], poisoned)
+    outcome = POLICY.write(lambda batch: write(client, db, batch, *args), rest, len(rest), _cut)
+    poisoned += [_poison_row(p.record, 0, p.failure, p.error) for p in outcome.poisoned]
+    return IsolatedPart(outcome.results, poisoned)
 
 
 class WriterProcess:
@@ -178,11 +231,12 @@ def serve(conn: Connection, settings: Settings, parent: int) -> None:
             if client is None:
                 client = connect(settings)
             reply: tuple[bool, Any] = (True, fn(client, settings.clickhouse_database, *args))
-        except (ClickHouseError, OSError, EOFError) as exc:
+        except Exception as exc:
             if client is not None:
                 client.disconnect()
             client = None  # reconnect next time: the server may have restarted
-            reply = (False, ("retry", f"{type(exc).__name__}: {exc}"))
-        except Exception:  # a bug: the parent crashes the worker with its text
-            reply = (False, ("crash", traceback.format_exc()))
+            if classify(exc) is Failure.INFRASTRUCTURE:
+                reply = (False, ("retry", describe(exc)))
+            else:  # a bug, content no policy isolated, or Unisolated: the parent crashes the worker
+                reply = (False, ("crash", traceback.format_exc()))
         conn.send(reply)

@@ -43,22 +43,27 @@ class Lease:
     """The right to write one batch and commit its offsets.
 
     The write stage runs its one durable write through ``attempt``; that write is the batch's last
-    step, so an attempt that succeeded means the batch is done (a revocation then commits it)."""
+    step, so an attempt that succeeded means the batch is done (a revocation then commits it) --
+    unless its result says otherwise (``done``): a write that left poison records behind is done
+    only once their dead letters are sent, so a revocation in between leaves it uncommitted."""
 
     def __init__(self, owner: BatchConsumer, offsets: dict[TopicPartition, int]) -> None:
         self._owner = owner
         self._generation = owner.generation
         self.offsets = offsets  # next offset to read per partition, i.e. what to commit
         self.inflight: asyncio.Future[Any] | None = None
+        self._done: Callable[[Any], bool] | None = None
 
     @property
     def valid(self) -> bool:
         return self._generation == self._owner.generation
 
-    async def attempt(self, fn: Callable[..., T], *args: Any) -> T:
-        """One try of ``fn(*args)`` in a thread, tracked so a revocation can wait for it."""
+    async def attempt(self, fn: Callable[..., T], *args: Any, done: Callable[[T], bool] | None = None) -> T:
+        """One try of ``fn(*args)`` in a thread, tracked so a revocation can wait for it. ``done``:
+        whether its result completes the batch (by default any result does)."""
         if not self.valid:
             raise LeaseLost()
+        self._done = done
         self.inflight = asyncio.ensure_future(asyncio.to_thread(fn, *args))
         # Shielded: cancelling the caller can't stop the thread, and the attempt must stay
         # visible to the revocation that waits for it.
@@ -67,7 +72,9 @@ class Lease:
     @property
     def written(self) -> bool:
         fut = self.inflight
-        return fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None
+        if fut is None or not fut.done() or fut.cancelled() or fut.exception() is not None:
+            return False
+        return self._done is None or self._done(fut.result())
 
 
 Prepare = Callable[[list[ConsumerRecord]], Awaitable[Any]]

@@ -105,6 +105,33 @@ def test_a_write_in_flight_at_revocation_is_awaited_and_its_batch_committed_befo
     asyncio.run(scenario())
 
 
+def test_a_write_that_left_poison_records_is_not_committed_by_a_revocation_before_their_dead_letters_are_sent():
+    """The write succeeded, but the dead letters of its poison records are still to be sent: a
+    revocation now must leave the batch to the next owner (who isolates them again), not commit it."""
+    sent, finish = threading.Event(), threading.Event()
+
+    def insert_with_poison(rows: list[int]) -> list[int]:
+        sent.set()
+        assert finish.wait(5)
+        return [2]  # the poisoned rows
+
+    async def scenario() -> None:
+        async def store(rows: list[int], lease: Lease) -> None:
+            await lease.attempt(insert_with_poison, rows, done=lambda poisoned: not poisoned)
+            await asyncio.sleep(0.5)  # sending their dead letters
+
+        batches, kafka = consumer(store)
+        storing = asyncio.ensure_future(batches._handle([1, 2, 3], Lease(batches, dict(OFFSETS))))
+        await until(sent.is_set)
+        releasing = asyncio.ensure_future(batches.release("partitions revoked"))
+        finish.set()
+        await asyncio.wait_for(releasing, 5)
+        assert await asyncio.wait_for(storing, 5) is True
+        assert kafka.commits == []
+
+    asyncio.run(scenario())
+
+
 def test_a_failed_write_in_flight_at_revocation_is_not_committed():
     sent, finish = threading.Event(), threading.Event()
 
