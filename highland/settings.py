@@ -75,7 +75,12 @@ class Settings(BaseSettings):
     # On a rebalance, how long to wait for the ClickHouse write already sent to finish before
     # releasing the partitions. Below the session (= rebalance) timeout, or the group drops us first.
     worker_revoke_wait_s: float = Field(5.0, gt=0)
+    # A batch still being written (or its dead letters stored) after this long is reported stuck:
+    # logged, counted, shown by the worker's /health (docs/streams.md, "Poison records and liveness").
+    worker_stuck_after_s: float = Field(30.0, gt=0)
     worker_web_port: int = 26066
+    # The Faust web server, with the worker's /health. Off by default: each worker on one host
+    # needs a port of its own.
     worker_web_enabled: bool = False
     worker_data_dir: Path | None = None  # Faust's data folder; default <state_dir>/faust
     # How often the group's evaluator recomputes statuses and feed freshness.

@@ -8,7 +8,9 @@ steps 3-4 of the one before):
 2. rejects are sent to the dead-letter topic and their delivery awaited;
 3. accepted events are written to ClickHouse by the worker's writer processes, each its share of
    the partitions (idempotent: each (agency, event_id, revision) once), retried until ClickHouse
-   answers, but only while this worker still owns the partitions;
+   answers, but only while this worker still owns the partitions. Under the poison-record policy
+   (streams/poison.py): events the store refuses for their content are dead-lettered
+   (``out_of_range``), never retried; only infrastructure failures are;
 4. only then are the batch's offsets committed.
 A worker killed at any point re-reads at most the uncommitted batches, and the writer skips what
 is already stored (see docs/streams.md).
@@ -24,26 +26,31 @@ import asyncio
 import gc
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, NamedTuple
 
 import faust
 from aiokafka import ConsumerRecord
 from clickhouse_driver.errors import Error as ClickHouseError
 from faust.app.base import BootStrategy
-from mode import ServiceT
+from faust.types import EventT
+from mode import Service, ServiceT
 
 from catalog.loader import default_catalog
 from catalog.models import Catalog
 from highland.settings import Settings
-from ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter
-from ingest.events import Accepted, validate_batch
+from ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter, unreadable
+from ingest.events import Accepted, Reason, Rejected, Verdict, validate_batch
 from sinks import dead_letters as dead_letter_sink
 from sinks.client import connect
 from sinks.writer import BatchColumns, BatchShares, WriteResult, write_events
-from sinks.writer_process import WriterPool
+from sinks.writer_process import IsolatedPart, PoisonRow, WriterPool, write_isolated
 from streams.batches import BatchConsumer, Lease
 from streams.evaluator import AlertEvaluator
+from streams.health import Health
+from streams.poison import Failure, Unisolated, classify
 
 log = logging.getLogger("highland.worker")
 # The Faust app's own group (dead letters only). The events consumer keeps ``consumer_group``: it
@@ -61,15 +68,18 @@ GIL_SWITCH_INTERVAL_S = 0.0002
 # (measured: 12.1 -> 5.8 us an event, docs/streams.md). The few cycles (futures, tracebacks) are
 # still collected: young ones every 100,000 allocations, all every 20 million.
 GC_THRESHOLDS = (100_000, 20, 10)
+STUCK_CHECK_S = 1.0  # how often batches in progress are checked for being stuck
+CRASH_CHECK_S = 0.2  # how soon a crashed app makes the worker leave
 
 
 class ClickHouseSink:
     """One ClickHouse connection per worker, used from a worker thread so the event loop (and
     with it the group heartbeat) never blocks on a slow or restarting server."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, health: Health | None = None) -> None:
         self.settings = settings
         self.db = settings.clickhouse_database
+        self.health = health
         self._client: Any = None
 
     @property
@@ -84,19 +94,26 @@ class ClickHouseSink:
     def _failed(self) -> None:
         self._client = None  # reconnect: the server may have restarted
 
-    async def call(self, what: str, fn: Any, *args: Any, lease: Lease | None = None) -> Any:
+    async def call(self, what: str, fn: Any, *args: Any, lease: Lease | None = None,
+                   done: Callable[[Any], bool] | None = None) -> Any:
         """Run ``fn(client, db, *args)`` in a thread, retrying until ClickHouse answers; under a
-        ``lease``, only while it holds (``LeaseLost`` once the partitions are gone)."""
+        ``lease``, only while it holds (``LeaseLost`` once the partitions are gone; ``done``: see
+        ``Lease.attempt``). A failure of the content is never retried (it would be forever): the
+        poison-record policy inside ``fn`` keeps those from getting here."""
         delay = 0.2
         while True:
             target, full = self._target(fn, args)
             try:
                 if lease is not None:
-                    return await lease.attempt(target, *full)
+                    return await lease.attempt(target, *full, done=done)
                 return await asyncio.to_thread(target, *full)
             except (ClickHouseError, OSError, EOFError) as exc:
+                if classify(exc) is Failure.CONTENT:
+                    raise
                 log.warning("ClickHouse %s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__,
                             exc, delay)
+                if self.health is not None:
+                    self.health.counters.infrastructure_retries += 1
                 self._failed()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -107,8 +124,8 @@ class ProcessSink(ClickHouseSink):
     ``call(what, fn, parts, *args)`` runs ``fn(client, db, part, *args)`` for each part, each in a
     process of its own, at the same time."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, health: Health | None = None) -> None:
+        super().__init__(settings, health)
         self.pool = WriterPool(settings, settings.worker_writers)
 
     def _target(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
@@ -141,6 +158,28 @@ class Prepared(NamedTuple):
     read: int
     rejected: int
     received_at: datetime
+    records: list[ConsumerRecord]  # as read: the raw payload of an event the store refuses
+
+
+def _origin(msg: ConsumerRecord) -> str:
+    return f"{msg.topic}/{msg.partition}/{msg.offset}"
+
+
+def _verdicts(payloads: list[bytes], headers: list[Any], catalog: Catalog, now: datetime) -> list[Verdict]:
+    """``validate_batch``; should it raise (a validator bug), each payload on its own, and one that
+    still raises is rejected with the error: one record must not crash the worker, for ever."""
+    try:
+        return validate_batch(payloads, catalog, now=now, headers=headers)
+    except Exception:
+        log.exception("the validator raised on a batch; validating its events one by one")
+    verdicts: list[Verdict] = []
+    for payload, header in zip(payloads, headers, strict=True):
+        try:
+            verdicts += validate_batch([payload], catalog, now=now, headers=[header])
+        except Exception as exc:
+            verdicts.append(Rejected(Reason.SCHEMA_VIOLATION, f"the validator failed on it: {type(exc).__name__}: "
+                                                              f"{exc}"[:500]))
+    return verdicts
 
 
 def split(records: list[ConsumerRecord], catalog: Catalog, now: datetime,
@@ -148,13 +187,58 @@ def split(records: list[ConsumerRecord], catalog: Catalog, now: datetime,
     """Validate ``records``: the accepted go into ``accepted``, the rejected come back as dead letters."""
     rejected: list[DeadLetter] = []
     payloads = [msg.value if isinstance(msg.value, bytes) else (msg.value or b"") for msg in records]
-    for msg, raw, verdict in zip(records, payloads, validate_batch(payloads, catalog, now=now), strict=True):
+    headers = [msg.headers for msg in records]  # a foreign ``schema`` header: rejected unread
+    for msg, raw, verdict in zip(records, payloads, _verdicts(payloads, headers, catalog, now), strict=True):
         if isinstance(verdict, Accepted):
             accepted.add(verdict, msg.partition, msg.offset)
         else:
-            origin = f"{msg.topic}/{msg.partition}/{msg.offset}"
-            rejected.append(dead_letter(verdict, raw, "worker", origin, now))
+            rejected.append(dead_letter(verdict, raw, "worker", _origin(msg), now))
     return rejected
+
+
+def poison_letters(batch: Prepared, poisoned: list[PoisonRow]) -> list[DeadLetter]:
+    """Dead letters (``out_of_range``: CONTRACT §1.1, what every store can hold) for the accepted
+    events the store refused for their content, with their payloads as read."""
+    read = {(msg.partition, msg.offset): msg for msg in batch.records}
+    letters = []
+    for row in poisoned:
+        msg = read[(row.partition, row.offset)]
+        detail = f"accepted, but the store can't hold it ({row.failure}): {row.error}"
+        letters.append(dead_letter(Rejected(Reason.OUT_OF_RANGE, detail, row.agency), msg.value or b"", "worker",
+                                   _origin(msg), batch.received_at))
+    return letters
+
+
+def _nothing_poisoned(parts: list[IsolatedPart]) -> bool:
+    """A batch whose write left poisoned events is done only once their dead letters are sent."""
+    return not any(part.poisoned for part in parts)
+
+
+def read_dead_letter(msg: Any, now: datetime) -> tuple[int, int, DeadLetter, bool]:
+    """A record of the dead-letter topic as (partition, offset, dead letter, readable)."""
+    try:
+        return msg.partition, msg.offset, DeadLetter.model_validate_json(msg.value), True
+    except (ValueError, TypeError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("unreadable dead letter at %s/%s/%s stored as one of its own: %s", msg.topic, msg.partition,
+                    msg.offset, why)
+        return msg.partition, msg.offset, unreadable(msg.value or b"", why, _origin(msg), now), False
+
+
+class _Worker(faust.Worker):
+    """Faust's worker, but a crashed app ends the process with a non-zero status: mode marks the
+    app crashed and logs it, yet the worker would keep running and no supervisor restart it."""
+
+    @Service.task
+    async def _leave_when_crashed(self) -> None:
+        while not self.should_stop:
+            if self.app.crashed:
+                log.critical("the worker crashed (%r); stopping, exit status non-zero", self.app.crash_reason)
+                self.crash_reason = self.app.crash_reason  # what execute_from_commandline re-raises
+                # Not awaited here: stopping cancels this very task.
+                self._stopping = asyncio.ensure_future(self.stop())
+                return
+            await self.sleep(CRASH_CHECK_S)
 
 
 def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
@@ -174,14 +258,18 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         stream_wait_empty=False,
         web_enabled=settings.worker_web_enabled,
         web_port=settings.worker_web_port,
+        web_bind="127.0.0.1",
         store="memory://",
         datadir=str(settings.worker_data_dir or settings.state_dir / "faust"),
     )
     dlq_topic = app.topic(settings.topic_dlq, key_serializer="raw", value_serializer="raw", allow_empty=True)
+    health = Health(settings.worker_stuck_after_s)
+    app.health = health  # type: ignore[attr-defined]
     # One connection per concurrent user: a clickhouse-driver connection runs one query at a time.
-    sink = ProcessSink(settings)
-    dlq_sink = ClickHouseSink(settings)
+    sink = ProcessSink(settings, health)
+    dlq_sink = ClickHouseSink(settings, health)
     evaluator = AlertEvaluator(settings, catalog, ClickHouseSink(settings))
+    events_watch, dead_letters_watch = health.watch("events"), health.watch("dead_letters")
 
     async def send_dead_letters(records: list[DeadLetter]) -> None:
         futures = [await app.producer.send(settings.topic_dlq, r.key, r.to_bytes(), None, None,
@@ -199,31 +287,60 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
             rejected += split(records[start:start + PREPARE_SLICE], catalog, now, accepted)
         if rejected:
             await send_dead_letters(rejected)
-        return Prepared(accepted.columns(), len(records), len(rejected), now)
+        return Prepared(accepted.columns(), len(records), len(rejected), now, records)
 
     async def write_prepared(batch: Prepared, lease: Lease) -> None:
-        parts = await sink.call("insert", write_events, batch.parts, batch.received_at, catalog.plan.timezone,
-                                settings.clickhouse_cluster is not None, lease=lease)
-        result = WriteResult.of_parts(parts)
-        log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected",
-                 batch.read, result.inserted, result.skipped, batch.rejected)
+        with events_watch.running():
+            parts: list[IsolatedPart] = await sink.call(
+                "insert", partial(write_isolated, write_events), batch.parts, batch.received_at,
+                catalog.plan.timezone, settings.clickhouse_cluster is not None, lease=lease, done=_nothing_poisoned)
+            poisoned = [row for part in parts for row in part.poisoned]
+            if poisoned:
+                for row in poisoned:
+                    log.warning("poison event at partition %d offset %d dead-lettered: %s", row.partition,
+                                row.offset, row.error)
+                await send_dead_letters(poison_letters(batch, poisoned))
+        result = WriteResult.of_parts([r for part in parts for r in part.results])
+        health.counters.batches_written += 1
+        health.counters.events_stored += result.inserted
+        health.counters.poison_dead_lettered += len(poisoned)
+        health.counters.events_rejected += batch.rejected
+        log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected, %d poison",
+                 batch.read, result.inserted, result.skipped, batch.rejected, len(poisoned))
 
     events = BatchConsumer(settings, settings.topic_events, prepare_events, write_prepared, on_error=app.crash)
     app.boot_strategy = _EventsEarly(app, events)
 
+    async def store_dead_letter_batch(events: list[EventT]) -> None:
+        with dead_letters_watch.running():
+            now = datetime.now(UTC)
+            read = [read_dead_letter(event.message, now) for event in events]
+            report = await dlq_sink.call("dead-letter insert", dead_letter_sink.store_isolated,
+                                         [(p, o, letter) for p, o, letter, _ in read], now)
+        unreadable_count = sum(not readable for *_, readable in read)
+        health.counters.dead_letters_stored += report.stored + report.sanitized
+        health.counters.dead_letters_sanitized += report.sanitized + unreadable_count
+        health.counters.dead_letters_skipped += report.skipped
+
     @app.agent(dlq_topic)
     async def store_dead_letters(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(1000, within=1.0):
-            records = []
-            for event in events:
-                msg = event.message
-                try:
-                    records.append((msg.partition, msg.offset, DeadLetter.model_validate_json(msg.value)))
-                except ValueError:
-                    log.error("unreadable dead letter at %s/%s/%s skipped", msg.topic, msg.partition, msg.offset)
-            await dlq_sink.call("dead-letter insert", dead_letter_sink.store, records)
+            try:
+                await store_dead_letter_batch(events)
+            except Unisolated as exc:  # see streams/poison.py: restart from the last commit
+                log.error("storing dead letters failed with nothing to blame; crashing the worker", exc_info=exc)
+                await app.crash(exc)
+                return
             for event in events:
                 await stream.ack(event)
+
+    @app.timer(interval=STUCK_CHECK_S)
+    async def report_stuck_batches() -> None:
+        health.check_stuck()
+
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        return web.json(health.report())
 
     @app.task
     async def start_writer() -> None:
@@ -242,7 +359,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel)
+    worker = _Worker(app, loglevel=loglevel)
     # What exists now (modules, the catalog, Faust's services) is never garbage: out of the
     # collector's sight. Then collect young objects 140x less often than Python's default.
     gc.freeze()

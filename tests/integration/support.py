@@ -80,6 +80,9 @@ def worker_env(settings: Settings, name: str, tmp: Path) -> dict[str, str]:
         "HIGHLAND_WORKER_WRITERS": str(settings.worker_writers),
         "HIGHLAND_ALERT_CHECK_SECONDS": str(settings.alert_check_seconds),
         "HIGHLAND_ALERT_WEBHOOK_URL": settings.alert_webhook_url or "",
+        "HIGHLAND_WORKER_STUCK_AFTER_S": str(settings.worker_stuck_after_s),
+        "HIGHLAND_WORKER_WEB_ENABLED": str(settings.worker_web_enabled).lower(),
+        "HIGHLAND_WORKER_WEB_PORT": str(settings.worker_web_port),
     }
 
 
