@@ -68,9 +68,9 @@ class Settings(BaseSettings):
     # Batches read ahead of the one being prepared (memory: about 1 KB per event read ahead).
     worker_read_ahead_batches: int = Field(1, ge=1)
     # Writer processes per worker. Each writes, at the same time as the others, the events of its
-    # share of the batch's partitions (partition % writers): one key is one partition, so no two
-    # writers ever check the same key. Each also pays the write's ~30 statements per batch, so more
-    # than one only pays on a spare core (docs/streams.md, "Throughput").
+    # share of the batch's partitions (partition % writers); the write stays exact when two of them
+    # (or two workers) store revisions of one observation at once (sinks/writer.py). Each also pays
+    # the write's statements per batch, so more than one only pays on a spare core (docs/streams.md).
     worker_writers: int = Field(1, ge=1)
     # On a rebalance, how long to wait for the ClickHouse write already sent to finish before
     # releasing the partitions. Below the session (= rebalance) timeout, or the group drops us first.
@@ -86,6 +86,16 @@ class Settings(BaseSettings):
     # How often the group's evaluator recomputes statuses and feed freshness.
     alert_check_seconds: float = Field(5.0, gt=0)
     alert_webhook_url: str | None = None
+    # The self-check (docs/streams.md, "The system checks itself"): every audit_seconds, the keys
+    # stored since the last round (audit_grace_seconds behind now, so their writers are done) and
+    # the next audit_sweep_keys keys of a sweep over all of them; what is wrong is checked again
+    # audit_confirm_seconds later and only then repaired and alerted. A worker taking over the
+    # check starts its recent window audit_lookback_seconds back.
+    audit_seconds: float = Field(30.0, gt=0)
+    audit_grace_seconds: float = Field(30.0, ge=0)
+    audit_confirm_seconds: float = Field(5.0, ge=0)
+    audit_sweep_keys: int = Field(20_000, ge=1)
+    audit_lookback_seconds: float = Field(3600.0, ge=0)
 
     # --- HTTP gateway --------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"

@@ -11,6 +11,7 @@ from catalog.models import Catalog
 STATUS = "status"
 STALE = "stale"
 FRESH = "fresh"
+# Other kinds (the self-check's ``repair``, streams/audit.py) are reports, not links of a chain.
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def load_state(client: Any, db: str) -> AlertState:
     rows = client.execute(
         f"SELECT indicator, if(kind = '{STATUS}', '{STATUS}', '{STALE}') AS chain, "
         "argMax(new_status, seq), argMax(alert_id, seq), max(seq) "
-        f"FROM {db}.alerts GROUP BY indicator, chain")
+        f"FROM {db}.alerts WHERE kind IN ('{STATUS}', '{STALE}', '{FRESH}') GROUP BY indicator, chain")
     return AlertState({(ind, chain): Last(state, aid, seq) for ind, chain, state, aid, seq in rows})
 
 

@@ -294,16 +294,22 @@ def begin(client: Any, db: str, rows: Sequence[Observation] | None = None, *, in
     client.execute(f"INSERT INTO {db}.{OBSERVATIONS} ({_COLUMNS}) SELECT {_COLUMNS} FROM _new")
 
 
-def store_missing(client: Any, db: str, rows: str, *, in_: str = "IN") -> int:
-    """Insert the rows of the session table ``rows`` (distinct, OBSERVATION_COLUMNS) that are not
-    stored yet, outside ``begin``'s count: a day they land in is recomputed by ``settle``, never
-    updated in place. Returns how many were missing."""
+def stage_missing(client: Any, db: str, rows: str, *, in_: str = "IN") -> int:
+    """``{rows}_new``: the rows of the session table ``rows`` (distinct, OBSERVATION_COLUMNS) not
+    stored yet; returns how many."""
     replace_session_table(client, f"{rows}_days", f"SELECT DISTINCT indicator, region, day FROM {rows}")
     replace_session_table(client, f"{rows}_new", new_rows_sql(db, in_, rows, f"{rows}_days"))
     [(missing,)] = client.execute(f"SELECT count() FROM {rows}_new")
+    return int(missing)
+
+
+def store_missing(client: Any, db: str, rows: str, *, in_: str = "IN") -> int:
+    """Store the rows of the session table ``rows`` that are not stored yet, outside ``begin``'s
+    count: a day they land in is recomputed by the next ``settle``. Returns how many were missing."""
+    missing = stage_missing(client, db, rows, in_=in_)
     if missing:
         client.execute(f"INSERT INTO {db}.{OBSERVATIONS} ({_COLUMNS}) SELECT {_COLUMNS} FROM {rows}_new")
-    return int(missing)
+    return missing
 
 
 def settle(client: Any, db: str, also: str | None = None, *, in_: str = "IN") -> dict[str, int]:

@@ -47,6 +47,7 @@ from sinks import dead_letters as dead_letter_sink
 from sinks.client import connect
 from sinks.writer import BatchColumns, BatchShares, WriteResult, write_events
 from sinks.writer_process import IsolatedPart, PoisonRow, WriterPool, write_isolated
+from streams.audit import SelfCheck
 from streams.batches import BatchConsumer, Lease
 from streams.evaluator import AlertEvaluator
 from streams.health import Health
@@ -340,18 +341,28 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
-        return web.json(health.report())
+        return web.json({**health.report(), "self_check": self_check.stats.as_dict()})
 
     @app.task
     async def start_writer() -> None:
         sink.pool.start()  # from the main thread (see WriterProcess.start)
 
+    def leads_the_group() -> bool:
+        # One evaluator and one self-check per group: whoever reads partition 0 of the events topic.
+        return any(tp.topic == settings.topic_events and tp.partition == 0 for tp in events.assignment())
+
     @app.timer(interval=settings.alert_check_seconds)
     async def evaluate_alerts() -> None:
-        # One evaluator per group: whoever reads partition 0 of the events topic.
-        assigned = events.assignment()
-        if any(tp.topic == settings.topic_events and tp.partition == 0 for tp in assigned):
+        if leads_the_group():
             await evaluator.run(app, datetime.now(UTC))
+
+    self_check = SelfCheck(settings, catalog, ClickHouseSink(settings))
+    app.self_check = self_check  # type: ignore[attr-defined]
+
+    @app.timer(interval=settings.audit_seconds)
+    async def check_the_numbers() -> None:
+        if leads_the_group():
+            await self_check.run(app, datetime.now(UTC))
 
     return app
 

@@ -414,7 +414,8 @@ def test_a_correction_moved_to_another_indicator_and_year_while_the_next_one_is_
     indicator's or year's series: only the newest counts, whichever writer finishes first."""
     client, name = db
     original = event("m-1", "cq_commerce", "ecommerce_turnover", 10, "亿元", "2018-12-31T23:30:00+08:00")
-    first = {**original, "revision": 1, "indicator": "crossborder_ecommerce", "observed_at": "2019-01-01T00:30:00+08:00"}
+    first = {**original, "revision": 1, "indicator": "crossborder_ecommerce",
+             "observed_at": "2019-01-01T00:30:00+08:00"}
     second = {**original, "revision": 2, "value": 40}
     write_events(client, name, positioned([original]), datetime.now(UTC), TZ)
     write_concurrently(isolated, name, [second], [first])
