@@ -429,3 +429,40 @@ def test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session: Any
     for read in (query_actuals, reference_actuals):
         actuals = read(ChdbClient(chdb_session), LOCAL_DB, catalog, date(2020, 6, 30))
         assert actuals[flow.code].value == pytest.approx(25.0 + 5.0)
+
+
+class ClusterAlters(WriterClient):
+    """One node stands for the cluster: an ALTER ... ON CLUSTER runs on it alone."""
+
+    def execute(self, sql: str, params: Any = None, **kwargs: Any) -> list[tuple[Any, ...]]:
+        return super().execute(re.sub(rf" ON CLUSTER {CLUSTER}\b", "", sql), params, **kwargs)
+
+
+def test_the_self_check_runs_by_the_original_names_and_mends_a_forged_state(chdb_session: Any,
+                                                                            single_node_schema: dict[str, str]):
+    """The self-check's SQL (sinks/audit.py: the sweep's slice, GLOBAL IN over the Distributed names,
+    the recomputation, the deletion of a state that claims too many rows) on current ClickHouse,
+    with the cluster's table layout."""
+    import time
+
+    from sinks.audit import check, sweep_keys_sql, sweep_slice_end
+
+    test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session, single_node_schema)
+    catalog = default_catalog()
+    flow = next(i for i in catalog.indicators if i.kind is Kind.FLOW and not i.regional)
+    client, tz = ClusterAlters(chdb_session), catalog.plan.timezone
+    everything = {"agency": "", "event_id": "", "limit": 1000}
+    assert sweep_slice_end(client, LOCAL_DB, everything) is None  # two keys: the slice reaches the end
+    assert sweep_slice_end(client, LOCAL_DB, {**everything, "limit": 1}) == (flow.agency, "e1")
+    keys = sweep_keys_sql(LOCAL_DB, bounded=False)
+    assert check(client, LOCAL_DB, tz, keys, everything, repair=False, cluster=CLUSTER).clean
+    chdb_session.query(f"INSERT INTO {LOCAL_DB}.daily_series_local (indicator, region, day, version, events, "
+                       f"value_sum) VALUES ('{flow.code}', 'chongqing', '2020-03-01', 99, 1, 1e6)")
+    found = check(client, LOCAL_DB, tz, keys, everything, repair=True, cluster=CLUSTER)
+    assert [d.indicator for d in found.wrong_days] == [flow.code]
+    deadline = time.monotonic() + 20
+    while not check(client, LOCAL_DB, tz, keys, everything, repair=False, cluster=CLUSTER).clean:
+        assert time.monotonic() < deadline, "the forged state was not deleted"
+        time.sleep(0.2)
+    actuals = query_actuals(ChdbClient(chdb_session), LOCAL_DB, catalog, date(2020, 6, 30))
+    assert actuals[flow.code].value == pytest.approx(25.0 + 5.0)
