@@ -139,14 +139,17 @@ _COLUMNS = ", ".join(OBSERVATION_COLUMNS)
 def implied_rows_sql(tz: str, stored: str) -> str:
     """The observation rows that the stored revisions in the session table ``stored`` (events-shaped
     rows, every stored revision of some keys) imply: +1 for each revision, -1 for each one below its
-    key's newest, each in that revision's own day."""
+    key's newest, each in that revision's own day. (ALL, not ANY: current ClickHouse's ANY INNER JOIN
+    keeps one left row per key, and a key has a row per revision.)"""
     superseded = f"""
         FROM {stored}
-        ANY INNER JOIN (SELECT agency, event_id, max(revision) AS newest FROM {stored} GROUP BY agency, event_id)
+        ALL INNER JOIN (SELECT agency, event_id, max(revision) AS newest FROM {stored} GROUP BY agency, event_id)
         AS newest USING (agency, event_id)
         WHERE revision < newest"""
     return (observation_rows_sql(tz, 1, f"FROM {stored}") + "\n        UNION ALL"
             + observation_rows_sql(tz, -1, superseded))
+
+
 # The rows of ``_obs`` not stored yet (a previous attempt of the same batch may have stored some).
 # 18.16 builds a set of tuples ~3x slower than a set of one column, and tests a row against it ~4x
 # slower (at 1 M stored events, 50,000-row batches: 82 ms for this look-up with tuple sets, 38
@@ -199,7 +202,7 @@ def counts_sql(db: str, days: str, in_: str = "IN") -> str:
     return f"""
         SELECT indicator, region, day, rows
         FROM (SELECT indicator, region, day, cityHash64(indicator, region) AS series FROM {days}) AS touched
-        ANY INNER JOIN (
+        ALL INNER JOIN (
             SELECT series, day, count() AS rows FROM {db}.{OBSERVATIONS}
             WHERE {series_days_range(days, in_)}
             GROUP BY series, day) AS counted USING (series, day)"""

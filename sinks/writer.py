@@ -169,7 +169,6 @@ def write_events(client: Any, db: str, batch: BatchColumns | Sequence[Positioned
     stage_batch(client, batch)
     replace_session_table(client, "_stored", stored_revisions_sql(db, in_))
     replace_session_table(client, "_fresh", FRESH)
-    [(fresh,)] = client.execute("SELECT count() FROM _fresh")
     client.execute(f"""INSERT INTO {db}.events ({', '.join(EVENT_COLUMNS)})
         SELECT agency, event_id, revision, indicator, region, value, unit, raw_value, observed_at,
                toDateTime(%(received_at)s), kafka_partition, kafka_offset
@@ -179,6 +178,5 @@ def write_events(client: Any, db: str, batch: BatchColumns | Sequence[Positioned
     daily_series.begin(client, db, in_=in_)
     daily_series.settle(client, db, in_=in_)
     # A revision may move an event to another indicator: then both indicators' numbers change.
-    touched = client.execute("SELECT DISTINCT indicator FROM _obs")
-    return WriteResult(inserted=fresh, skipped=len(batch) - fresh,
-                       indicators=frozenset(indicator for (indicator,) in touched))
+    [(fresh, touched)] = client.execute("SELECT (SELECT count() FROM _fresh), groupUniqArray(indicator) FROM _obs")
+    return WriteResult(inserted=fresh, skipped=len(batch) - fresh, indicators=frozenset(touched))
