@@ -326,8 +326,6 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     @app.agent(dlq_topic)
     async def store_dead_letters(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(1000, within=1.0):
-            if not events:  # a quiet second: nothing to store, no connection to wait for
-                continue
             try:
                 await store_dead_letter_batch(events)
             except Unisolated as exc:  # see streams/poison.py: restart from the last commit
