@@ -431,6 +431,32 @@ def test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session: Any
         assert actuals[flow.code].value == pytest.approx(25.0 + 5.0)
 
 
+def test_every_superseded_revision_is_withdrawn_on_current_clickhouse(chdb_session: Any,
+                                                                      single_node_schema: dict[str, str]):
+    """Three revisions of each key stored (as writers that died before deriving their rows leave
+    them), then the newest re-delivered: the write withdraws both lower ones. (Current ClickHouse's
+    ANY INNER JOIN keeps one left row per key, 18.16's kept them all: with it, one stays live.)"""
+    from ingest.events import Accepted
+    from sinks.writer import Positioned, write_events
+
+    catalog = default_catalog()
+    flow = next(i for i in catalog.indicators if i.kind is Kind.FLOW and not i.regional)
+    for table in ("events_local", "observations_by_series_local", "daily_series_local"):
+        chdb_session.query(f"TRUNCATE TABLE {LOCAL_DB}.{table}")
+    keys = [f"k{i}" for i in range(5)]
+    chdb_session.query(f"INSERT INTO {LOCAL_DB}.events_local VALUES " + ", ".join(
+        f"('{flow.agency}', '{key}', {rev}, '{flow.code}', 'chongqing', {rev + 1}, '{flow.unit}', {rev + 1}, "
+        f"'2020-03-01 04:0{i}:00', '2020-03-01 05:00:00', 0, {i * 3 + rev})"
+        for i, key in enumerate(keys) for rev in range(3)))
+    newest = [Positioned(Accepted(flow.agency, key, 2, flow.code, "chongqing", 3.0, flow.unit, 3.0, flow.unit,
+                                  datetime(2020, 3, 1, 4, i, tzinfo=UTC)), 0, i * 3 + 2) for i, key in enumerate(keys)]
+    result = write_events(WriterClient(chdb_session), LOCAL_DB, newest, datetime.now(UTC), catalog.plan.timezone,
+                          cluster=True)
+    assert result.inserted == 0
+    actuals = query_actuals(ChdbClient(chdb_session), LOCAL_DB, catalog, date(2020, 6, 30))
+    assert actuals[flow.code].value == pytest.approx(3.0 * len(keys))
+
+
 class ClusterAlters(WriterClient):
     """One node stands for the cluster: an ALTER ... ON CLUSTER runs on it alone."""
 
