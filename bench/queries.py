@@ -18,14 +18,15 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
+from highland.sinks.client import connect
+from highland.sinks.daily_series import OBSERVATIONS, rebuild
+from highland.sinks.migrate import migrate
+from highland.sinks.plan_tables import sync_plan_tables
+from highland.sinks.progress import progress
+
 from bench.run import BENCH_CATALOG, variant
 from highland.settings import Settings
 from highland.stack import local
-from sinks.client import connect
-from sinks.daily_series import OBSERVATIONS, rebuild
-from sinks.migrate import migrate
-from sinks.plan_tables import sync_plan_tables
-from sinks.progress import progress
 
 CHUNK = 10_000_000
 
@@ -82,9 +83,9 @@ def timed(fn, runs: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from dashboards import definitions
-    from dashboards.macros import TimeRange, expand
-    from dashboards.queries import Sql
+    from highland.dashboards import definitions
+    from highland.dashboards.macros import TimeRange, expand
+    from highland.dashboards.queries import Sql
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000_000)

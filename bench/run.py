@@ -41,12 +41,13 @@ BENCH_ENV = {
 }
 os.environ.update({k: os.environ.get(k, v) for k, v in BENCH_ENV.items()})
 
-from catalog.loader import default_catalog  # noqa: E402
+from highland.catalog.loader import default_catalog  # noqa: E402
+from highland.sinks.client import connect  # noqa: E402
+from highland.sinks.migrate import migrate  # noqa: E402
+
 from highland.settings import Settings  # noqa: E402
 from highland.stack import local  # noqa: E402
 from highland.topics import ensure_topics  # noqa: E402
-from sinks.client import connect  # noqa: E402
-from sinks.migrate import migrate  # noqa: E402
 
 FEEDS = [  # (agency, indicator, unit, region choices)
     ("cq_commerce", "ecommerce_turnover", "万元", ["chongqing"]),
@@ -85,9 +86,8 @@ def raw_produce(settings: Settings, path: Path) -> float:
     """kafka-python alone, sending exactly the messages push sends (same value, key, timestamp,
     header, producer settings); keys and timestamps are prepared before the clock starts."""
 
+    from highland.ingest.events import SCHEMA_HEADER
     from kafka import KafkaProducer
-
-    from ingest.events import SCHEMA_HEADER
 
     messages = []
     with path.open("rb") as f:
@@ -111,7 +111,7 @@ def raw_produce(settings: Settings, path: Path) -> float:
 def _push_all_agencies(settings: Settings, path: Path) -> int:
     """`highland push` pushes one agency's files; the bench file mixes three agencies, so it was
     split per agency beforehand (untimed); this pushes the three parts one after the other."""
-    from ingest.push import push_files
+    from highland.ingest.push import push_files
 
     total = 0
     for agency, *_ in FEEDS:
@@ -217,9 +217,9 @@ def freshness(settings: Settings, rate: int, seconds: float, workers: int,
     import statistics
     import threading
 
+    from highland.ingest.events import SCHEMA_HEADER
     from kafka import KafkaProducer
 
-    from ingest.events import SCHEMA_HEADER
     from tests.integration.support import worker_env
 
     env = worker_env(settings, "fresh", tmp)

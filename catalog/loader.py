@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from highland.catalog.models import Catalog
 from pydantic import ValidationError
-
-from catalog.models import Catalog
 
 DATA_DIR = Path(__file__).parent / "data"
 FILES = {"plan": "plan.yaml", "agencies": "agencies.yaml", "districts": "districts.yaml"}

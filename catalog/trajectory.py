@@ -19,7 +19,7 @@ import calendar
 from datetime import date
 from enum import StrEnum
 
-from catalog.models import Direction, Indicator, Kind, Shape, Thresholds
+from highland.catalog.models import Direction, Indicator, Kind, Shape, Thresholds
 
 
 class Status(StrEnum):

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from catalog.models import Catalog
-from dashboards import queries as q
-from dashboards.panels import DATASOURCE_UID, query
+from highland.catalog.models import Catalog
+from highland.dashboards import queries as q
+from highland.dashboards.panels import DATASOURCE_UID, query
 
 Json = dict[str, Any]
 FOLDER_UID = "highland"

@@ -22,18 +22,18 @@ from zoneinfo import ZoneInfo
 
 from clickhouse_driver.errors import Error as ClickHouseError
 from clickhouse_driver.errors import ServerException
+from highland.catalog.loader import default_catalog
+from highland.catalog.models import Catalog
+from highland.catalog.trajectory import performance
+from highland.sinks.alerts import list_alerts
+from highland.sinks.client import connect
+from highland.sinks.progress import ProgressRow, default_as_of, progress
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from catalog.loader import default_catalog
-from catalog.models import Catalog
-from catalog.trajectory import performance
 from highland.settings import Settings
-from sinks.alerts import list_alerts
-from sinks.client import connect
-from sinks.progress import ProgressRow, default_as_of, progress
 
 STATUS_STYLE = {"on_track": "green", "at_risk": "yellow", "off_track": "red", "no_data": "dim"}
 # Worst first. no_data goes last: it says nothing about the plan (a silent feed is a "stale" alert),

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from highland.catalog.loader import default_catalog
+from highland.catalog.models import Catalog
+from highland.dashboards import alerting
+from highland.dashboards.definitions import all_dashboards
+from highland.dashboards.panels import DATASOURCE_TYPE, DATASOURCE_UID
+from highland.dashboards.queries import Sql
 
-from catalog.loader import default_catalog
-from catalog.models import Catalog
-from dashboards import alerting
-from dashboards.definitions import all_dashboards
-from dashboards.panels import DATASOURCE_TYPE, DATASOURCE_UID
-from dashboards.queries import Sql
 from highland.settings import Settings
 
 DATASOURCE_NAME = "Highland ClickHouse"

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dashboards import panels as p
-from dashboards import queries as q
-from dashboards.panels import Json
+from highland.dashboards import panels as p
+from highland.dashboards import queries as q
+from highland.dashboards.panels import Json
 
 OVERVIEW_UID = "highland-overview"
 INDICATOR_UID = "highland-indicator"

@@ -23,10 +23,10 @@ import typer
 import yaml
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaTimeoutError
+from highland.dashboards import alerting
+from highland.dashboards.build import datasource
+from highland.dashboards.panels import DATASOURCE_UID
 
-from dashboards import alerting
-from dashboards.build import datasource
-from dashboards.panels import DATASOURCE_UID
 from highland.settings import Settings
 
 Json = dict[str, Any]
@@ -75,9 +75,9 @@ def publish_changes(settings: Settings, out_dir: Path) -> list[str]:
 
 
 def sync_plan(settings: Settings) -> str:
-    from catalog.loader import default_catalog
-    from sinks.client import connect
-    from sinks.plan_tables import sync_plan_tables
+    from highland.catalog.loader import default_catalog
+    from highland.sinks.client import connect
+    from highland.sinks.plan_tables import sync_plan_tables
 
     try:
         client = connect(settings)

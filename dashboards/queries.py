@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from catalog.models import Catalog
-from sinks.progress import daily_sql
+from highland.catalog.models import Catalog
+from highland.sinks.progress import daily_sql
 
 INDICATOR_VAR = "${indicator:sqlstring}"
 

@@ -95,11 +95,11 @@ def demo_cmd() -> None:
 def setup_cmd() -> None:
     """Create the topics, apply the ClickHouse migrations and load the plan tables, on whatever
     Kafka and ClickHouse the settings name (production's one-off step; `stack up` does it locally)."""
-    from catalog.loader import default_catalog
+    from highland.catalog.loader import default_catalog
+    from highland.sinks.client import connect
+    from highland.sinks.migrate import migrate
+    from highland.sinks.plan_tables import sync_plan_tables
     from highland.topics import ensure_topics
-    from sinks.client import connect
-    from sinks.migrate import migrate
-    from sinks.plan_tables import sync_plan_tables
 
     settings = get_settings()
     out.print(f"topics created: {', '.join(ensure_topics(settings)) or 'none (all exist)'}")
@@ -126,9 +126,9 @@ def progress_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Per indicator: actual vs. the plan's trajectory, status and projection."""
-    from catalog.loader import default_catalog
-    from sinks.client import connect
-    from sinks.progress import default_as_of, progress
+    from highland.catalog.loader import default_catalog
+    from highland.sinks.client import connect
+    from highland.sinks.progress import default_as_of, progress
 
     settings = get_settings()
     catalog = default_catalog()
@@ -164,10 +164,10 @@ def verify_cmd(
 ) -> None:
     """Check the plan numbers against their definition: the per-day series the worker keeps vs. every
     event deduplicated at query time (slow: it reads all events). Exit 1 on any difference."""
-    from catalog.loader import default_catalog
-    from sinks.client import connect
-    from sinks.daily_series import rebuild
-    from sinks.progress import default_as_of, query_actuals, reference_actuals
+    from highland.catalog.loader import default_catalog
+    from highland.sinks.client import connect
+    from highland.sinks.daily_series import rebuild
+    from highland.sinks.progress import default_as_of, query_actuals, reference_actuals
 
     settings = get_settings()
     catalog = default_catalog()
@@ -191,7 +191,7 @@ def verify_cmd(
 
 def _same_actual(a: object, b: object) -> bool:
     """Equal, sums compared to 1e-9 (float addition in another order)."""
-    from sinks.progress import Actual
+    from highland.sinks.progress import Actual
 
     if not (isinstance(a, Actual) and isinstance(b, Actual)):
         return a == b
@@ -216,7 +216,7 @@ def worker_cmd(
     loglevel: Annotated[str, typer.Option("--loglevel")] = "warning",
 ) -> None:
     """The stream processor (a Faust worker); several may run side by side in one group."""
-    from streams.app import run_worker
+    from highland.streams.app import run_worker
 
     run_worker(get_settings(), loglevel=loglevel)
 
@@ -230,9 +230,9 @@ def push_cmd(
     """Push metric events; exit 0 only if every row was accepted and acknowledged."""
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from catalog.loader import default_catalog
-    from ingest.producer import BrokerUnavailable
-    from ingest.push import push_files
+    from highland.catalog.loader import default_catalog
+    from highland.ingest.producer import BrokerUnavailable
+    from highland.ingest.push import push_files
 
     settings = get_settings()
     catalog = default_catalog()
@@ -275,8 +275,8 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _check_token(settings: Settings, agency: str, token: str) -> None:
-    from ingest.tokens import agency_of
-    from sinks.client import connect
+    from highland.ingest.tokens import agency_of
+    from highland.sinks.client import connect
 
     owner = agency_of(connect(settings), settings.clickhouse_database, token)
     if owner != agency:
@@ -291,9 +291,9 @@ app.add_typer(tokens_app, name="tokens")
 @tokens_app.command("issue")
 def tokens_issue(agency: Annotated[str, typer.Option("--agency")]) -> None:
     """Issue a token for an agency; it is printed once and stored only as a hash."""
-    from catalog.loader import default_catalog
-    from ingest.tokens import issue
-    from sinks.client import connect
+    from highland.catalog.loader import default_catalog
+    from highland.ingest.tokens import issue
+    from highland.sinks.client import connect
 
     settings = get_settings()
     if not default_catalog().is_agency(agency):
@@ -304,8 +304,8 @@ def tokens_issue(agency: Annotated[str, typer.Option("--agency")]) -> None:
 @tokens_app.command("revoke")
 def tokens_revoke(agency: Annotated[str, typer.Option("--agency")]) -> None:
     """Revoke every token of an agency."""
-    from ingest.tokens import revoke_all
-    from sinks.client import connect
+    from highland.ingest.tokens import revoke_all
+    from highland.sinks.client import connect
 
     settings = get_settings()
     n = revoke_all(connect(settings), settings.clickhouse_database, agency)
@@ -318,8 +318,8 @@ def gateway_cmd(
     port: Annotated[int | None, typer.Option("--port")] = None,
 ) -> None:
     """The HTTP gateway: POST /v1/events with an agency bearer token; GET /health."""
-    from catalog.loader import default_catalog
-    from ingest.gateway import serve
+    from highland.catalog.loader import default_catalog
+    from highland.ingest.gateway import serve
 
     settings = get_settings()
     host, port = host or settings.gateway_host, port or settings.gateway_port
@@ -333,8 +333,8 @@ def alerts_cmd(
     limit: Annotated[int, typer.Option("--limit")] = 200,
 ) -> None:
     """Status changes and stale feeds, newest first."""
-    from sinks.alerts import list_alerts
-    from sinks.client import connect
+    from highland.sinks.alerts import list_alerts
+    from highland.sinks.client import connect
 
     settings = get_settings()
     rows = list_alerts(connect(settings), settings.clickhouse_database, limit)
@@ -354,8 +354,8 @@ def dlq_cmd(
     limit: Annotated[int, typer.Option("--limit")] = 200,
 ) -> None:
     """Rejected events with their reasons, newest first (as stored by the worker)."""
-    from sinks.client import connect
-    from sinks.dead_letters import counts_by_reason, list_dead_letters
+    from highland.sinks.client import connect
+    from highland.sinks.dead_letters import counts_by_reason, list_dead_letters
 
     settings = get_settings()
     client = connect(settings)
@@ -378,7 +378,7 @@ def board_cmd(
     once: Annotated[bool, typer.Option("--once", help="draw one frame and exit")] = False,
 ) -> None:
     """A live terminal board for duty staff (80 columns, works over ssh)."""
-    from dashboards.board import run_board
+    from highland.dashboards.board import run_board
 
     run_board(get_settings(), as_of=_parse_date(as_of), refresh_s=refresh, once=once)
 
@@ -388,7 +388,7 @@ def dashboards_build(
     out_dir: Annotated[Path | None, typer.Option("--out", help="default: HIGHLAND_DASHBOARDS_OUT")] = None,
 ) -> None:
     """Write dashboards, datasource, alert rules and contact points as Grafana provisioning files."""
-    from dashboards.build import build_all
+    from highland.dashboards.build import build_all
 
     settings = get_settings()
     for path in build_all(settings, out_dir or settings.dashboards_out):
@@ -400,7 +400,7 @@ def dashboards_publish(
     out_dir: Annotated[Path | None, typer.Option("--out", help="the folder `build` wrote")] = None,
 ) -> None:
     """Publish the built dashboards and alert rules through Grafana's HTTP API (idempotent by uid)."""
-    from dashboards.publish import publish
+    from highland.dashboards.publish import publish
 
     settings = get_settings()
     for line in publish(settings, out_dir or settings.dashboards_out):
@@ -410,7 +410,7 @@ def dashboards_publish(
 @app.command("catalog")
 def catalog_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Validate the plan catalog and list its indicators."""
-    from catalog.loader import default_catalog
+    from highland.catalog.loader import default_catalog
 
     catalog = default_catalog()
     if as_json:

@@ -13,14 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from catalog.loader import default_catalog
+from highland.catalog.loader import default_catalog
+from highland.ingest.events import Accepted, validate
+from highland.ingest.files import read_rows
+from highland.ingest.push import push_files
+from highland.ingest.synthetic import write_feeds
 from highland.settings import Settings
+from highland.sinks.client import connect
 from highland.stack import local
-from ingest.events import Accepted, validate
-from ingest.files import read_rows
-from ingest.push import push_files
-from ingest.synthetic import write_feeds
-from sinks.client import connect
 
 
 @dataclass

@@ -15,9 +15,8 @@ import json
 from datetime import UTC, datetime
 from typing import Literal
 
+from highland.ingest.events import Reason, Rejected
 from pydantic import BaseModel, ConfigDict
-
-from ingest.events import Reason, Rejected
 
 DLQ_SCHEMA_HEADER = ("schema", b"dead-letter/1")
 

@@ -17,10 +17,9 @@ from datetime import MINYEAR, UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple, NotRequired
 
+from highland.catalog.models import CITY_WIDE, Catalog
 from pydantic import ConfigDict, Field, Json, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict  # pydantic needs this TypedDict before Python 3.12
-
-from catalog.models import CITY_WIDE, Catalog
 
 SCHEMA_V1 = b"metric-event/1"
 SCHEMA_HEADER = ("schema", SCHEMA_V1)

@@ -26,12 +26,12 @@ from typing import Any
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from highland.catalog.models import Catalog
+from highland.ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter
+from highland.ingest.events import BOM, MAX_PAYLOAD_BYTES, SCHEMA_HEADER, Accepted, Reason, Rejected, validate
 
-from catalog.models import Catalog
 from highland import strict_json
 from highland.settings import Settings
-from ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter
-from ingest.events import BOM, MAX_PAYLOAD_BYTES, SCHEMA_HEADER, Accepted, Reason, Rejected, validate
 
 log = logging.getLogger("highland.gateway")
 TOKEN_CACHE_SECONDS = 30.0
@@ -235,8 +235,8 @@ async def _refuse(gateway: Gateway, status: int, reason: Reason, detail: str, bo
 
 
 def serve(settings: Settings, catalog: Catalog, host: str, port: int) -> None:
-    from ingest.tokens import agency_of
-    from sinks.client import connect
+    from highland.ingest.tokens import agency_of
+    from highland.sinks.client import connect
 
     def lookup(token: str) -> str | None:
         # Runs in a worker thread on a cache miss; a connection of its own, closed right after,

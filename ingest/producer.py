@@ -12,12 +12,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from highland.ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter
+from highland.ingest.events import SCHEMA_HEADER, Accepted
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from highland.settings import Settings
-from ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter
-from ingest.events import SCHEMA_HEADER, Accepted
 
 
 class BrokerUnavailable(RuntimeError):

@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from catalog.models import Catalog
+from highland.catalog.models import Catalog
+from highland.ingest.dead_letters import dead_letter
+from highland.ingest.events import Accepted, Rejected, validate
+from highland.ingest.files import read_rows
+from highland.ingest.producer import EventProducer
+
 from highland.settings import Settings
-from ingest.dead_letters import dead_letter
-from ingest.events import Accepted, Rejected, validate
-from ingest.files import read_rows
-from ingest.producer import EventProducer
 
 
 @dataclass

@@ -21,8 +21,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from catalog.models import CITY_WIDE, Catalog, Direction, Indicator, Kind, Shape
-from catalog.trajectory import annual_expected, expected
+from highland.catalog.models import CITY_WIDE, Catalog, Direction, Indicator, Kind, Shape
+from highland.catalog.trajectory import annual_expected, expected
 
 PROFILES = ("ahead", "on_track", "on_track", "slipping", "behind", "on_track", "slipping", "silent")
 YEARS = range(2016, 2021)

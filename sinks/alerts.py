@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from catalog.models import Catalog
+from highland.catalog.models import Catalog
 
 STATUS = "status"
 STALE = "stale"

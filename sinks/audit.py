@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sinks import cluster as cluster_layout
-from sinks.daily_series import (
+from highland.sinks import cluster as cluster_layout
+from highland.sinks.daily_series import (
     RECOMPUTE,
     STATE_COLUMNS,
     SeriesDay,
@@ -40,7 +40,7 @@ from sinks.daily_series import (
     states_sql,
     store_missing,
 )
-from sinks.writer import stored_revisions_sql
+from highland.sinks.writer import stored_revisions_sql
 
 _TRUTH_STRUCTURE = ("indicator String, region String, day Date, version UInt64, events UInt64, value_sum Float64, "
                     "close_value Float64, close_observed_at DateTime, close_revision UInt32, close_event_id String")

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from ingest.dead_letters import DeadLetter, sanitized
-from streams.poison import Failure, PoisonPolicy, classify, describe
+from highland.ingest.dead_letters import DeadLetter, sanitized
+from highland.streams.poison import Failure, PoisonPolicy, classify, describe
 
 log = logging.getLogger("highland.worker")
 Positioned = tuple[int, int, DeadLetter]  # (partition, offset, record) on the dead-letter topic

@@ -27,9 +27,9 @@ _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 def _fill_observations_by_series(client: Any, db: str, cluster: str | None) -> None:
     """Migration 0007: copy 0006's ``observations`` into ``observations_by_series`` and drop it; or,
     on an install that had events before 0006 ever ran, build the per-day series from the events."""
-    from catalog.loader import default_catalog
-    from sinks.cluster import local_name
-    from sinks.daily_series import OBSERVATION_COLUMNS, OBSERVATIONS, rebuild
+    from highland.catalog.loader import default_catalog
+    from highland.sinks.cluster import local_name
+    from highland.sinks.daily_series import OBSERVATION_COLUMNS, OBSERVATIONS, rebuild
 
     on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
 
@@ -88,20 +88,20 @@ def render_for(statement: str, database: str, cluster: str | None = None) -> lis
     tables, see sinks/cluster.py) when ``HIGHLAND_CLICKHOUSE_CLUSTER`` names a cluster."""
     if not cluster:
         return [render(statement, database)]
-    from sinks.cluster import render_cluster
+    from highland.sinks.cluster import render_cluster
 
     return render_cluster(statement, database, cluster)
 
 
 def migrate(settings: Settings, database: str | None = None) -> list[str]:
     """Apply the pending migrations to ``database`` (default: the configured one)."""
-    from sinks.client import connect
+    from highland.sinks.client import connect
 
     db = database or settings.clickhouse_database
     client = connect(settings, database="default")
     try:
         if settings.clickhouse_cluster:
-            from sinks.cluster import bootstrap_statements
+            from highland.sinks.cluster import bootstrap_statements
 
             for statement in bootstrap_statements(db, settings.clickhouse_cluster):
                 client.execute(statement)

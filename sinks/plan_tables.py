@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from catalog.models import Catalog, Indicator
-from catalog.trajectory import expected, position, year_fraction
+from highland.catalog.models import Catalog, Indicator
+from highland.catalog.trajectory import expected, position, year_fraction
 
 INDICATOR_COLUMNS = ("indicator", "name_zh", "name_en", "section", "unit", "kind", "direction", "trajectory",
                      "baseline", "has_baseline", "path_base", "path_base_year", "target", "has_target",

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
-from catalog.models import Catalog, Direction, Indicator, Kind
-from catalog.trajectory import Status, expected, projected, status
+from highland.catalog.models import Catalog, Direction, Indicator, Kind
+from highland.catalog.trajectory import Status, expected, projected, status
 
 # One row per (agency, event_id): the latest revision of every accepted observation. For equal
 # revisions (exact re-deliveries) the copies are identical; argMax picks any. Aliases differ from

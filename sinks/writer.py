@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from ingest.events import Accepted
-from sinks import daily_series
-from sinks.daily_series import membership, replace_session_table, stage_columns
+from highland.ingest.events import Accepted
+from highland.sinks import daily_series
+from highland.sinks.daily_series import membership, replace_session_table, stage_columns
 
 EVENT_COLUMNS = ("agency", "event_id", "revision", "indicator", "region", "value", "unit", "raw_value",
                  "observed_at", "received_at", "kafka_partition", "kafka_offset")

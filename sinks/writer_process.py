@@ -37,10 +37,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
 
+from highland.sinks.client import connect
+from highland.sinks.writer import BATCH_STRUCTURE, BatchColumns
+from highland.streams.poison import Failure, PoisonPolicy, classify, describe, out_of_bounds
+
 from highland.settings import Settings
-from sinks.client import connect
-from sinks.writer import BATCH_STRUCTURE, BatchColumns
-from streams.poison import Failure, PoisonPolicy, classify, describe, out_of_bounds
 
 log = logging.getLogger("highland.worker")
 T = TypeVar("T")

@@ -36,22 +36,22 @@ from aiokafka import ConsumerRecord
 from clickhouse_driver.errors import Error as ClickHouseError
 from faust.app.base import BootStrategy
 from faust.types import EventT
+from highland.catalog.loader import default_catalog
+from highland.catalog.models import Catalog
+from highland.ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter, unreadable
+from highland.ingest.events import Accepted, Reason, Rejected, Verdict, validate_batch
+from highland.sinks import dead_letters as dead_letter_sink
+from highland.sinks.client import connect
+from highland.sinks.writer import BatchColumns, BatchShares, WriteResult, write_events
+from highland.sinks.writer_process import IsolatedPart, PoisonRow, WriterPool, write_isolated
+from highland.streams.audit import SelfCheck
+from highland.streams.batches import BatchConsumer, Lease
+from highland.streams.evaluator import AlertEvaluator
+from highland.streams.health import Health
+from highland.streams.poison import Failure, Unisolated, classify
 from mode import Service, ServiceT
 
-from catalog.loader import default_catalog
-from catalog.models import Catalog
 from highland.settings import Settings
-from ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter, unreadable
-from ingest.events import Accepted, Reason, Rejected, Verdict, validate_batch
-from sinks import dead_letters as dead_letter_sink
-from sinks.client import connect
-from sinks.writer import BatchColumns, BatchShares, WriteResult, write_events
-from sinks.writer_process import IsolatedPart, PoisonRow, WriterPool, write_isolated
-from streams.audit import SelfCheck
-from streams.batches import BatchConsumer, Lease
-from streams.evaluator import AlertEvaluator
-from streams.health import Health
-from streams.poison import Failure, Unisolated, classify
 
 log = logging.getLogger("highland.worker")
 # The Faust app's own group (dead letters only). The events consumer keeps ``consumer_group``: it

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from catalog.models import Catalog
+from highland.catalog.models import Catalog
+from highland.sinks import alerts as stored_alerts
+from highland.sinks.audit import Finding, check, recent_keys_sql, sweep_keys_sql, sweep_slice_end
+from highland.streams.evaluator import alert_json
+
 from highland.settings import Settings
-from sinks import alerts as stored_alerts
-from sinks.audit import Finding, check, recent_keys_sql, sweep_keys_sql, sweep_slice_end
-from streams.evaluator import alert_json
 
 log = logging.getLogger("highland.audit")
 REPAIR = "repair"

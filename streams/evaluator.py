@@ -16,13 +16,14 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from catalog.models import Catalog
+from highland.catalog.models import Catalog
+from highland.sinks import alerts as alert_sink
+from highland.sinks.alerts import Alert
+from highland.sinks.progress import default_as_of, progress
+from highland.streams.alerts import feed_alerts, status_alerts
+
 from highland import strict_json
 from highland.settings import Settings
-from sinks import alerts as alert_sink
-from sinks.alerts import Alert
-from sinks.progress import default_as_of, progress
-from streams.alerts import feed_alerts, status_alerts
 
 log = logging.getLogger("highland.alerts")
 WEBHOOK_ATTEMPTS = 5

@@ -90,7 +90,7 @@ def start(settings: Settings, admin_password: str, timeout_s: float = 60.0) -> i
 def _answers(settings: Settings) -> bool:
     if not port_open(settings.clickhouse_port):
         return False
-    from sinks.client import connect
+    from highland.sinks.client import connect
 
     try:
         connect(settings, database="default").execute("SELECT 1")

@@ -73,8 +73,8 @@ class UpReport:
 
 
 def up(settings: Settings) -> UpReport:
+    from highland.sinks.migrate import migrate
     from highland.topics import ensure_topics
-    from sinks.migrate import migrate
 
     settings = with_secrets(settings)
     admin_password = ensure_secrets(settings)["HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD"]
@@ -93,9 +93,9 @@ def up(settings: Settings) -> UpReport:
 
 def _sync_plan(settings: Settings) -> None:
     """The catalog's plan numbers into ClickHouse, for the dashboards' SQL (a no-op when current)."""
-    from catalog.loader import default_catalog
-    from sinks.client import connect
-    from sinks.plan_tables import sync_plan_tables
+    from highland.catalog.loader import default_catalog
+    from highland.sinks.client import connect
+    from highland.sinks.plan_tables import sync_plan_tables
 
     client = connect(settings)
     try:

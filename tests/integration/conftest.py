@@ -10,12 +10,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from highland.sinks.client import connect
+from highland.sinks.migrate import migrate
 
 from highland.settings import Settings
 from highland.stack import local
 from highland.topics import ensure_topics
-from sinks.client import connect
-from sinks.migrate import migrate
 
 
 @pytest.fixture(scope="session")

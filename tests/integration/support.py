@@ -18,7 +18,8 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from catalog.models import Catalog, Kind
+from highland.catalog.models import Catalog, Kind
+
 from highland.settings import Settings
 from tests.conftest import ROOT
 

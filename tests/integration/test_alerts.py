@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from highland.catalog.loader import default_catalog
+from highland.sinks.alerts import list_alerts
+from highland.sinks.client import connect
+from highland.streams.evaluator import evaluate
 from kafka import KafkaConsumer, TopicPartition
 
-from catalog.loader import default_catalog
 from highland.settings import Settings
-from sinks.alerts import list_alerts
-from sinks.client import connect
-from streams.evaluator import evaluate
 from tests.integration.support import WorkerProcess, event, wait_for
 from tests.integration.test_worker import push
 

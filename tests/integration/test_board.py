@@ -20,15 +20,15 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from highland.catalog.loader import default_catalog
+from highland.catalog.models import Direction
+from highland.catalog.trajectory import expected
+from highland.ingest.events import Accepted, validate
+from highland.sinks.alerts import Alert, store
+from highland.sinks.client import connect
+from highland.sinks.writer import Positioned, write_events
 
-from catalog.loader import default_catalog
-from catalog.models import Direction
-from catalog.trajectory import expected
 from highland.settings import Settings
-from ingest.events import Accepted, validate
-from sinks.alerts import Alert, store
-from sinks.client import connect
-from sinks.writer import Positioned, write_events
 from tests.conftest import ROOT
 from tests.integration.support import TZ, dumps, event, reference_actuals, wait_for, worker_env
 

@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from catalog.loader import default_catalog
-from highland.settings import Settings
-from ingest.events import Accepted, validate
-from sinks.client import connect
-from sinks.daily_series import (
+from highland.catalog.loader import default_catalog
+from highland.ingest.events import Accepted, validate
+from highland.sinks.client import connect
+from highland.sinks.daily_series import (
     OBSERVATION_COLUMNS,
     OBSERVATIONS,
     RECOMPUTE,
@@ -34,9 +32,11 @@ from sinks.daily_series import (
     recompute,
     settle,
 )
-from sinks.migrate import DATA_STEPS, load_migrations, render
-from sinks.progress import Actual, query_actuals, reference_actuals
-from sinks.writer import Positioned, write_events
+from highland.sinks.migrate import DATA_STEPS, load_migrations, render
+from highland.sinks.progress import Actual, query_actuals, reference_actuals
+from highland.sinks.writer import Positioned, write_events
+
+from highland.settings import Settings
 from tests.conftest import ROOT
 from tests.integration.support import dumps, event, worker_env
 from tests.integration.support import reference_actuals as model_actuals

@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from highland.catalog.loader import default_catalog
+from highland.catalog.models import Catalog
+from highland.catalog.trajectory import expected
+from highland.sinks.client import connect
+from highland.sinks.plan_tables import plan_rows, sync_plan_tables
 
-from catalog.loader import default_catalog
-from catalog.models import Catalog
-from catalog.trajectory import expected
 from highland.settings import Settings
-from sinks.client import connect
-from sinks.plan_tables import plan_rows, sync_plan_tables
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +92,7 @@ def test_a_sync_that_died_half_way_is_invisible_and_repaired_exactly(isolated: S
 
 
 def test_publish_syncs_the_plan_before_touching_grafana(isolated: Settings):
-    from dashboards.publish import sync_plan
+    from highland.dashboards.publish import sync_plan
 
     assert sync_plan(isolated).startswith(f"plan tables {isolated.clickhouse_database}: written")
     assert sync_plan(isolated).startswith(f"plan tables {isolated.clickhouse_database}: unchanged")

@@ -16,18 +16,18 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from highland.catalog.loader import default_catalog
+from highland.catalog.models import Catalog
+from highland.dashboards import alerting, definitions
+from highland.dashboards.macros import TimeRange, expand
+from highland.dashboards.queries import Sql
+from highland.sinks.client import connect
+from highland.sinks.daily_series import rebuild
+from highland.sinks.migrate import load_migrations, migrate, render
+from highland.sinks.plan_tables import sync_plan_tables
+from highland.sinks.progress import progress
 
-from catalog.loader import default_catalog
-from catalog.models import Catalog
-from dashboards import alerting, definitions
-from dashboards.macros import TimeRange, expand
-from dashboards.queries import Sql
 from highland.settings import Settings
-from sinks.client import connect
-from sinks.daily_series import rebuild
-from sinks.migrate import load_migrations, migrate, render
-from sinks.plan_tables import sync_plan_tables
-from sinks.progress import progress
 
 pytestmark = pytest.mark.integration
 

@@ -49,15 +49,15 @@ import pytest
 from confluent_kafka import KafkaError as LibrdkafkaError
 from confluent_kafka import Message
 from confluent_kafka import Producer as LibrdkafkaProducer
+from highland.catalog.loader import default_catalog
+from highland.catalog.models import Catalog, Kind
+from highland.ingest.events import Accepted, validate
+from highland.sinks.client import connect
+from highland.sinks.progress import progress
 from kafka import KafkaAdminClient, KafkaProducer
 
-from catalog.loader import default_catalog
-from catalog.models import Catalog, Kind
 from highland.settings import Settings
 from highland.topics import ensure_topics
-from ingest.events import Accepted, validate
-from sinks.client import connect
-from sinks.progress import progress
 from tests.conftest import ROOT
 from tests.integration.support import WorkerProcess, wait_for, worker_env
 

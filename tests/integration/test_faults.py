@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from highland.sinks.client import connect
+from highland.sinks.migrate import migrate
 
 from highland.settings import Settings
 from highland.stack import broker, clickhouse_server
 from highland.topics import ensure_topics
-from sinks.client import connect
-from sinks.migrate import migrate
 from tests.integration.support import WorkerProcess, wait_for
 from tests.integration.test_ingest import read_topic
 from tests.integration.test_worker import assert_exact, known_feed, push

@@ -14,15 +14,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from highland.ingest.dead_letters import DeadLetter
+from highland.ingest.events import Reason
+from highland.ingest.tokens import issue, revoke_all
+from highland.sinks.client import connect
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
 
 from highland.settings import Settings
-from ingest.dead_letters import DeadLetter
-from ingest.events import Reason
-from ingest.tokens import issue, revoke_all
-from sinks.client import connect
 from tests.conftest import ROOT
 from tests.integration.support import wait_for, worker_env
 
@@ -262,8 +262,9 @@ def test_fuzzed_requests_get_a_status_and_a_reason_never_a_crash(fuzz_gateway, b
 def fuzz_gateway(stack: Settings, tmp_path_factory):
     settings = stack.model_copy(update={"clickhouse_database": "fuzz_gw", "topic_events": "fuzz.events",
                                         "topic_dlq": "fuzz.dlq"})
+    from highland.sinks.migrate import migrate
+
     from highland.topics import ensure_topics
-    from sinks.migrate import migrate
 
     ensure_topics(settings)
     migrate(settings)

@@ -17,16 +17,16 @@ from functools import partial
 from typing import Any
 
 import pytest
+from highland.catalog.loader import default_catalog
+from highland.ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter
+from highland.ingest.events import SCHEMA_HEADER, Accepted, Reason, validate
+from highland.sinks.client import connect
+from highland.sinks.writer import BatchColumns, write_events
+from highland.sinks.writer_process import WriterPool, write_isolated
 from kafka import KafkaProducer
 
-from catalog.loader import default_catalog
 from highland.settings import Settings
 from highland.stack import clickhouse_server
-from ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter
-from ingest.events import SCHEMA_HEADER, Accepted, Reason, validate
-from sinks.client import connect
-from sinks.writer import BatchColumns, write_events
-from sinks.writer_process import WriterPool, write_isolated
 from tests.integration.support import WorkerProcess, dumps, event, wait_for
 from tests.integration.test_ingest import read_topic
 from tests.integration.test_worker import _assigned

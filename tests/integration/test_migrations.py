@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from highland.sinks.client import connect
+from highland.sinks.migrate import load_migrations, migrate, render
 
 from highland.settings import Settings
-from sinks.client import connect
-from sinks.migrate import load_migrations, migrate, render
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from highland.ingest.events import Accepted, validate
+from highland.ingest.producer import EventProducer
+from highland.sinks.audit import Finding, check, sweep_keys_sql
+from highland.sinks.client import connect
+from highland.sinks.daily_series import OBSERVATIONS
 
 from highland.settings import Settings
-from ingest.events import Accepted, validate
-from ingest.producer import EventProducer
-from sinks.audit import Finding, check, sweep_keys_sql
-from sinks.client import connect
-from sinks.daily_series import OBSERVATIONS
 from tests.integration.support import WorkerProcess, dumps, wait_for
 from tests.integration.test_daily_series import CATALOG, TZ, assert_exact, messy_feed, positioned, write_in_batches
 

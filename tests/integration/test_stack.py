@@ -40,7 +40,7 @@ def test_status_names_the_broker_mode_and_what_a_restart_loses(stack: Settings):
 
 
 def test_progress_lists_every_indicator_as_no_data_on_an_empty_database(isolated: Settings):
-    from catalog.loader import default_catalog
+    from highland.catalog.loader import default_catalog
 
     env = {"HIGHLAND_CLICKHOUSE_DATABASE": isolated.clickhouse_database}
     result = highland("progress", "--json", "--as-of", "2018-06-30", env=env)

@@ -15,15 +15,15 @@ import time
 from datetime import date
 
 import pytest
+from highland.catalog.loader import default_catalog
+from highland.ingest.events import SCHEMA_HEADER, Accepted, validate
+from highland.ingest.producer import EventProducer
+from highland.sinks.client import connect
+from highland.sinks.progress import progress, query_actuals
+from highland.sinks.progress import reference_actuals as reference_actuals_sql
 from kafka import KafkaProducer
 
-from catalog.loader import default_catalog
 from highland.settings import Settings
-from ingest.events import SCHEMA_HEADER, Accepted, validate
-from ingest.producer import EventProducer
-from sinks.client import connect
-from sinks.progress import progress, query_actuals
-from sinks.progress import reference_actuals as reference_actuals_sql
 from tests.integration.support import WorkerProcess, dumps, event, reference_actuals, wait_for
 
 pytestmark = pytest.mark.integration

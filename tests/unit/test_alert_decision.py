@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sinks.alerts import STATUS, AlertState
-from sinks.progress import ProgressRow
-from streams.alerts import status_alerts
+from highland.sinks.alerts import STATUS, AlertState
+from highland.sinks.progress import ProgressRow
+from highland.streams.alerts import status_alerts
 
 AS_OF = date(2019, 6, 30)
 NOW = datetime(2019, 7, 1, tzinfo=UTC)

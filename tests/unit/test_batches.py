@@ -8,10 +8,10 @@ import threading
 from typing import Any
 
 from aiokafka import TopicPartition
+from highland.streams.app import ClickHouseSink
+from highland.streams.batches import BatchConsumer, Lease, LeaseLost
 
 from highland.settings import Settings
-from streams.app import ClickHouseSink
-from streams.batches import BatchConsumer, Lease, LeaseLost
 
 TP = TopicPartition("t.events", 0)
 OFFSETS = {TP: 500}

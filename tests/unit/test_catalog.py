@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from catalog.loader import DATA_DIR, CatalogError, load_catalog
-from catalog.models import CITY_WIDE, Kind
+from highland.catalog.loader import DATA_DIR, CatalogError, load_catalog
+from highland.catalog.models import CITY_WIDE, Kind
 
 BOX1 = [
     "internet_plus_index", "info_society_index", "telecom_business_volume", "direct_connect_cities",

@@ -17,12 +17,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-
-from catalog.loader import default_catalog
-from catalog.models import Kind
-from highland.settings import Settings
-from sinks import cluster
-from sinks.cluster import (
+from highland.catalog.loader import default_catalog
+from highland.catalog.models import Kind
+from highland.sinks import cluster
+from highland.sinks.cluster import (
     LAYOUTS,
     RANDOM_KEY,
     CreateMaterializedView,
@@ -35,9 +33,11 @@ from sinks.cluster import (
     parse,
     render_cluster,
 )
-from sinks.daily_series import rebuild
-from sinks.migrate import load_migrations, migrate, render, render_for
-from sinks.progress import latest_events_sql, query_actuals, reference_actuals
+from highland.sinks.daily_series import rebuild
+from highland.sinks.migrate import load_migrations, migrate, render, render_for
+from highland.sinks.progress import latest_events_sql, query_actuals, reference_actuals
+
+from highland.settings import Settings
 
 CLUSTER = "highland_cluster"
 DB = "hl"
@@ -199,10 +199,10 @@ class RecordingClient:
 
 @pytest.mark.parametrize("cluster_name", [None, CLUSTER])
 def test_migrate_routes_statements_by_the_cluster_setting(monkeypatch: pytest.MonkeyPatch, cluster_name: str | None):
-    import sinks.client
+    import highland.sinks.client
 
     client = RecordingClient()
-    monkeypatch.setattr(sinks.client, "connect", lambda *a, **k: client)
+    monkeypatch.setattr(highland.sinks.client, "connect", lambda *a, **k: client)
     settings = Settings(clickhouse_cluster=cluster_name, clickhouse_database=DB)
     applied = migrate(settings)
     assert applied == [m.name for m in load_migrations()]
@@ -228,7 +228,7 @@ def test_migration_0007_moves_the_observations_on_a_cluster_through_the_local_ta
     """On a cluster, 0007's data step empties the new table's shards, copies through the Distributed
     names, then drops 0006's Distributed table and its shards' tables -- each statement in a form
     current ClickHouse parses."""
-    from sinks.migrate import DATA_STEPS
+    from highland.sinks.migrate import DATA_STEPS
 
     client = InstallAtVersion6()
     DATA_STEPS[7](client, DB, CLUSTER)
@@ -403,8 +403,8 @@ def test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session: Any
                                                               single_node_schema: dict[str, str]):
     """The writer's SQL (session tables, GLOBAL IN over the Distributed names, a re-delivered batch,
     a revision) on current ClickHouse, with the cluster's table layout."""
-    from ingest.events import Accepted
-    from sinks.writer import Positioned, write_events
+    from highland.ingest.events import Accepted
+    from highland.sinks.writer import Positioned, write_events
 
     catalog = default_catalog()
     flow = next(i for i in catalog.indicators if i.kind is Kind.FLOW and not i.regional)
@@ -436,8 +436,8 @@ def test_every_superseded_revision_is_withdrawn_on_current_clickhouse(chdb_sessi
     """Three revisions of each key stored (as writers that died before deriving their rows leave
     them), then the newest re-delivered: the write withdraws both lower ones. (Current ClickHouse's
     ANY INNER JOIN keeps one left row per key, 18.16's kept them all: with it, one stays live.)"""
-    from ingest.events import Accepted
-    from sinks.writer import Positioned, write_events
+    from highland.ingest.events import Accepted
+    from highland.sinks.writer import Positioned, write_events
 
     catalog = default_catalog()
     flow = next(i for i in catalog.indicators if i.kind is Kind.FLOW and not i.regional)
@@ -471,7 +471,7 @@ def test_the_self_check_runs_by_the_original_names_and_mends_a_forged_state(chdb
     with the cluster's table layout."""
     import time
 
-    from sinks.audit import check, sweep_keys_sql, sweep_slice_end
+    from highland.sinks.audit import check, sweep_keys_sql, sweep_slice_end
 
     test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session, single_node_schema)
     catalog = default_catalog()

@@ -16,12 +16,12 @@ import pytest
 import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
+from highland.catalog.loader import default_catalog
+from highland.dashboards import alerting, definitions
+from highland.dashboards.build import build_all, sql_for
+from highland.dashboards.macros import MacroError, TimeRange, expand, expand_macros, interpolate_variables
+from highland.dashboards.panels import DATASOURCE, SCHEMA_VERSION
 
-from catalog.loader import default_catalog
-from dashboards import alerting, definitions
-from dashboards.build import build_all, sql_for
-from dashboards.macros import MacroError, TimeRange, expand, expand_macros, interpolate_variables
-from dashboards.panels import DATASOURCE, SCHEMA_VERSION
 from highland.settings import Settings
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"

@@ -18,10 +18,10 @@ from typing import Any
 
 import jsonschema
 import pytest
+from highland.dashboards import publish as publish_module
+from highland.dashboards.build import build_all
+from highland.dashboards.publish import PublishError, publish_changes
 
-from dashboards import publish as publish_module
-from dashboards.build import build_all
-from dashboards.publish import PublishError, publish_changes
 from highland.settings import Settings
 
 TOKEN = "glsa_test_token"

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 from clickhouse_driver.errors import ServerException, TypeMismatchError
-
-from ingest.dead_letters import DeadLetter, unreadable
-from ingest.events import Reason
-from sinks.dead_letters import store_isolated
+from highland.ingest.dead_letters import DeadLetter, unreadable
+from highland.ingest.events import Reason
+from highland.sinks.dead_letters import store_isolated
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

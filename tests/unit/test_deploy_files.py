@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import yaml
+from highland.catalog.loader import default_catalog
+from highland.dashboards import alerting
+from highland.dashboards.build import READER_PASSWORD_ENV
 
-from catalog.loader import default_catalog
-from dashboards import alerting
-from dashboards.build import READER_PASSWORD_ENV
 from highland.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

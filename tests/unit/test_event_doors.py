@@ -9,16 +9,16 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from highland.catalog.loader import default_catalog
+from highland.ingest.events import Accepted, Reason, schema_of, validate, validate_batch
+from highland.ingest.files import read_rows
+from highland.ingest.gateway import split_body
+from highland.sinks.progress import ProgressRow
+from highland.sinks.writer import BatchShares
+from highland.streams.app import split
 from typer.testing import CliRunner
 
-from catalog.loader import default_catalog
 from highland.cli import app as cli
-from ingest.events import Accepted, Reason, schema_of, validate, validate_batch
-from ingest.files import read_rows
-from ingest.gateway import split_body
-from sinks.progress import ProgressRow
-from sinks.writer import BatchShares
-from streams.app import split
 
 CATALOG = default_catalog()
 NOW = datetime(2019, 6, 1, tzinfo=UTC)
@@ -112,8 +112,8 @@ def strict_loads(text: str) -> Any:
 def test_progress_json_is_strict_json_even_when_a_stored_sum_is_not_finite(monkeypatch):
     row = ProgressRow("ecommerce_turnover", "E-commerce", "flow", "亿元", "cq_commerce", "2019", math.inf,
                       1.0, 18000.0, 2020, 6000.0, math.nan, "on_track", -math.inf, None)
-    monkeypatch.setattr("sinks.client.connect", lambda settings: None)
-    monkeypatch.setattr("sinks.progress.progress", lambda client, db, catalog, day: [row])
+    monkeypatch.setattr("highland.sinks.client.connect", lambda settings: None)
+    monkeypatch.setattr("highland.sinks.progress.progress", lambda client, db, catalog, day: [row])
     result = CliRunner().invoke(cli, ["progress", "--as-of", "2019-06-30", "--json"])
     assert result.exit_code == 0, result.output
     (printed,) = strict_loads(result.stdout)["indicators"]

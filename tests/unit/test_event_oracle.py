@@ -17,12 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from highland.catalog.loader import default_catalog
+from highland.catalog.models import Catalog
+from highland.ingest.events import Accepted, Rejected, validate, validate_batch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-
-from catalog.loader import default_catalog
-from catalog.models import Catalog
-from ingest.events import Accepted, Rejected, validate, validate_batch
 
 # --- the catalog: the plan's, plus an indicator that allows negatives within a small bound --------
 

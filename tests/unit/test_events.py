@@ -8,12 +8,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
+from highland.catalog.loader import default_catalog
+from highland.ingest import events
+from highland.ingest.events import MAX_PAYLOAD_BYTES, Accepted, Reason, Rejected, validate, validate_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from catalog.loader import default_catalog
-from ingest import events
-from ingest.events import MAX_PAYLOAD_BYTES, Accepted, Reason, Rejected, validate, validate_batch
 
 CATALOG = default_catalog()
 NOW = datetime(2019, 6, 1, tzinfo=UTC)

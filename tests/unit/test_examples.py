@@ -6,10 +6,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from catalog.loader import default_catalog
-from ingest.events import Accepted, validate
-from ingest.files import read_rows
+from highland.catalog.loader import default_catalog
+from highland.ingest.events import Accepted, validate
+from highland.ingest.files import read_rows
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "ingest" / "examples"
 

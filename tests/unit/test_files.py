@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from ingest.files import read_rows
+from highland.ingest.files import read_rows
 
 
 def test_jsonl_rows_keep_their_line_numbers(tmp_path):

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 from clickhouse_driver.errors import NetworkError, ServerException, SocketTimeoutError, TypeMismatchError
+from highland.sinks.writer import BATCH_STRUCTURE, BatchColumns
+from highland.sinks.writer_process import WriteFailed, write_isolated
+from highland.streams.app import ClickHouseSink
+from highland.streams.health import Health
+from highland.streams.poison import Failure, PoisonPolicy, Unisolated, classify, out_of_bounds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from highland.settings import Settings
-from sinks.writer import BATCH_STRUCTURE, BatchColumns
-from sinks.writer_process import WriteFailed, write_isolated
-from streams.app import ClickHouseSink
-from streams.health import Health
-from streams.poison import Failure, PoisonPolicy, Unisolated, classify, out_of_bounds
 
 
 def server_error(code: int, text: str = "refused") -> ServerException:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-
-from catalog.models import Indicator, Thresholds
-from catalog.trajectory import Status, annual_expected, expected, position, projected, status, year_fraction
+from highland.catalog.models import Indicator, Thresholds
+from highland.catalog.trajectory import Status, annual_expected, expected, position, projected, status, year_fraction
 
 DEFAULT = Thresholds(on_track=0.95, at_risk=0.85)
 

@@ -17,12 +17,12 @@ from typing import Any
 import psutil
 import pytest
 from clickhouse_driver.errors import ServerException
+from highland.catalog.loader import default_catalog
+from highland.ingest.events import Accepted
+from highland.sinks.writer import BATCH_STRUCTURE, BatchColumns, Positioned
+from highland.sinks.writer_process import WriteFailed, WriterCrashed, WriterPool, WriterProcess
 
-from catalog.loader import default_catalog
 from highland.settings import Settings
-from ingest.events import Accepted
-from sinks.writer import BATCH_STRUCTURE, BatchColumns, Positioned
-from sinks.writer_process import WriteFailed, WriterCrashed, WriterPool, WriterProcess
 from tests.conftest import ROOT
 
 
@@ -87,7 +87,7 @@ def test_a_child_ignores_interrupt_and_stop_signals_and_leaves_when_closed(write
 
 PARENT = """
 from highland.settings import Settings
-from sinks.writer_process import WriterProcess
+from highland.sinks.writer_process import WriterProcess
 from tests.unit import test_writer_process as calls
 writer = WriterProcess(Settings())
 print(writer.call(calls.where_and_what, 0)[0], flush=True)
