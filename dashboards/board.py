@@ -22,12 +22,13 @@ from zoneinfo import ZoneInfo
 
 from clickhouse_driver.errors import Error as ClickHouseError
 from clickhouse_driver.errors import ServerException
+from highland.catalog.domain import ProgressRow
 from highland.catalog.loader import default_catalog
 from highland.catalog.models import Catalog
 from highland.catalog.trajectory import performance
 from highland.sinks.alerts import list_alerts
 from highland.sinks.client import connect
-from highland.sinks.progress import ProgressRow, default_as_of, progress
+from highland.sinks.progress import default_as_of, progress
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table

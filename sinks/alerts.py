@@ -2,58 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
+from highland.catalog.domain import FRESH, STALE, STATUS, Alert, AlertState, Last
 from highland.catalog.models import Catalog
-
-STATUS = "status"
-STALE = "stale"
-FRESH = "fresh"
-# Other kinds (the self-check's ``repair``, streams/audit.py) are reports, not links of a chain.
-
-
-@dataclass(frozen=True)
-class Alert:
-    alert_id: str
-    kind: str
-    seq: int
-    indicator: str
-    agency: str
-    old_status: str
-    new_status: str
-    actual: float | None
-    expected: float | None
-    as_of: date
-    detail: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Last:
-    """The latest alert of one (indicator, kind): its state and its id, for the chain."""
-
-    state: str
-    alert_id: str
-    seq: int
-
-
-@dataclass
-class AlertState:
-    """Latest state per (indicator, kind); the defaults are 'no_data' and 'fresh'."""
-
-    last: dict[tuple[str, str], Last] = field(default_factory=dict)
-
-    def get(self, indicator: str, kind: str) -> Last:
-        default = "no_data" if kind == STATUS else FRESH
-        return self.last.get((indicator, kind), Last(default, "", 0))
-
-    def apply(self, alert: Alert) -> None:
-        kind = STATUS if alert.kind == STATUS else STALE
-        self.last[(alert.indicator, kind)] = Last(alert.new_status, alert.alert_id, alert.seq)
-
-
 
 ALERT_COLUMNS = ("alert_id", "kind", "seq", "indicator", "agency", "old_status", "new_status", "actual",
                  "expected", "as_of", "detail", "created_at")

@@ -11,10 +11,11 @@ against (``highland verify``). Dates are the plan's local dates (its timezone, A
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from highland.catalog.domain import ProgressRow
 from highland.catalog.models import Catalog, Direction, Indicator, Kind
 from highland.catalog.trajectory import Status, expected, projected, status
 
@@ -157,28 +158,6 @@ def reference_actuals(client: Any, db: str, catalog: Catalog, as_of: date) -> di
     for code, value, _regions, last in client.execute(level_values_sql(db, tz, others), params):
         out[code] = Actual(value, last)
     return out
-
-
-@dataclass(frozen=True)
-class ProgressRow:
-    indicator: str
-    name_en: str
-    kind: str
-    unit: str
-    agency: str
-    period: str
-    actual: float | None
-    expected: float | None
-    target: float | None
-    target_year: int
-    baseline: float | None
-    pct_of_target: float | None
-    status: str
-    projected: float | None
-    last_observed_at: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _period(ind: Indicator, as_of: date) -> str:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import hashlib
 from datetime import date, datetime, timedelta
 
+from highland.catalog.domain import FRESH, STALE, STATUS, Alert, AlertState, ProgressRow
 from highland.catalog.models import Catalog
-from highland.sinks.alerts import FRESH, STALE, STATUS, Alert, AlertState
-from highland.sinks.progress import ProgressRow
 
 
 def alert_id(indicator: str, kind: str, old: str, new: str, previous_id: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from highland.catalog.domain import Alert
 from highland.catalog.models import Catalog
 from highland.sinks import alerts as stored_alerts
 from highland.sinks.audit import Finding, check, recent_keys_sql, sweep_keys_sql, sweep_slice_end
@@ -69,7 +70,7 @@ class SelfCheck:
     def stats(self) -> AuditStats:
         return self._cursor.stats
 
-    async def run(self, app: Any | None, now: datetime) -> list[stored_alerts.Alert]:
+    async def run(self, app: Any | None, now: datetime) -> list[Alert]:
         """One round; returns the repair alerts it raised."""
         cursor = self._cursor
         until = int(now.timestamp() - self.settings.audit_grace_seconds)
@@ -121,7 +122,7 @@ def _check(client: Any, db: str, keys: str, tz: str, params: dict[str, Any], rep
     return check(client, db, tz, keys, params, repair=repair, cluster=cluster)
 
 
-def repair_alerts(findings: list[Finding], catalog: Catalog, now: datetime) -> list[stored_alerts.Alert]:
+def repair_alerts(findings: list[Finding], catalog: Catalog, now: datetime) -> list[Alert]:
     """One alert per indicator whose series the self-check had to repair."""
     days: dict[str, list[date]] = {}
     rows: dict[str, int] = {}
@@ -139,6 +140,6 @@ def repair_alerts(findings: list[Finding], catalog: Catalog, now: datetime) -> l
                  "their events"
         ind = catalog.indicator(indicator)
         ident = hashlib.sha256(f"{indicator}|{REPAIR}|{now.isoformat()}".encode()).hexdigest()[:24]
-        out.append(stored_alerts.Alert(ident, REPAIR, 0, indicator, ind.agency if ind else "", "", "repaired",
+        out.append(Alert(ident, REPAIR, 0, indicator, ind.agency if ind else "", "", "repaired",
                                        None, None, now.date(), detail, now))
     return out

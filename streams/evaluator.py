@@ -16,9 +16,9 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from highland.catalog.domain import Alert
 from highland.catalog.models import Catalog
 from highland.sinks import alerts as alert_sink
-from highland.sinks.alerts import Alert
 from highland.sinks.progress import default_as_of, progress
 from highland.streams.alerts import feed_alerts, status_alerts
 

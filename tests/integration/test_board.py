@@ -20,11 +20,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from highland.catalog.domain import Alert
 from highland.catalog.loader import default_catalog
 from highland.catalog.models import Direction
 from highland.catalog.trajectory import expected
 from highland.ingest.events import Accepted, validate
-from highland.sinks.alerts import Alert, store
+from highland.sinks.alerts import store
 from highland.sinks.client import connect
 from highland.sinks.writer import Positioned, write_events
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from highland.sinks.alerts import STATUS, AlertState
-from highland.sinks.progress import ProgressRow
+from highland.catalog.domain import STATUS, AlertState, ProgressRow
 from highland.streams.alerts import status_alerts
 
 AS_OF = date(2019, 6, 30)

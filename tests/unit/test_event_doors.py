@@ -9,11 +9,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from highland.catalog.domain import ProgressRow
 from highland.catalog.loader import default_catalog
 from highland.ingest.events import Accepted, Reason, schema_of, validate, validate_batch
 from highland.ingest.files import read_rows
 from highland.ingest.gateway import split_body
-from highland.sinks.progress import ProgressRow
 from highland.sinks.writer import BatchShares
 from highland.streams.app import split
 from typer.testing import CliRunner
