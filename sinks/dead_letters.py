@@ -1,7 +1,7 @@
 """Dead letters in ClickHouse: written by the worker from the dead-letter topic, listed by `highland dlq`.
 
 The dead-letter topic is as open as the events topic, so storing it follows the same poison-record
-policy (streams/poison.py): a dead letter that can't be stored as sent (a ``received_at`` no
+policy (sinks/poison.py): a dead letter that can't be stored as sent (a ``received_at`` no
 DateTime can hold, text that is not valid Unicode) is stored sanitized; one that can't be stored
 even then is skipped with a log line. Neither ever holds up the dead letters behind it.
 """
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from highland.ingest.dead_letters import DeadLetter, sanitized
-from highland.streams.poison import Failure, PoisonPolicy, classify, describe
+from highland.sinks.poison import Failure, PoisonPolicy, classify, describe
 
 log = logging.getLogger("highland.worker")
 Positioned = tuple[int, int, DeadLetter]  # (partition, offset, record) on the dead-letter topic

@@ -13,7 +13,7 @@ kills it with its parent (even one killed by SIGKILL), elsewhere it sees the par
 ``PARENT_CHECK_S``. It ignores SIGINT and SIGTERM, so a Ctrl-C or a stop signal sent to the whole
 process group can't cut a write in half: the worker's shutdown decides when it ends.
 
-A write runs under the poison-record policy (streams/poison.py) in the child itself, over its own
+A write runs under the poison-record policy (sinks/poison.py) in the child itself, over its own
 connection: ``write_isolated`` sets aside the rows a column can't hold, bisects the rest on any
 failure that is not the infrastructure's, and answers with what was written and the rows that
 could not be (the worker dead-letters them). Only an infrastructure failure comes back as
@@ -38,8 +38,8 @@ from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
 
 from highland.sinks.client import connect
+from highland.sinks.poison import Failure, PoisonPolicy, classify, describe, out_of_bounds
 from highland.sinks.writer import BATCH_STRUCTURE, BatchColumns
-from highland.streams.poison import Failure, PoisonPolicy, classify, describe, out_of_bounds
 
 from highland.settings import Settings
 
@@ -64,7 +64,7 @@ class PoisonRow(NamedTuple):
     partition: int
     offset: int
     agency: str
-    failure: str  # streams.poison.Failure
+    failure: str  # sinks.poison.Failure
     error: str
 
 

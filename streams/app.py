@@ -9,7 +9,7 @@ steps 3-4 of the one before):
 3. accepted events are written to ClickHouse by the worker's writer processes, each its share of
    the partitions (idempotent: each (agency, event_id, revision) once), retried until ClickHouse
    answers, but only while this worker still owns the partitions. Under the poison-record policy
-   (streams/poison.py): events the store refuses for their content are dead-lettered
+   (sinks/poison.py): events the store refuses for their content are dead-lettered
    (``out_of_range``), never retried; only infrastructure failures are;
 4. only then are the batch's offsets committed.
 A worker killed at any point re-reads at most the uncommitted batches, and the writer skips what
@@ -42,13 +42,13 @@ from highland.ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_let
 from highland.ingest.events import Accepted, Reason, Rejected, Verdict, validate_batch
 from highland.sinks import dead_letters as dead_letter_sink
 from highland.sinks.client import connect
+from highland.sinks.poison import Failure, Unisolated, classify
 from highland.sinks.writer import BatchColumns, BatchShares, WriteResult, write_events
 from highland.sinks.writer_process import IsolatedPart, PoisonRow, WriterPool, write_isolated
 from highland.streams.audit import SelfCheck
 from highland.streams.batches import BatchConsumer, Lease
 from highland.streams.evaluator import AlertEvaluator
 from highland.streams.health import Health
-from highland.streams.poison import Failure, Unisolated, classify
 from mode import Service, ServiceT
 
 from highland.settings import Settings
@@ -328,7 +328,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         async for events in stream.noack_take(1000, within=1.0):
             try:
                 await store_dead_letter_batch(events)
-            except Unisolated as exc:  # see streams/poison.py: restart from the last commit
+            except Unisolated as exc:  # see sinks/poison.py: restart from the last commit
                 log.error("storing dead letters failed with nothing to blame; crashing the worker", exc_info=exc)
                 await app.crash(exc)
                 return

@@ -4,7 +4,7 @@ Each consumer (the events batch consumer, the dead-letter agent) times the batch
 with a ``Watch``; a batch in progress longer than ``HIGHLAND_WORKER_STUCK_AFTER_S`` is stuck: logged
 (again every such interval while it lasts), counted once, and shown by the worker's ``/health``
 route (JSON, on the Faust web server, ``HIGHLAND_WORKER_WEB_PORT``). A stuck batch is what an
-infrastructure outage looks like (content can't cause one: streams/poison.py).
+infrastructure outage looks like (content can't cause one: sinks/poison.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The poison-record policy (streams/poison.py) with fake writes: infrastructure failures are the
+"""The poison-record policy (sinks/poison.py) with fake writes: infrastructure failures are the
 caller's to retry, content failures are pinned on the records that cause them and never retried,
 and a failure no record can be blamed for is not blamed on any."""
 
@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from clickhouse_driver.errors import NetworkError, ServerException, SocketTimeoutError, TypeMismatchError
+from highland.sinks.poison import Failure, PoisonPolicy, Unisolated, classify, out_of_bounds
 from highland.sinks.writer import BATCH_STRUCTURE, BatchColumns
 from highland.sinks.writer_process import WriteFailed, write_isolated
 from highland.streams.app import ClickHouseSink
 from highland.streams.health import Health
-from highland.streams.poison import Failure, PoisonPolicy, Unisolated, classify, out_of_bounds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
