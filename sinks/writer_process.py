@@ -1,10 +1,10 @@
 """The events writer in a process of its own, so that its Python never waits for the worker's GIL.
 
 The writer's own Python -- the driver encoding ``_batch``, reading the answers of its ~18
-statements, the per-day bookkeeping -- ran 40 % slower while the worker's event loop validated the
-next batch in the same interpreter: every step waited for the GIL (docs/streams.md, Throughput).
+statements, the per-day bookkeeping -- ran much slower while the worker's event loop validated the
+next batch in the same interpreter: every step waited for the GIL (docs/benchmarks.md, session 4).
 Here it has an interpreter of its own. A batch crosses as its columns (``BatchColumns``, pickled
-lists: ~0.3 us an event in all), the answer as a ``WriteResult``.
+lists, cheap to send), the answer as a ``WriteResult``.
 
 The child owns one ClickHouse connection (the writer's session tables need one: docs/production.md)
 and runs one call at a time, in the order they come. It must never outlive the worker, or a

@@ -60,13 +60,13 @@ FAUST_GROUP_SUFFIX = "-faust"
 PREPARE_SLICE = 1000  # events validated between two yields to the event loop (~5 ms)
 # The threads that hand a batch to the writer processes and collect their answers need the GIL for
 # a moment while the event loop validates the next batch; at Python's default 5 ms switch interval
-# each hand-over can wait that long. 0.2 ms: ~70,000 against ~60,000 events/s in alternating runs
-# with the writer processes (docs/streams.md, Throughput).
+# each hand-over can wait that long. 0.2 ms was faster in alternating runs (docs/benchmarks.md,
+# sessions 3 and 4).
 GIL_SWITCH_INTERVAL_S = 0.0002
 # A batch allocates ~5 tracked objects per event (records, dicts, tuples), none of them in a cycle,
 # but Python's default thresholds (700, 10, 10) then ran a collection every ~140 events and a full
-# one, over the whole heap and the batch read ahead, every ~100,000: ~45 % of the worker's CPU
-# (measured: 12.1 -> 5.8 us an event, docs/streams.md). The few cycles (futures, tracebacks) are
+# one, over the whole heap and the batch read ahead, every ~100,000: a large share of the worker's
+# CPU (docs/benchmarks.md, session 4). The few cycles (futures, tracebacks) are
 # still collected: young ones every 100,000 allocations, all every 20 million.
 GC_THRESHOLDS = (100_000, 20, 10)
 STUCK_CHECK_S = 1.0  # how often batches in progress are checked for being stuck
