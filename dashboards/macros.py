@@ -8,8 +8,8 @@ Two steps, in Grafana's order:
    ``$__timeFilter(col)`` -> ``col >= toDateTime(<from>) AND col <= toDateTime(<to>)``, and so on.
 
 ``$__timeInterval`` / ``$__timeInterval_ms`` are refused: the plugin expands them to
-``toStartOfInterval``, which ClickHouse 18.16 lacks; panels bucket with toStartOfMinute/Hour/Day or
-``intDiv(toUInt32(t), $__interval_s) * $__interval_s`` instead.
+``toStartOfInterval``, which ClickHouse 18.16 lacks (docs/clickhouse-dialect.md, "time-buckets"); panels
+bucket with toStartOfMinute/Hour/Day or ``intDiv(toUInt32(t), $__interval_s) * $__interval_s`` instead.
 """
 
 from __future__ import annotations

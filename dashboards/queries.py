@@ -4,7 +4,8 @@ Every statement runs on ClickHouse 18.16 (the local server) and on current Click
 functions both know are used: no toStartOfInterval (the plugin's $__timeInterval), WITH FILL,
 window functions, JSONExtract or LowCardinality; at most one JOIN per SELECT (18.16 allows no more)
 and every joined column listed by name (18.16 expands `*` to the left side only). Aliases never
-repeat a column name: 18.16 substitutes aliases inside aggregates.
+repeat a column name: 18.16 substitutes aliases inside aggregates. (docs/clickhouse-dialect.md:
+"missing-features", "time-buckets", "one-join", "join-star", "alias-substitution".)
 
 Plan numbers come from the *_current views of migration 0005 (synced from the catalog by
 sinks/plan_tables.py) and actuals from the per-day series `daily_series` (migration 0006, kept by the
@@ -67,7 +68,8 @@ def _series_days(q: Sql, kind_filter: str, extra: str = "1") -> str:
 
 def _trajectory(q: Sql, columns: str, where: str) -> str:
     """Rows of plan_trajectory_current matching ``where``, read from the table itself: the view reads
-    the whole newest version with FINAL before any filter applies (15-25 ms per use on 18.16), while
+    the whole newest version with FINAL before any filter applies (slow on 18.16:
+    docs/clickhouse-dialect.md, "view-filter"), while
     this prunes by the primary key (version, indicator, day) first. LIMIT 1 BY does what FINAL did:
     a sync repeated after a crash wrote the same rows twice under one version."""
     return f"""
@@ -127,7 +129,8 @@ _PLAN_COLUMNS = ("name_en", "unit", "kind", "direction", "trajectory", "path_bas
 
 def _plan_days(q: Sql, days_where: str) -> str:
     """The chosen (indicator, day) pairs with the plan's numbers for them. ALL, not ANY: current
-    ClickHouse's ANY INNER JOIN keeps one LEFT row per key too (18.16 kept them all)."""
+    ClickHouse's ANY INNER JOIN keeps one LEFT row per key too (18.16 kept them all;
+    docs/clickhouse-dialect.md, "any-inner-join")."""
     return f"""
         SELECT indicator, day, expected AS plan_expected, has_expected, year_fraction, position,
                {', '.join(_PLAN_COLUMNS)}

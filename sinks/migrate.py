@@ -2,7 +2,8 @@
 
 Each file holds statements separated by ``;`` at the end of a line, with ``{db}`` for the database.
 Every statement must run on ClickHouse 18.16 (the local server) and on current ClickHouse
-(production); tests run all of them on both (chdb for the current dialect). Applied versions are
+(production); tests run all of them on both (chdb for the current dialect). What 18.16 allows, and
+what current ClickHouse does differently, is in docs/clickhouse-dialect.md. Applied versions are
 recorded in ``{db}.schema_migrations``; statements use IF NOT EXISTS so a half-applied file can be
 re-run.
 """

@@ -21,8 +21,9 @@ from highland.catalog.trajectory import Status, expected, projected, status
 
 # One row per (agency, event_id): the latest revision of every accepted observation. For equal
 # revisions (exact re-deliveries) the copies are identical; argMax picks any. Aliases differ from
-# column names on purpose: 18.16 substitutes aliases inside other aggregates. No filter runs before
-# the deduplication: a revision may move an event to another indicator or region.
+# column names on purpose: 18.16 substitutes aliases inside other aggregates (docs/clickhouse-dialect.md,
+# "alias-substitution"). No filter runs before the deduplication: a revision may move an event to
+# another indicator or region.
 LATEST_EVENTS = """
     SELECT agency, event_id,
            max(revision) AS last_revision,
@@ -78,9 +79,9 @@ def level_values_sql(db: str, tz: str, levels: list[str]) -> str:
 
 
 # One row per series-day: the latest recomputation (highest version) wins. FINAL merges the rows of
-# a key at read time, so this is exact whether or not background merges ran (and 4-5x faster than
-# argMax per key on 18.16); on a cluster all rows of a key share a shard (sinks/cluster.py). Aliases
-# differ from the column names (18.16 substitutes aliases inside aggregates).
+# a key at read time, so this is exact whether or not background merges ran (and on 18.16 faster than
+# argMax per key: docs/clickhouse-dialect.md, "final"); on a cluster all rows of a key share a shard
+# (sinks/cluster.py). Aliases differ from the column names ("alias-substitution").
 DAILY = """
     SELECT indicator AS ind, region AS reg, day AS d, events AS n, value_sum AS total,
            close_value AS close, close_observed_at AS close_obs

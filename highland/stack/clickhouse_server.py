@@ -1,7 +1,8 @@
 """A private ClickHouse server for the local stack: Debian's package, state under the stack folder.
 
 Every user has a password (generated once into ``<state_dir>/local.env``, never committed); the
-server listens on 127.0.0.1 only. Debian's 18.16 carries unfixed CVEs: local and CI use only.
+server listens on 127.0.0.1 only. Debian's 18.16 carries unfixed CVEs: local and CI use only
+(docs/clickhouse-dialect.md, "security"; users live in users.xml: "users-and-grants").
 """
 
 from __future__ import annotations

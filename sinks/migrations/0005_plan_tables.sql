@@ -19,9 +19,10 @@ ENGINE = MergeTree
 ORDER BY (seq, version);
 
 -- One row per indicator and version. Absent numbers are 0 with a has_* flag (plain Float64 keeps
--- the arithmetic identical on 18.16 and current ClickHouse). path_base / path_base_year: where the
--- plan's path starts (the baseline, or 0 at the end of the plan's baseline year). on_track /
--- at_risk: the thresholds in force (the indicator's own, else the plan's).
+-- the arithmetic identical on 18.16 and current ClickHouse: docs/clickhouse-dialect.md,
+-- "plain-float64"). path_base / path_base_year: where the plan's path starts (the baseline, or 0 at
+-- the end of the plan's baseline year). on_track / at_risk: the thresholds in force (the
+-- indicator's own, else the plan's).
 CREATE TABLE IF NOT EXISTS {db}.plan_indicators
 (
     version String,

@@ -1,10 +1,8 @@
 -- `observations` (migration 0006) again, ordered by numbers: what the writer scans for every batch.
 --
 -- The writer counts the rows of each series-day it touches (twice per batch) and looks up the
--- batch's rows among them. ClickHouse 18.16 tests a row against a set of strings ~4x slower than
--- against a set of numbers, and groups by strings ~3x slower: at 1 M stored events a 50,000-event
--- backfill batch counted in 58 ms by (indicator, region, day), 16 ms by (series, day); its look-up
--- took 38 ms by event_id, 18 ms by `key` (docs/streams.md, "Throughput").
+-- batch's rows among them. ClickHouse 18.16 tests and groups strings much slower than numbers
+-- (docs/clickhouse-dialect.md, "string-keys"; the runs: docs/benchmarks.md, session 5).
 -- `series` = cityHash64(indicator, region) and `key` = cityHash64(agency, event_id) are computed by
 -- the server on every INSERT (MATERIALIZED: no writer can set them wrong). Two series sharing a hash
 -- would only share a row count: the writer then sees rows it did not expect and recomputes the day
