@@ -156,7 +156,7 @@ class BatchConsumer(Service):
             await self._commit(lease.offsets)
         elif not lease.inflight.done():
             # Can't be recalled: it may still land. The next owner's check-before-insert then sees
-            # it or not depending on timing (see docs/streams.md, risks).
+            # it or not depending on timing (see docs/streams.md, "Ownership": its limits).
             log.error("%s: a ClickHouse write still in flight after %.0f s; releasing anyway", why,
                       self.settings.worker_revoke_wait_s)
 
