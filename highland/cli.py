@@ -275,8 +275,8 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _check_token(settings: Settings, agency: str, token: str) -> None:
-    from highland.ingest.tokens import agency_of
     from highland.sinks.client import connect
+    from highland.sinks.tokens import agency_of
 
     owner = agency_of(connect(settings), settings.clickhouse_database, token)
     if owner != agency:
@@ -292,8 +292,8 @@ app.add_typer(tokens_app, name="tokens")
 def tokens_issue(agency: Annotated[str, typer.Option("--agency")]) -> None:
     """Issue a token for an agency; it is printed once and stored only as a hash."""
     from highland.catalog.loader import default_catalog
-    from highland.ingest.tokens import issue
     from highland.sinks.client import connect
+    from highland.sinks.tokens import issue
 
     settings = get_settings()
     if not default_catalog().is_agency(agency):
@@ -304,8 +304,8 @@ def tokens_issue(agency: Annotated[str, typer.Option("--agency")]) -> None:
 @tokens_app.command("revoke")
 def tokens_revoke(agency: Annotated[str, typer.Option("--agency")]) -> None:
     """Revoke every token of an agency."""
-    from highland.ingest.tokens import revoke_all
     from highland.sinks.client import connect
+    from highland.sinks.tokens import revoke_all
 
     settings = get_settings()
     n = revoke_all(connect(settings), settings.clickhouse_database, agency)
@@ -320,11 +320,12 @@ def gateway_cmd(
     """The HTTP gateway: POST /v1/events with an agency bearer token; GET /health."""
     from highland.catalog.loader import default_catalog
     from highland.ingest.gateway import serve
+    from highland.sinks.tokens import verifier
 
     settings = get_settings()
     host, port = host or settings.gateway_host, port or settings.gateway_port
     err.print(f"gateway listening on http://{host}:{port}/v1/events")
-    serve(settings, default_catalog(), host, port)
+    serve(settings, default_catalog(), verifier(settings), host, port)
 
 
 @app.command("alerts")

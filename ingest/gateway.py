@@ -21,7 +21,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
@@ -39,11 +39,19 @@ _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace, nothing else
 
 
+class TokenVerifier(Protocol):
+    """(bearer token) -> the agency it belongs to, or None (unknown or revoked). Blocking: called in a
+    worker thread on a cache miss. Tokens are stored by sinks/ (sinks/tokens.py: ``verifier``); the
+    command that starts the gateway passes the check in, as ingest sits below storage."""
+
+    def __call__(self, token: str) -> str | None: ...
+
+
 @dataclass
 class Gateway:
     settings: Settings
     catalog: Catalog
-    token_lookup: Any  # (token) -> agency | None, blocking (ClickHouse)
+    token_lookup: TokenVerifier
     producer: AIOKafkaProducer | None = None
 
     def __post_init__(self) -> None:
@@ -234,17 +242,5 @@ async def _refuse(gateway: Gateway, status: int, reason: Reason, detail: str, bo
     return _json_response({"error": reason.value, "detail": detail}, status=status)
 
 
-def serve(settings: Settings, catalog: Catalog, host: str, port: int) -> None:
-    from highland.ingest.tokens import agency_of
-    from highland.sinks.client import connect
-
-    def lookup(token: str) -> str | None:
-        # Runs in a worker thread on a cache miss; a connection of its own, closed right after,
-        # so concurrent lookups never share one and none is left open.
-        client = connect(settings)
-        try:
-            return agency_of(client, settings.clickhouse_database, token)
-        finally:
-            client.disconnect()
-
-    web.run_app(create_app(Gateway(settings, catalog, lookup)), host=host, port=port, print=None)
+def serve(settings: Settings, catalog: Catalog, verify: TokenVerifier, host: str, port: int) -> None:
+    web.run_app(create_app(Gateway(settings, catalog, verify)), host=host, port=port, print=None)

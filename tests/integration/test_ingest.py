@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from highland.ingest.dead_letters import DeadLetter
 from highland.ingest.events import Reason
-from highland.ingest.tokens import issue, revoke_all
 from highland.sinks.client import connect
+from highland.sinks.tokens import issue, revoke_all
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition

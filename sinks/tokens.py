@@ -1,12 +1,21 @@
-"""Per-agency bearer tokens: issued by `highland tokens issue`, stored hashed in ClickHouse."""
+"""Per-agency bearer tokens: issued by `highland tokens issue`, stored hashed in ClickHouse.
+
+The gateway (ingest/gateway.py) checks them through ``verifier``, which the `highland gateway`
+command hands it: ingest sits below storage and never opens a ClickHouse connection itself.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from highland.sinks.client import connect
+
+from highland.settings import Settings
 
 TOKEN_PREFIX = "hlt_"
 
@@ -41,3 +50,19 @@ def agency_of(client: Any, db: str, token: str) -> str | None:
         f"SELECT agency FROM {db}.agency_tokens WHERE token_sha256 = %(h)s "
         "GROUP BY agency, token_sha256 HAVING argMax(revoked, updated_at) = 0", {"h": token_hash(token)})
     return rows[0][0] if rows else None
+
+
+def verifier(settings: Settings) -> Callable[[str], str | None]:
+    """The gateway's token check: (token) -> its agency, or None. Blocking; the gateway runs it in a
+    worker thread on a cache miss."""
+
+    def agency_for(token: str) -> str | None:
+        # A connection of its own, closed right after, so concurrent checks never share one and
+        # none is left open.
+        client = connect(settings)
+        try:
+            return agency_of(client, settings.clickhouse_database, token)
+        finally:
+            client.disconnect()
+
+    return agency_for
