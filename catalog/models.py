@@ -217,11 +217,6 @@ class Catalog(_Strict):
     def _agency_codes(self) -> frozenset[str]:
         return frozenset(a.code for a in self.agencies)
 
-    @cached_property
-    def accepted_routes(self) -> dict[tuple[str, ...], Any]:
-        """The validator's memo of combinations it accepted (ingest/events.py owns what is in it)."""
-        return {}
-
     def indicator(self, code: str) -> Indicator | None:
         return self._by_code.get(code)
 

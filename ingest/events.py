@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import MINYEAR, UTC, datetime, timedelta
@@ -132,7 +133,7 @@ def validate(payload: bytes | str | dict[str, Any], catalog: Catalog, *, now: da
         event = _ONE.validate_json(raw)
     except ValidationError as exc:
         return _schema_rejection(exc, raw, pushed_by)
-    return _check_meaning(event, raw, catalog, _latest(now or datetime.now(UTC)), pushed_by)
+    return _check_meaning(event, raw, catalog, _accepted(catalog), _latest(now or datetime.now(UTC)), pushed_by)
 
 
 def validate_batch(payloads: Sequence[bytes], catalog: Catalog, *, now: datetime,
@@ -154,8 +155,8 @@ def validate_batch(payloads: Sequence[bytes], catalog: Catalog, *, now: datetime
         except ValidationError:
             pass
         else:
-            latest = _latest(now)
-            return [_check_meaning(event, raw, catalog, latest, None)
+            latest, routes = _latest(now), _accepted(catalog)
+            return [_check_meaning(event, raw, catalog, routes, latest, None)
                     for event, raw in zip(events, payloads, strict=True)]
     return [validate(payload, catalog, now=now) for payload in payloads]
 
@@ -224,17 +225,33 @@ class _RouteKey(NamedTuple):
     unit: str
 
 
-def _route(key: tuple[str, str, str, str], catalog: Catalog) -> _Route | Rejected:
+_Routes = dict[tuple[str, str, str, str], _Route]
+# Each catalog's accepted routes (``_route``), by the catalog's identity: the memo is the validator's,
+# not part of the plan's data, and hashing a catalog (a frozen model: every field) would cost more
+# than the lookup it saves. An entry leaves with its catalog, before its id can be reused.
+_ACCEPTED: dict[int, _Routes] = {}
+
+
+def _accepted(catalog: Catalog) -> _Routes:
+    routes = _ACCEPTED.get(id(catalog))
+    if routes is None:
+        routes = _ACCEPTED[id(catalog)] = {}
+        weakref.finalize(catalog, _ACCEPTED.pop, id(catalog), None)
+    return routes
+
+
+def _route(key: tuple[str, str, str, str], catalog: Catalog, routes: _Routes) -> _Route | Rejected:
     """``key``: (agency, indicator, region, unit), a plain tuple: the common case only looks it up.
 
     The catalog checks are the same for every event of a feed: the worker re-validates every event,
-    so acceptances are remembered on the (immutable) catalog. Only acceptances: the cache is then
-    bounded by the catalog (agencies x indicators x regions x units), whatever the input."""
-    route = catalog.accepted_routes.get(key)
+    so acceptances are remembered in ``routes``, the catalog's memo (``_accepted``; a batch looks it
+    up once). Only acceptances: the memo is then bounded by the catalog (agencies x indicators x
+    regions x units), whatever the input."""
+    route = routes.get(key)
     if route is None:
         route = _catalog_route(_RouteKey(*key), catalog)
         if isinstance(route, _Route):
-            catalog.accepted_routes[key] = route
+            routes[key] = route
     return route
 
 
@@ -269,10 +286,11 @@ _BEFORE_ALL = datetime.min.replace(tzinfo=UTC)
 _AFTER_ALL = datetime.max.replace(tzinfo=UTC)
 
 
-def _check_meaning(event: MetricEvent, raw: bytes, catalog: Catalog, latest: datetime,
+def _check_meaning(event: MetricEvent, raw: bytes, catalog: Catalog, routes: _Routes, latest: datetime,
                    pushed_by: str | None) -> Verdict:
     """The rules beyond the schema: a repeated member, the observed_at calendar, the catalog's and
-    the clock's rules. ``raw``: the JSON ``event`` was read from; ``latest``: see ``_latest``."""
+    the clock's rules. ``raw``: the JSON ``event`` was read from; ``routes``: the catalog's memo
+    (``_accepted``); ``latest``: see ``_latest``."""
     agency, raw_value, raw_unit = event["agency"], event["value"], event["unit"]
     # One count of quotes clears nearly every event (``_quotes``, inlined: it runs for each one).
     if raw.count(b'"') != 2 * (2 * len(event) - 1 - ("revision" in event)) and _repeats_a_member(event, raw):
@@ -287,7 +305,7 @@ def _check_meaning(event: MetricEvent, raw: bytes, catalog: Catalog, latest: dat
         return Rejected(Reason.FORBIDDEN_AGENCY, f"event is in the name of {agency!r}, pushed by {pushed_by!r}",
                         pushed_by)
     region = event.get("region", CITY_WIDE)
-    route = _route((agency, event["indicator"], region, raw_unit), catalog)
+    route = _route((agency, event["indicator"], region, raw_unit), catalog, routes)
     if isinstance(route, Rejected):
         return route
     value = raw_value * route.factor
