@@ -45,7 +45,7 @@ from highland.catalog.loader import default_catalog  # noqa: E402
 from highland.sinks.client import connect  # noqa: E402
 from highland.sinks.migrate import migrate  # noqa: E402
 
-from highland.settings import Settings  # noqa: E402
+from highland.settings import Settings, worker_environment  # noqa: E402
 from highland.stack import local  # noqa: E402
 from highland.topics import ensure_topics  # noqa: E402
 
@@ -161,9 +161,7 @@ class WorkerRun:
 
 
 def worker_rate(settings: Settings, n: int, workers: int, tmp: Path) -> WorkerRun:
-    from tests.integration.support import worker_env
-
-    env = worker_env(settings, "bench", tmp)
+    env = {**os.environ, **worker_environment(settings)}
     procs = [subprocess.Popen([sys.executable, "-m", "highland", "worker"],
                               env={**env, "HIGHLAND_WORKER_DATA_DIR": str(tmp / f"faust-{i}")}, cwd=ROOT,
                               stdout=(tmp / f"worker-{i}.log").open("wb"), stderr=subprocess.STDOUT)
@@ -220,9 +218,7 @@ def freshness(settings: Settings, rate: int, seconds: float, workers: int,
     from highland.ingest.events import SCHEMA_HEADER
     from kafka import KafkaProducer
 
-    from tests.integration.support import worker_env
-
-    env = worker_env(settings, "fresh", tmp)
+    env = {**os.environ, **worker_environment(settings)}
     procs = [subprocess.Popen([sys.executable, "-m", "highland", "worker"],
                               env={**env, "HIGHLAND_WORKER_DATA_DIR": str(tmp / f"fresh-{i}"),
                                    "HIGHLAND_WORKER_BATCH_SECONDS": "0.2"}, cwd=ROOT,

@@ -124,3 +124,26 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+# What a `highland worker` child must read as its parent does: the services and names it works on
+# and the knobs that tests and the benchmark set. (A data directory is the caller's: one per worker.)
+WORKER_FIELDS = (
+    "kafka_bootstrap", "clickhouse_port", "clickhouse_database", "clickhouse_password", "topic_events",
+    "topic_dlq", "topic_alerts", "consumer_group", "worker_batch_size", "worker_writers", "alert_check_seconds",
+    "alert_webhook_url", "worker_stuck_after_s", "worker_web_enabled", "worker_web_port",
+)
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """``settings`` as the HIGHLAND_* variables that start a `highland worker` process on the same
+    broker, database, topics and group; merged over ``os.environ`` by whoever starts one."""
+    return {f"HIGHLAND_{name.upper()}": _env_value(getattr(settings, name)) for name in WORKER_FIELDS}
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "" if value is None else str(value)

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from highland.catalog.models import Catalog, Kind
 
-from highland.settings import Settings
+from highland.settings import Settings, worker_environment
 from tests.conftest import ROOT
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -66,25 +66,7 @@ def event(event_id: str, agency: str, indicator: str, value: float, unit: str, o
 
 def worker_env(settings: Settings, name: str, tmp: Path) -> dict[str, str]:
     """Environment for a `highland worker` process using the test's own topics and database."""
-    return {
-        **os.environ,
-        "HIGHLAND_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "HIGHLAND_CLICKHOUSE_PORT": str(settings.clickhouse_port),
-        "HIGHLAND_CLICKHOUSE_DATABASE": settings.clickhouse_database,
-        "HIGHLAND_CLICKHOUSE_PASSWORD": settings.clickhouse_password.get_secret_value(),
-        "HIGHLAND_TOPIC_EVENTS": settings.topic_events,
-        "HIGHLAND_TOPIC_DLQ": settings.topic_dlq,
-        "HIGHLAND_TOPIC_ALERTS": settings.topic_alerts,
-        "HIGHLAND_CONSUMER_GROUP": settings.consumer_group,
-        "HIGHLAND_WORKER_DATA_DIR": str(tmp / f"faust-{name}"),
-        "HIGHLAND_WORKER_BATCH_SIZE": str(settings.worker_batch_size),
-        "HIGHLAND_WORKER_WRITERS": str(settings.worker_writers),
-        "HIGHLAND_ALERT_CHECK_SECONDS": str(settings.alert_check_seconds),
-        "HIGHLAND_ALERT_WEBHOOK_URL": settings.alert_webhook_url or "",
-        "HIGHLAND_WORKER_STUCK_AFTER_S": str(settings.worker_stuck_after_s),
-        "HIGHLAND_WORKER_WEB_ENABLED": str(settings.worker_web_enabled).lower(),
-        "HIGHLAND_WORKER_WEB_PORT": str(settings.worker_web_port),
-    }
+    return {**os.environ, **worker_environment(settings), "HIGHLAND_WORKER_DATA_DIR": str(tmp / f"faust-{name}")}
 
 
 class WorkerProcess:
