@@ -86,12 +86,13 @@ class Settings(BaseSettings):
     # How often the group's evaluator recomputes statuses and feed freshness.
     alert_check_seconds: float = Field(5.0, gt=0)
     alert_webhook_url: str | None = None
-    # The self-check (docs/streams.md, "The system checks itself"): every audit_seconds, the keys
-    # stored since the last round (audit_grace_seconds behind now, so their writers are done) and
-    # the next audit_sweep_keys keys of a sweep over all of them; what is wrong is checked again
-    # audit_confirm_seconds later and only then repaired and alerted. A worker taking over the
-    # check starts its recent window audit_lookback_seconds back.
+    # The self-check (docs/streams.md, "The system checks itself"): every audit_seconds, up to
+    # audit_recent_keys keys stored since the last round (audit_grace_seconds behind now, so their
+    # writers are done) and the next audit_sweep_keys keys of a sweep over all of them; what is wrong
+    # is checked again audit_confirm_seconds later and only then repaired and alerted. A worker
+    # taking over the check starts its recent window audit_lookback_seconds back.
     audit_seconds: float = Field(30.0, gt=0)
+    audit_recent_keys: int = Field(20_000, ge=1)
     audit_grace_seconds: float = Field(30.0, ge=0)
     audit_confirm_seconds: float = Field(5.0, ge=0)
     audit_sweep_keys: int = Field(20_000, ge=1)

@@ -27,19 +27,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from highland.sinks import cluster as cluster_layout
 from highland.sinks.daily_series import (
     RECOMPUTE,
     STATE_COLUMNS,
     SeriesDay,
     days_where,
     implied_rows_sql,
-    membership,
     replace_session_table,
     stage_missing,
     states_sql,
     store_missing,
 )
+from highland.sinks.topology import SINGLE_NODE, Topology
 from highland.sinks.writer import stored_revisions_sql
 
 _TRUTH_STRUCTURE = ("indicator String, region String, day Date, version UInt64, events UInt64, value_sum Float64, "
@@ -74,9 +73,10 @@ class Finding:
 
 
 def recent_keys_sql(db: str) -> str:
-    """The keys stored in [%(since)s, %(until)s) (epoch seconds, the worker's receive time)."""
+    """Up to %(limit)s keys stored in [%(since)s, %(until)s) (epoch seconds, the worker's receive
+    time): a round's cost stays bounded whatever the rate; keys beyond the limit wait for the sweep."""
     return (f"SELECT DISTINCT agency, event_id FROM {db}.events "
-            "WHERE received_at >= toDateTime(%(since)s) AND received_at < toDateTime(%(until)s)")
+            "WHERE received_at >= toDateTime(%(since)s) AND received_at < toDateTime(%(until)s) LIMIT %(limit)s")
 
 
 def sweep_keys_sql(db: str, *, bounded: bool) -> str:
@@ -99,47 +99,40 @@ def sweep_slice_end(client: Any, db: str, params: dict[str, Any]) -> tuple[str, 
 
 
 def check(client: Any, db: str, tz: str, keys: str, params: dict[str, Any], *, repair: bool,
-          cluster: str | None = None) -> Finding:
+          topology: Topology = SINGLE_NODE) -> Finding:
     """Check (and with ``repair``, mend) the series of the keys ``keys`` selects (a SELECT of
     agency, event_id with ``params``). On one connection: its session tables are the check's."""
-    in_ = membership(cluster is not None)
     client.execute("DROP TEMPORARY TABLE IF EXISTS _audit_keys")
     client.execute("CREATE TEMPORARY TABLE _audit_keys (agency String, event_id String) ENGINE = Memory")
     client.execute(f"INSERT INTO _audit_keys {keys}", params)
     [(n_keys,)] = client.execute("SELECT count() FROM _audit_keys")
     if not n_keys:
         return Finding(0, 0, ())
-    replace_session_table(client, "_audit_stored", stored_revisions_sql(db, in_, "_audit_keys"))
+    replace_session_table(client, "_audit_stored", stored_revisions_sql(db, topology, "_audit_keys"))
     replace_session_table(client, "_audit_rows", implied_rows_sql(tz, "_audit_stored"))
-    missing = store_missing(client, db, "_audit_rows", in_=in_) if repair else stage_missing(
-        client, db, "_audit_rows", in_=in_)
+    missing = store_missing(client, db, "_audit_rows", topology=topology) if repair else stage_missing(
+        client, db, "_audit_rows", topology=topology)
     by_indicator = tuple(client.execute("SELECT indicator, count() FROM _audit_rows_new GROUP BY indicator "
                                         "ORDER BY indicator")) if missing else ()
     replace_session_table(client, "_audit_days", "SELECT DISTINCT indicator, region, day FROM _audit_rows")
     client.execute("DROP TEMPORARY TABLE IF EXISTS _audit_truth")
     client.execute(f"CREATE TEMPORARY TABLE _audit_truth ({_TRUTH_STRUCTURE}) ENGINE = Memory")
     client.execute("INSERT INTO _audit_truth " + RECOMPUTE.format(
-        db=db, observations="observations_by_series", where=days_where("_audit_days", in_)))
-    replace_session_table(client, "_audit_wrong", _WRONG.format(states=states_sql(db, "_audit_days", in_)))
+        db=db, observations="observations_by_series", where=days_where("_audit_days", topology)))
+    replace_session_table(client, "_audit_wrong", _WRONG.format(states=states_sql(db, "_audit_days", topology)))
     wrong = client.execute("SELECT indicator, region, day, rows, stored_version FROM _audit_wrong")
     if repair and wrong:
-        _mend(client, db, [(SeriesDay(i, r, d), rows) for i, r, d, rows, stored in wrong if stored > rows], cluster)
+        _mend(client, db, [(SeriesDay(i, r, d), rows) for i, r, d, rows, stored in wrong if stored > rows], topology)
         client.execute(f"INSERT INTO {db}.daily_series ({', '.join(STATE_COLUMNS)}) "
                        f"SELECT {', '.join(STATE_COLUMNS)} FROM _audit_truth "
                        "WHERE (indicator, region, day) IN (SELECT indicator, region, day FROM _audit_wrong)")
     return Finding(int(n_keys), missing, tuple(SeriesDay(i, r, d) for i, r, d, _, _ in wrong), by_indicator)
 
 
-def _mend(client: Any, db: str, overclaiming: list[tuple[SeriesDay, int]], cluster: str | None) -> None:
+def _mend(client: Any, db: str, overclaiming: list[tuple[SeriesDay, int]], topology: Topology) -> None:
     """Delete the states that claim more rows than their day has: the recomputed state (whose
     version is the day's row count) would otherwise never outrank them."""
-    if not overclaiming:
-        return
-    table, on_cluster = f"{db}.daily_series", ""
-    if cluster is not None:
-        table, on_cluster = f"{db}.{cluster_layout.local_name('daily_series')}", f" ON CLUSTER {cluster}"
     for (indicator, region, day), rows in overclaiming:
-        client.execute(f"ALTER TABLE {table}{on_cluster} DELETE WHERE indicator = %(indicator)s "
+        client.execute(f"ALTER TABLE {topology.mutable(db, 'daily_series')} DELETE WHERE indicator = %(indicator)s "
                        "AND region = %(region)s AND day = %(day)s AND version > %(rows)s",
                        {"indicator": indicator, "region": region, "day": day, "rows": rows})
-

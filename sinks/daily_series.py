@@ -43,6 +43,8 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any, NamedTuple
 
+from highland.sinks.topology import SINGLE_NODE, Topology
+
 log = logging.getLogger("highland.daily_series")
 
 OBSERVATIONS = "observations_by_series"  # migration 0007; 0006's ``observations`` is copied into it
@@ -158,14 +160,14 @@ def implied_rows_sql(tz: str, stored: str) -> str:
 # ``key`` (hash of agency, event_id) is one of the batch's (PREWHERE: the other columns are read
 # only there, in the common case nowhere) -- a superset that the exact NOT IN then narrows.
 # ``_obs`` holds distinct rows: the writer's derivation makes them so, ``stage_observations`` too.
-def new_rows_sql(db: str, in_: str, rows: str = "_obs", days: str = "_obs_days") -> str:
+def new_rows_sql(db: str, topology: Topology, rows: str = "_obs", days: str = "_obs_days") -> str:
     """The rows of the session table ``rows`` not stored yet; ``days``: its distinct series-days."""
     return f"""
         SELECT {_COLUMNS} FROM {rows}
         WHERE (agency, event_id, revision, sign) NOT IN (
             SELECT agency, event_id, revision, sign FROM {db}.{OBSERVATIONS}
-            PREWHERE key {in_} (SELECT cityHash64(agency, event_id) FROM {rows})
-            WHERE {series_days_range(days, in_)})"""
+            PREWHERE key {topology.membership} (SELECT cityHash64(agency, event_id) FROM {rows})
+            WHERE {series_days_range(days, topology)})"""
 
 
 # Per series-day, what ``_new`` adds (+1 rows) and removes (-1 rows); ranks as in DayState: the
@@ -186,46 +188,39 @@ DELTAS = """
         FROM _new GROUP BY indicator, region, day)"""
 
 
-def membership(cluster: bool) -> str:
-    """How the writer tests tuples against its session tables: ``GLOBAL IN`` on a cluster (the set
-    travels to the shards with the query), plain ``IN`` on one server, where 18.16 uses the primary
-    key for an IN but reads the whole table for a GLOBAL IN (measured: to find 20,000 time-ordered
-    keys among 1 M events, 66 k rows read in 16 ms against 1.02 M rows in 60 ms)."""
-    return "GLOBAL IN" if cluster else "IN"
-
-
-def counts_sql(db: str, days: str, in_: str = "IN") -> str:
+def counts_sql(db: str, days: str, topology: Topology = SINGLE_NODE) -> str:
     """Observation rows per series-day of ``days`` (a session table of distinct (indicator, region,
     day)), as ``rows``: counted per (series, day) (module docstring: a hash collision can only make
     a count too high), by single numeric columns (18.16: 16 ms for a 50,000-event backfill batch at
-    1 M stored events, against 58 by (indicator, region, day) tuples). ``in_``: membership()."""
+    1 M stored events, against 58 by (indicator, region, day) tuples). """
     return f"""
         SELECT indicator, region, day, rows
         FROM (SELECT indicator, region, day, cityHash64(indicator, region) AS series FROM {days}) AS touched
         ALL INNER JOIN (
             SELECT series, day, count() AS rows FROM {db}.{OBSERVATIONS}
-            WHERE {series_days_range(days, in_)}
+            WHERE {series_days_range(days, topology)}
             GROUP BY series, day) AS counted USING (series, day)"""
 
 
-def series_days_range(days: str, in_: str = "IN") -> str:
+def series_days_range(days: str, topology: Topology = SINGLE_NODE) -> str:
     """A WHERE for the observation rows of the (series, day) of ``days`` (a table or subquery of
     (indicator, region, day)), by the primary key's numbers only: a superset when series share a
     hash, and across series-days (every touched series times every touched day)."""
+    in_ = topology.membership
     return f"series {in_} (SELECT cityHash64(indicator, region) FROM {days}) AND day {in_} (SELECT day FROM {days})"
 
 
-def days_where(days: str, in_: str = "IN") -> str:
+def days_where(days: str, topology: Topology = SINGLE_NODE) -> str:
     """A WHERE for the observation rows of the series-days ``days`` (a table or subquery of
     (indicator, region, day)): the primary key's numbers bound the range, the strings decide."""
-    return f"{series_days_range(days, in_)} AND (indicator, region, day) {in_} {days}"
+    return f"{series_days_range(days, topology)} AND (indicator, region, day) {topology.membership} {days}"
 
 
-def states_sql(db: str, days: str, in_: str = "IN") -> str:
+def states_sql(db: str, days: str, topology: Topology = SINGLE_NODE) -> str:
     """The ``daily_series`` state of each series-day of ``days`` (its newest version)."""
     return (f"SELECT indicator, region, day, version, events, value_sum, close_value, "
             f"toUInt32(close_observed_at) AS close_obs, close_revision, close_event_id "
-            f"FROM {db}.daily_series FINAL WHERE (indicator, region, day) {in_} {days}")
+            f"FROM {db}.daily_series FINAL WHERE (indicator, region, day) {topology.membership} {days}")
 
 
 def read_states(client: Any, db: str, days: Iterable[SeriesDay]) -> dict[SeriesDay, DayState]:
@@ -283,45 +278,45 @@ SETTLED = """
     )"""
 
 
-def begin(client: Any, db: str, rows: Sequence[Observation] | None = None, *, in_: str = "IN") -> None:
+def begin(client: Any, db: str, rows: Sequence[Observation] | None = None, *,
+          topology: Topology = SINGLE_NODE) -> None:
     """Step 1 for the session's ``_obs`` (``rows``, if given, are staged there first): count, look
     up, insert the rows not stored yet (before the events INSERT). What it counted waits in the
-    session's ``_before`` for ``settle`` on the same connection. ``in_``: membership()."""
+    session's ``_before`` for ``settle`` on the same connection. """
     if rows is not None:
         stage_observations(client, rows)
     # Counted before the lookup: a copy of one of our rows that another writer adds in between is
     # then an extra row at settle time, and the day is recomputed rather than updated.
     replace_session_table(client, "_obs_days", "SELECT DISTINCT indicator, region, day FROM _obs")
-    replace_session_table(client, "_before", counts_sql(db, "_obs_days", in_))
-    replace_session_table(client, "_new", new_rows_sql(db, in_))
+    replace_session_table(client, "_before", counts_sql(db, "_obs_days", topology))
+    replace_session_table(client, "_new", new_rows_sql(db, topology))
     client.execute(f"INSERT INTO {db}.{OBSERVATIONS} ({_COLUMNS}) SELECT {_COLUMNS} FROM _new")
 
 
-def stage_missing(client: Any, db: str, rows: str, *, in_: str = "IN") -> int:
+def stage_missing(client: Any, db: str, rows: str, *, topology: Topology = SINGLE_NODE) -> int:
     """``{rows}_new``: the rows of the session table ``rows`` (distinct, OBSERVATION_COLUMNS) not
     stored yet; returns how many."""
     replace_session_table(client, f"{rows}_days", f"SELECT DISTINCT indicator, region, day FROM {rows}")
-    replace_session_table(client, f"{rows}_new", new_rows_sql(db, in_, rows, f"{rows}_days"))
+    replace_session_table(client, f"{rows}_new", new_rows_sql(db, topology, rows, f"{rows}_days"))
     [(missing,)] = client.execute(f"SELECT count() FROM {rows}_new")
     return int(missing)
 
 
-def store_missing(client: Any, db: str, rows: str, *, in_: str = "IN") -> int:
+def store_missing(client: Any, db: str, rows: str, *, topology: Topology = SINGLE_NODE) -> int:
     """Store the rows of the session table ``rows`` that are not stored yet, outside ``begin``'s
     count: a day they land in is recomputed by the next ``settle``. Returns how many were missing."""
-    missing = stage_missing(client, db, rows, in_=in_)
+    missing = stage_missing(client, db, rows, topology=topology)
     if missing:
         client.execute(f"INSERT INTO {db}.{OBSERVATIONS} ({_COLUMNS}) SELECT {_COLUMNS} FROM {rows}_new")
     return missing
 
 
-def settle(client: Any, db: str, also: str | None = None, *, in_: str = "IN") -> dict[str, int]:
-    """Steps 2-3 for the days of ``_obs`` and of the subquery ``also`` (after the events INSERT),
-    in ClickHouse: only the numbers of days applied and recomputed come back."""
-    replace_session_table(client, "_touched", "SELECT DISTINCT indicator, region, day FROM (SELECT indicator, "
-                                              "region, day FROM _obs" + (f" UNION ALL {also})" if also else ")"))
-    replace_session_table(client, "_after", counts_sql(db, "_touched", in_))
-    replace_session_table(client, "_states", states_sql(db, "_touched", in_))
+def settle(client: Any, db: str, *, topology: Topology = SINGLE_NODE) -> dict[str, int]:
+    """Steps 2-3 for the days of ``_obs``, after ``begin`` on the same connection, in ClickHouse:
+    only the numbers of days applied and recomputed come back."""
+    replace_session_table(client, "_touched", "SELECT DISTINCT indicator, region, day FROM _obs")
+    replace_session_table(client, "_after", counts_sql(db, "_touched", topology))
+    replace_session_table(client, "_states", states_sql(db, "_touched", topology))
     replace_session_table(client, "_deltas", DELTAS)
     replace_session_table(client, "_settled", SETTLED.format(joined=JOINED))
     client.execute(f"INSERT INTO {db}.daily_series ({', '.join(STATE_COLUMNS)}) "
@@ -330,7 +325,7 @@ def settle(client: Any, db: str, also: str | None = None, *, in_: str = "IN") ->
     [(applied, stale)] = client.execute("SELECT countIf(kind = 1), countIf(kind = 2) FROM _settled")
     if stale:
         client.execute(recompute_sql(db, days_where("(SELECT indicator, region, day FROM _settled WHERE kind = 2)",
-                                                    in_)))
+                                                    topology)))
     return {"applied": applied, "recomputed": stale}
 
 

@@ -36,7 +36,8 @@ from typing import Any, NamedTuple
 
 from highland.ingest.events import Accepted
 from highland.sinks import daily_series
-from highland.sinks.daily_series import membership, replace_session_table, stage_columns
+from highland.sinks.daily_series import replace_session_table, stage_columns
+from highland.sinks.topology import SINGLE_NODE, Topology
 
 EVENT_COLUMNS = ("agency", "event_id", "revision", "indicator", "region", "value", "unit", "raw_value",
                  "observed_at", "received_at", "kafka_partition", "kafka_offset")
@@ -123,19 +124,15 @@ class BatchShares:
                                                                 strict=True)]
 
 
-def stage_batch(client: Any, batch: BatchColumns) -> None:
-    """``_batch``: the batch's events, the one time they are sent."""
-    stage_columns(client, "_batch", BATCH_STRUCTURE, batch.columns)
-
-
-def stored_revisions_sql(db: str, in_: str, keys: str = "_batch") -> str:
+def stored_revisions_sql(db: str, topology: Topology, keys: str = "_batch") -> str:
     """Every stored revision of the keys in the session table ``keys`` (agency, event_id columns;
-    copies of a row once); ``in_``: membership().
+    copies of a row once).
 
     Found by one column at a time, as a superset: 18.16 builds a set of 50,000 (agency, event_id)
     tuples in ~25 ms, of one column in ~8. Rows of other keys that match both columns (another
     agency's same event_id) change nothing: every later step joins or filters on the exact key, and
     at worst an extra day is settled."""
+    in_ = topology.membership
     return f"""
         SELECT DISTINCT agency, event_id, revision, indicator, region, observed_at, value FROM {db}.events
         WHERE agency {in_} (SELECT agency FROM {keys}) AND event_id {in_} (SELECT event_id FROM {keys})"""
@@ -154,29 +151,66 @@ FRESH = f"""
     WHERE is_stored = 0 OR revision > top_stored"""
 
 
+class WriteSession:
+    """One batch written on one connection, in named steps (the module docstring's 1-4). Each step
+    owns the session tables it creates and reads only those of the steps before it, which is why
+    they all run on this object's one ``client``: ClickHouse's temporary tables live in the session
+    that made them. A failed step leaves nothing the next attempt could trip on: that attempt is a
+    new session (a new connection), starting again from ``stage``."""
+
+    def __init__(self, client: Any, db: str, tz: str, topology: Topology = SINGLE_NODE) -> None:
+        self.client, self.db, self.tz, self.topology = client, db, tz, topology
+
+    def stage(self, batch: BatchColumns) -> None:
+        """``_batch``: the batch's events, the one time they are sent."""
+        stage_columns(self.client, "_batch", BATCH_STRUCTURE, batch.columns)
+
+    def deduplicate(self) -> None:
+        """Steps 1-2: ``_stored`` (what is stored of the batch's keys), ``_fresh`` (what is new)."""
+        replace_session_table(self.client, "_stored", stored_revisions_sql(self.db, self.topology))
+        replace_session_table(self.client, "_fresh", FRESH)
+
+    def insert_events(self, received_at: datetime) -> None:
+        """Step 2's INSERT of ``_fresh`` into ``events`` (and, through it, the live windows)."""
+        self.client.execute(f"""INSERT INTO {self.db}.events ({', '.join(EVENT_COLUMNS)})
+            SELECT agency, event_id, revision, indicator, region, value, unit, raw_value, observed_at,
+                   toDateTime(%(received_at)s), kafka_partition, kafka_offset
+            FROM _fresh""", {"received_at": int(received_at.timestamp())})
+
+    def observe(self) -> None:
+        """Steps 3-4: ``_stored_now``, read after the INSERT, and ``_obs``, the rows it implies."""
+        replace_session_table(self.client, "_stored_now", stored_revisions_sql(self.db, self.topology))
+        replace_session_table(self.client, "_obs", daily_series.implied_rows_sql(self.tz, "_stored_now"))
+
+    def settle(self) -> None:
+        """Step 4's per-day series: ``begin`` then ``settle`` on ``_obs`` (sinks/daily_series.py)."""
+        daily_series.begin(self.client, self.db, topology=self.topology)
+        daily_series.settle(self.client, self.db, topology=self.topology)
+
+    def result(self, batch_size: int) -> WriteResult:
+        # A revision may move an event to another indicator: then both indicators' numbers change.
+        [(fresh, touched)] = self.client.execute(
+            "SELECT (SELECT count() FROM _fresh), groupUniqArray(indicator) FROM _obs")
+        return WriteResult(inserted=fresh, skipped=batch_size - fresh, indicators=frozenset(touched))
+
+    def write(self, batch: BatchColumns, received_at: datetime) -> WriteResult:
+        """Every step, in order."""
+        if not len(batch):
+            return WriteResult(inserted=0, skipped=0, indicators=frozenset())
+        self.stage(batch)
+        self.deduplicate()
+        self.insert_events(received_at)
+        self.observe()
+        self.settle()
+        return self.result(len(batch))
+
+
 def write_events(client: Any, db: str, batch: BatchColumns | Sequence[Positioned], received_at: datetime,
-                 tz: str, cluster: bool = False) -> WriteResult:
+                 tz: str, topology: Topology = SINGLE_NODE) -> WriteResult:
     """Insert what is new in ``batch``; idempotent, so a failed call can simply be repeated.
 
-    ``tz`` is the plan's timezone (its days), from the same catalog the events were validated with;
-    ``cluster``: ``db`` holds Distributed tables (HIGHLAND_CLICKHOUSE_CLUSTER is set).
+    ``tz`` is the plan's timezone (its days), from the same catalog the events were validated with.
     """
-    in_ = membership(cluster)
     if not isinstance(batch, BatchColumns):
         batch = BatchColumns.of(batch)
-    if not len(batch):
-        return WriteResult(inserted=0, skipped=0, indicators=frozenset())
-    stage_batch(client, batch)
-    replace_session_table(client, "_stored", stored_revisions_sql(db, in_))
-    replace_session_table(client, "_fresh", FRESH)
-    client.execute(f"""INSERT INTO {db}.events ({', '.join(EVENT_COLUMNS)})
-        SELECT agency, event_id, revision, indicator, region, value, unit, raw_value, observed_at,
-               toDateTime(%(received_at)s), kafka_partition, kafka_offset
-        FROM _fresh""", {"received_at": int(received_at.timestamp())})
-    replace_session_table(client, "_stored_now", stored_revisions_sql(db, in_))
-    replace_session_table(client, "_obs", daily_series.implied_rows_sql(tz, "_stored_now"))
-    daily_series.begin(client, db, in_=in_)
-    daily_series.settle(client, db, in_=in_)
-    # A revision may move an event to another indicator: then both indicators' numbers change.
-    [(fresh, touched)] = client.execute("SELECT (SELECT count() FROM _fresh), groupUniqArray(indicator) FROM _obs")
-    return WriteResult(inserted=fresh, skipped=len(batch) - fresh, indicators=frozenset(touched))
+    return WriteSession(client, db, tz, topology).write(batch, received_at)

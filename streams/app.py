@@ -43,6 +43,7 @@ from highland.ingest.events import Accepted, Reason, Rejected, Verdict, validate
 from highland.sinks import dead_letters as dead_letter_sink
 from highland.sinks.client import connect
 from highland.sinks.poison import Failure, Unisolated, classify
+from highland.sinks.topology import Topology
 from highland.sinks.writer import BatchColumns, BatchShares, WriteResult, write_events
 from highland.sinks.writer_process import IsolatedPart, PoisonRow, WriterPool, write_isolated
 from highland.streams.audit import SelfCheck
@@ -294,7 +295,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         with events_watch.running():
             parts: list[IsolatedPart] = await sink.call(
                 "insert", partial(write_isolated, write_events), batch.parts, batch.received_at,
-                catalog.plan.timezone, settings.clickhouse_cluster is not None, lease=lease, done=_nothing_poisoned)
+                catalog.plan.timezone, Topology.of(settings), lease=lease, done=_nothing_poisoned)
             poisoned = [row for part in parts for row in part.poisoned]
             if poisoned:
                 for row in poisoned:

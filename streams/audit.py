@@ -25,6 +25,7 @@ from highland.catalog.domain import Alert
 from highland.catalog.models import Catalog
 from highland.sinks import alerts as stored_alerts
 from highland.sinks.audit import Finding, check, recent_keys_sql, sweep_keys_sql, sweep_slice_end
+from highland.sinks.topology import Topology
 from highland.streams.evaluator import alert_json
 
 from highland.settings import Settings
@@ -74,7 +75,7 @@ class SelfCheck:
         """One round; returns the repair alerts it raised."""
         cursor = self._cursor
         until = int(now.timestamp() - self.settings.audit_grace_seconds)
-        recent = {"since": cursor.recent_since, "until": until}
+        recent = {"since": cursor.recent_since, "until": until, "limit": self.settings.audit_recent_keys}
         sweep = {"agency": cursor.sweep_after[0], "event_id": cursor.sweep_after[1],
                  "limit": self.settings.audit_sweep_keys}
         sweep_end = await self.sink.call("self-check sweep", sweep_slice_end, sweep)
@@ -101,13 +102,13 @@ class SelfCheck:
         return alerts
 
     async def _check(self, keys: str, params: dict[str, Any]) -> Finding:
-        tz, cluster = self.catalog.plan.timezone, self.settings.clickhouse_cluster
-        first: Finding = await self.sink.call("self-check", _check, keys, tz, params, False, cluster)
+        tz, topology = self.catalog.plan.timezone, Topology.of(self.settings)
+        first: Finding = await self.sink.call("self-check", _check, keys, tz, params, False, topology)
         self.stats.keys_checked += first.keys
         if first.clean:
             return first
         await asyncio.sleep(self.settings.audit_confirm_seconds)
-        mended: Finding = await self.sink.call("self-check repair", _check, keys, tz, params, True, cluster)
+        mended: Finding = await self.sink.call("self-check repair", _check, keys, tz, params, True, topology)
         if not mended.clean:
             self.stats.rows_repaired += mended.missing_rows
             self.stats.days_repaired += len(mended.wrong_days)
@@ -118,8 +119,8 @@ class SelfCheck:
 
 
 def _check(client: Any, db: str, keys: str, tz: str, params: dict[str, Any], repair: bool,
-           cluster: str | None) -> Finding:
-    return check(client, db, tz, keys, params, repair=repair, cluster=cluster)
+           topology: Topology) -> Finding:
+    return check(client, db, tz, keys, params, repair=repair, topology=topology)
 
 
 def repair_alerts(findings: list[Finding], catalog: Catalog, now: datetime) -> list[Alert]:

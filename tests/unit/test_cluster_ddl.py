@@ -36,6 +36,7 @@ from highland.sinks.cluster import (
 from highland.sinks.daily_series import rebuild
 from highland.sinks.migrate import load_migrations, migrate, render, render_for
 from highland.sinks.progress import latest_events_sql, query_actuals, reference_actuals
+from highland.sinks.topology import Topology
 
 from highland.settings import Settings
 
@@ -419,9 +420,10 @@ def test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session: Any
     client = WriterClient(chdb_session)
     first = [positioned("e1", 0, 10.0, 0), positioned("e2", 0, 5.0, 1), positioned("e1", 0, 10.0, 2)]
     tz = catalog.plan.timezone
-    assert write_events(client, LOCAL_DB, first, datetime.now(UTC), tz, cluster=True).inserted == 2
-    assert write_events(client, LOCAL_DB, first, datetime.now(UTC), tz, cluster=True).inserted == 0
-    revised = write_events(client, LOCAL_DB, [positioned("e1", 1, 25.0, 3)], datetime.now(UTC), tz, cluster=True)
+    assert write_events(client, LOCAL_DB, first, datetime.now(UTC), tz, topology=Topology(CLUSTER)).inserted == 2
+    assert write_events(client, LOCAL_DB, first, datetime.now(UTC), tz, topology=Topology(CLUSTER)).inserted == 0
+    revised = write_events(client, LOCAL_DB, [positioned("e1", 1, 25.0, 3)], datetime.now(UTC), tz,
+                           topology=Topology(CLUSTER))
     assert (revised.inserted, revised.indicators) == (1, frozenset({flow.code}))
     # Every lookup of the Distributed tables over a session table sends its set to the shards.
     lookups = [q for q in client.statements if f"FROM {LOCAL_DB}." in q and " IN (SELECT" in q]
@@ -451,7 +453,7 @@ def test_every_superseded_revision_is_withdrawn_on_current_clickhouse(chdb_sessi
     newest = [Positioned(Accepted(flow.agency, key, 2, flow.code, "chongqing", 3.0, flow.unit, 3.0, flow.unit,
                                   datetime(2020, 3, 1, 4, i, tzinfo=UTC)), 0, i * 3 + 2) for i, key in enumerate(keys)]
     result = write_events(WriterClient(chdb_session), LOCAL_DB, newest, datetime.now(UTC), catalog.plan.timezone,
-                          cluster=True)
+                          topology=Topology(CLUSTER))
     assert result.inserted == 0
     actuals = query_actuals(ChdbClient(chdb_session), LOCAL_DB, catalog, date(2020, 6, 30))
     assert actuals[flow.code].value == pytest.approx(3.0 * len(keys))
@@ -481,13 +483,13 @@ def test_the_self_check_runs_by_the_original_names_and_mends_a_forged_state(chdb
     assert sweep_slice_end(client, LOCAL_DB, everything) is None  # two keys: the slice reaches the end
     assert sweep_slice_end(client, LOCAL_DB, {**everything, "limit": 1}) == (flow.agency, "e1")
     keys = sweep_keys_sql(LOCAL_DB, bounded=False)
-    assert check(client, LOCAL_DB, tz, keys, everything, repair=False, cluster=CLUSTER).clean
+    assert check(client, LOCAL_DB, tz, keys, everything, repair=False, topology=Topology(CLUSTER)).clean
     chdb_session.query(f"INSERT INTO {LOCAL_DB}.daily_series_local (indicator, region, day, version, events, "
                        f"value_sum) VALUES ('{flow.code}', 'chongqing', '2020-03-01', 99, 1, 1e6)")
-    found = check(client, LOCAL_DB, tz, keys, everything, repair=True, cluster=CLUSTER)
+    found = check(client, LOCAL_DB, tz, keys, everything, repair=True, topology=Topology(CLUSTER))
     assert [d.indicator for d in found.wrong_days] == [flow.code]
     deadline = time.monotonic() + 20
-    while not check(client, LOCAL_DB, tz, keys, everything, repair=False, cluster=CLUSTER).clean:
+    while not check(client, LOCAL_DB, tz, keys, everything, repair=False, topology=Topology(CLUSTER)).clean:
         assert time.monotonic() < deadline, "the forged state was not deleted"
         time.sleep(0.2)
     actuals = query_actuals(ChdbClient(chdb_session), LOCAL_DB, catalog, date(2020, 6, 30))
