@@ -18,8 +18,11 @@ bench: install
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.queries
 
+# ruff, then the import-linter contracts in pyproject.toml (the layers; tools/lint_imports.py says why
+# lint-imports runs through it).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/python tools/lint_imports.py
 
 install: $(VENV)/.installed
 
