@@ -29,7 +29,8 @@ A worker that dies anywhere re-reads the batch: rows found are not written twice
 state lags its rows is recomputed.
 
 The counts of steps 1-2 are taken per (``series``, day), ``series`` being the hash of (indicator,
-region) that orders the table: numbers are what 18.16 filters and groups fast. Two series sharing a
+region) that orders the table: numbers are what 18.16 filters and groups fast (docs/clickhouse-dialect.md,
+"string-keys"). Two series sharing a
 hash would share one count. That is safe: rows are never removed, so a count can only be too high,
 by rows of another series; a state's version is then below the count, the version check fails, and
 the day is recomputed from its own rows (step 3, exact by strings). A collision costs time, never a
@@ -142,7 +143,8 @@ def implied_rows_sql(tz: str, stored: str) -> str:
     """The observation rows that the stored revisions in the session table ``stored`` (events-shaped
     rows, every stored revision of some keys) imply: +1 for each revision, -1 for each one below its
     key's newest, each in that revision's own day. (ALL, not ANY: current ClickHouse's ANY INNER JOIN
-    keeps one left row per key, and a key has a row per revision.)"""
+    keeps one left row per key, and a key has a row per revision: docs/clickhouse-dialect.md,
+    "any-inner-join".)"""
     superseded = f"""
         FROM {stored}
         ALL INNER JOIN (SELECT agency, event_id, max(revision) AS newest FROM {stored} GROUP BY agency, event_id)
@@ -153,9 +155,8 @@ def implied_rows_sql(tz: str, stored: str) -> str:
 
 
 # The rows of ``_obs`` not stored yet (a previous attempt of the same batch may have stored some).
-# 18.16 builds a set of tuples ~3x slower than a set of one column, and tests a row against it ~4x
-# slower (at 1 M stored events, 50,000-row batches: 82 ms for this look-up with tuple sets, 38
-# with single string columns, 18 with the table's numbers). So the stored rows are found by single
+# 18.16 builds and tests sets of tuples far slower than sets of one column, and of numbers faster
+# than of strings (docs/clickhouse-dialect.md, "tuple-sets", "string-keys"). So the stored rows are found by single
 # numeric columns -- the touched series-days' primary-key range, and inside it only rows whose
 # ``key`` (hash of agency, event_id) is one of the batch's (PREWHERE: the other columns are read
 # only there, in the common case nowhere) -- a superset that the exact NOT IN then narrows.
@@ -172,8 +173,7 @@ def new_rows_sql(db: str, topology: Topology, rows: str = "_obs", days: str = "_
 
 # Per series-day, what ``_new`` adds (+1 rows) and removes (-1 rows); ranks as in DayState: the
 # closing candidate's (observed_at, revision, event_id), and the ranks the -1 rows withdraw. One
-# argMax for the whole candidate: 18.16 took 39 ms for four of them on a 50,000-row backfill batch,
-# 30 for one.
+# argMax for the whole candidate (docs/clickhouse-dialect.md, "argmax-tuple").
 DELTAS = """
     SELECT indicator, region, day, delta_rows, added, added_sum, top.1 AS top_value, top.2 AS top_obs,
            top.3 AS top_revision, top.4 AS top_event_id, removed, removed_sum, removed_ranks, has_delta
@@ -191,8 +191,7 @@ DELTAS = """
 def counts_sql(db: str, days: str, topology: Topology = SINGLE_NODE) -> str:
     """Observation rows per series-day of ``days`` (a session table of distinct (indicator, region,
     day)), as ``rows``: counted per (series, day) (module docstring: a hash collision can only make
-    a count too high), by single numeric columns (18.16: 16 ms for a 50,000-event backfill batch at
-    1 M stored events, against 58 by (indicator, region, day) tuples). """
+    a count too high), by single numeric columns (docs/clickhouse-dialect.md, "string-keys")."""
     return f"""
         SELECT indicator, region, day, rows
         FROM (SELECT indicator, region, day, cityHash64(indicator, region) AS series FROM {days}) AS touched
@@ -232,8 +231,8 @@ def read_states(client: Any, db: str, days: Iterable[SeriesDay]) -> dict[SeriesD
             for i, r, d, v, n, total, close, obs, rev, eid in rows}
 
 
-# The parts, each a small session table (one row per series-day) before they are joined: 18.16 took
-# ~12 ms longer per batch to join them as subqueries, and longer still to GROUP BY their UNION ALL.
+# The parts, each a small session table (one row per series-day) before they are joined: 18.16 joins
+# subqueries and groups a UNION ALL slower (docs/clickhouse-dialect.md, "nested-joins").
 _STATE = "version, events, value_sum, close_value, close_obs, close_revision, close_event_id"
 _DELTA = ("delta_rows, added, added_sum, top_value, top_obs, top_revision, top_event_id, removed, removed_sum, "
           "removed_ranks, has_delta")
@@ -383,8 +382,8 @@ def rebuild(client: Any, db: str, tz: str, *, chunks: int = 16) -> None:
             USING (agency, event_id)
             WHERE {part} AND revision < top_revision"""))
     # Then every series-day, one series-year at a time: a range of the primary key in one partition,
-    # so memory is bounded by a series-year. The whole rebuild of 5 M events (bench.queries): 17 s; by
-    # series-month (6,060 statements instead of 505) 71 s; by indicator-month before migration 0007, 44 s.
+    # so memory is bounded by a series-year; the fastest slicing measured (docs/benchmarks.md, "Rebuilding
+    # the per-day series").
     for series, year in client.execute(
             f"SELECT DISTINCT series, toYear(day) FROM {db}.{OBSERVATIONS} ORDER BY 1, 2"):
         client.execute(recompute_sql(db, "series = %(series)s AND toYear(day) = %(year)s"),

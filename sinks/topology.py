@@ -4,7 +4,8 @@ Statements that read or write the project's tables differ in three ways between 
 object answers all three, so no SQL builder takes a ``cluster`` flag or an ``in_`` string:
 - how a row is tested against a set built from this connection's session tables (``membership``):
   on a cluster the set must travel to the shards with the query (``GLOBAL IN``); on one server
-  ClickHouse 18.16 uses the primary key for a plain ``IN`` only (docs/clickhouse-dialect.md);
+  ClickHouse 18.16 uses the primary key for a plain ``IN`` only (docs/clickhouse-dialect.md,
+  "global-in");
 - which table a mutation (``ALTER ... DELETE``) targets: the shard-local table, on every node;
 - the ``ON CLUSTER`` clause of such a statement.
 """

@@ -74,7 +74,7 @@ class WriteResult:
 
 class BatchColumns(NamedTuple):
     """A batch as the columns of ``_batch`` (BATCH_STRUCTURE order): what the worker hands the
-    writer process (lists pickle at ~0.1 us an event; NamedTuples of datetimes at ~3 us)."""
+    writer process (lists of columns pickle far faster than tuples of datetimes: docs/benchmarks.md)."""
 
     columns: list[list[Any]]
 
@@ -128,8 +128,8 @@ def stored_revisions_sql(db: str, topology: Topology, keys: str = "_batch") -> s
     """Every stored revision of the keys in the session table ``keys`` (agency, event_id columns;
     copies of a row once).
 
-    Found by one column at a time, as a superset: 18.16 builds a set of 50,000 (agency, event_id)
-    tuples in ~25 ms, of one column in ~8. Rows of other keys that match both columns (another
+    Found by one column at a time, as a superset: 18.16 builds tuple sets slowly
+    (docs/clickhouse-dialect.md, "tuple-sets"). Rows of other keys that match both columns (another
     agency's same event_id) change nothing: every later step joins or filters on the exact key, and
     at worst an extra day is settled."""
     in_ = topology.membership
@@ -140,7 +140,7 @@ def stored_revisions_sql(db: str, topology: Topology, keys: str = "_batch") -> s
 
 # The newest revision per key in the batch (ties: the first read), above every stored revision.
 # (A sort, not an argMax per key: its output is in the events table's order, which the INSERTs of
-# events and observations then find already sorted; with argMax they took ~70 ms more per batch.)
+# events and observations then find already sorted: docs/clickhouse-dialect.md, "insert-order".)
 FRESH = f"""
     SELECT {_KEPT} FROM (
         SELECT * FROM _batch
