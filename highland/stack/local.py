@@ -14,15 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from highland.settings import Settings
-from highland.stack import broker, clickhouse_server
+from highland.stack import broker, clickhouse_server, kafka
 from highland.stack.processes import Service, port_open
 
 SECRET_KEYS = ("HIGHLAND_CLICKHOUSE_PASSWORD", "HIGHLAND_CLICKHOUSE_READER_PASSWORD",
                "HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD")
-# Settings the embedded broker needs. Tansu answers aiokafka's InitProducerId with UnknownError, so
-# producers run without idempotence locally (retries may then duplicate a message in the topic;
-# the worker's deduplication by event_id absorbs that). Production keeps the default (on).
-LOCAL_DEFAULTS = {"HIGHLAND_PRODUCER_IDEMPOTENCE": "false"}
+# Settings a local broker needs, by broker. Tansu answers aiokafka's InitProducerId with UnknownError,
+# so on Tansu producers run without idempotence (retries may then duplicate a message in the topic;
+# the worker's deduplication by event_id absorbs that). Apache Kafka keeps the default (on), as production.
+LOCAL_DEFAULTS: dict[str, dict[str, str]] = {
+    "tansu": {"HIGHLAND_PRODUCER_IDEMPOTENCE": "false"},
+    "kafka": {},
+}
 
 LOSS_ON_RESTART = {
     "memory": "a broker restart LOSES every message and committed offset (ClickHouse keeps its rows)",
@@ -48,10 +51,18 @@ def ensure_secrets(settings: Settings) -> dict[str, str]:
         if not values.get(key):
             values[key] = os.environ.get(key) or secrets.token_urlsafe(18)
             changed = True
-    for key, value in LOCAL_DEFAULTS.items():
+    wanted = LOCAL_DEFAULTS[settings.broker]
+    for key, value in wanted.items():
         if key not in values:
             values[key] = value
             changed = True
+    # A state folder first used with another broker keeps that broker's defaults: drop them (only
+    # while they still hold the value written here, so a deliberate edit of the file stays).
+    for defaults in LOCAL_DEFAULTS.values():
+        for key, value in defaults.items():
+            if key not in wanted and values.get(key) == value:
+                del values[key]
+                changed = True
     if changed:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -79,10 +90,14 @@ def up(settings: Settings) -> UpReport:
     settings = with_secrets(settings)
     admin_password = ensure_secrets(settings)["HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD"]
     started = []
-    if settings.broker_storage == "s3" and broker.start_s3(settings):
-        started.append("s3")
-    if broker.start_broker(settings):
-        started.append("broker")
+    if settings.broker == "kafka":
+        if kafka.start(settings):
+            started.append("broker")
+    else:
+        if settings.broker_storage == "s3" and broker.start_s3(settings):
+            started.append("s3")
+        if broker.start_broker(settings):
+            started.append("broker")
     if clickhouse_server.start(settings, admin_password):
         started.append("clickhouse")
     created = ensure_topics(settings)
@@ -118,7 +133,10 @@ def start_worker(settings: Settings) -> int | None:
 
 def down(settings: Settings) -> list[str]:
     stopped = ["worker"] if worker_service(settings).stop(grace_s=15.0) else []
+    # Whichever broker `up` started, even under another HIGHLAND_BROKER than now (each by its own pid file).
     stopped += broker.stop(settings)
+    if kafka.stop(settings):
+        stopped.append("broker")
     if clickhouse_server.service(settings).stop(grace_s=15.0):
         stopped.append("clickhouse")
     return stopped
@@ -129,13 +147,7 @@ def status(settings: Settings) -> list[dict[str, object]]:
     ch = clickhouse_server.service(settings)
     worker_pid = worker_service(settings).pid()
     rows: list[dict[str, object]] = [
-        {
-            "component": "broker",
-            "address": settings.kafka_bootstrap,
-            "pid": broker.broker_service(settings).pid(),
-            "answers": port_open(int(settings.bootstrap_servers[0].rsplit(":", 1)[1])),
-            "detail": f"Tansu, storage {settings.broker_storage}: {LOSS_ON_RESTART[settings.broker_storage]}",
-        },
+        _broker_row(settings),
         {
             "component": "clickhouse",
             "address": f"{settings.clickhouse_host}:{settings.clickhouse_port} "
@@ -148,7 +160,7 @@ def status(settings: Settings) -> list[dict[str, object]]:
     if worker_pid is not None:
         rows.append({"component": "worker", "address": f"group {settings.consumer_group}", "pid": worker_pid,
                      "answers": True, "detail": f"log {worker_service(settings).log_file}"})
-    if settings.broker_storage == "s3":
+    if settings.broker == "tansu" and settings.broker_storage == "s3":
         rows.append({
             "component": "s3",
             "address": f"127.0.0.1:{settings.s3_port}",
@@ -157,3 +169,26 @@ def status(settings: Settings) -> list[dict[str, object]]:
             "detail": f"SeaweedFS, state {settings.state_dir / 's3'}",
         })
     return rows
+
+
+def _broker_row(settings: Settings) -> dict[str, object]:
+    port = int(settings.bootstrap_servers[0].rsplit(":", 1)[1])
+    if settings.broker == "kafka":
+        return {
+            "component": "broker",
+            "address": settings.kafka_bootstrap,
+            "pid": kafka.service(settings).pid(),
+            "answers": port_open(port),
+            "broker": "kafka",
+            "detail": f"Apache Kafka {kafka.version()} (KRaft, one node, controller on 127.0.0.1:"
+                      f"{settings.kafka_controller_port}, heap {settings.kafka_heap_mb} MB): durable, "
+                      f"messages and committed offsets survive a restart ({kafka.home(settings) / 'data'})",
+        }
+    return {
+        "component": "broker",
+        "address": settings.kafka_bootstrap,
+        "pid": broker.broker_service(settings).pid(),
+        "answers": port_open(port),
+        "broker": "tansu",
+        "detail": f"Tansu, storage {settings.broker_storage}: {LOSS_ON_RESTART[settings.broker_storage]}",
+    }
