@@ -27,8 +27,9 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from highland.catalog.models import Catalog
-from highland.ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter
-from highland.ingest.events import BOM, MAX_PAYLOAD_BYTES, SCHEMA_HEADER, Accepted, Reason, Rejected, validate
+from highland.ingest import wire
+from highland.ingest.dead_letters import DeadLetter, dead_letter
+from highland.ingest.events import BOM, MAX_PAYLOAD_BYTES, Accepted, Reason, Rejected, validate
 
 from highland import strict_json
 from highland.settings import Settings
@@ -83,11 +84,10 @@ class Gateway:
     async def deliver(self, accepted: list[tuple[Accepted, bytes]], rejected: list[DeadLetter]) -> None:
         producer = await self.ensure_producer()
         try:
-            futures = [await producer.send(self.settings.topic_events, value=payload, key=event.key,
-                                           timestamp_ms=event.timestamp_ms, headers=[SCHEMA_HEADER])
-                       for event, payload in accepted]
-            futures += [await producer.send(self.settings.topic_dlq, value=r.to_bytes(), key=r.key,
-                                            headers=[DLQ_SCHEMA_HEADER]) for r in rejected]
+            records = [wire.event_record(self.settings, event, payload) for event, payload in accepted]
+            records += [wire.dead_letter_record(self.settings, letter) for letter in rejected]
+            futures = [await producer.send(r.topic, value=r.value, key=r.key, timestamp_ms=r.timestamp_ms,
+                                           headers=r.headers) for r in records]
             await asyncio.wait_for(asyncio.gather(*futures), self.settings.producer_max_block_s * 3)
         except (KafkaError, TimeoutError) as exc:
             raise BrokerDown(str(exc) or type(exc).__name__) from exc

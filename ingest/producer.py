@@ -12,8 +12,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from highland.ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter
-from highland.ingest.events import SCHEMA_HEADER, Accepted
+from highland.ingest import wire
+from highland.ingest.dead_letters import DeadLetter
+from highland.ingest.events import Accepted
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
@@ -71,18 +72,15 @@ class EventProducer:
 
     def send_event(self, event: Accepted, payload: bytes) -> None:
         """Send the event's original JSON (validated once, serialized once) under its key."""
-        self._send(self.settings.topic_events, event.key, payload, event.timestamp_ms,
-                   [SCHEMA_HEADER], self.events)
+        self._send(wire.event_record(self.settings, event, payload), self.events)
 
     def send_dead_letter(self, record: DeadLetter) -> None:
-        self._send(self.settings.topic_dlq, record.key, record.to_bytes(), None,
-                   [DLQ_SCHEMA_HEADER], self.dead_letters)
+        self._send(wire.dead_letter_record(self.settings, record), self.dead_letters)
 
-    def _send(self, topic: str, key: bytes, value: bytes, timestamp_ms: int | None,
-              headers: list[tuple[str, bytes]], report: DeliveryReport) -> None:
+    def _send(self, record: wire.Record, report: DeliveryReport) -> None:
         try:
-            future = self._producer.send(topic, key=key, value=value, timestamp_ms=timestamp_ms,
-                                         headers=headers)
+            future = self._producer.send(record.topic, key=record.key, value=record.value,
+                                         timestamp_ms=record.timestamp_ms, headers=record.headers)
         except KafkaTimeoutError as exc:
             raise BrokerUnavailable(f"the broker did not take the message within "
                                     f"{self.settings.producer_max_block_s:.0f} s") from exc

@@ -38,7 +38,8 @@ from faust.app.base import BootStrategy
 from faust.types import EventT
 from highland.catalog.loader import default_catalog
 from highland.catalog.models import Catalog
-from highland.ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter, dead_letter, unreadable
+from highland.ingest import wire
+from highland.ingest.dead_letters import DeadLetter, dead_letter, unreadable
 from highland.ingest.events import Accepted, Reason, Rejected, Verdict, validate_batch
 from highland.sinks import dead_letters as dead_letter_sink
 from highland.sinks.client import connect
@@ -274,8 +275,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     events_watch, dead_letters_watch = health.watch("events"), health.watch("dead_letters")
 
     async def send_dead_letters(records: list[DeadLetter]) -> None:
-        futures = [await app.producer.send(settings.topic_dlq, r.key, r.to_bytes(), None, None,
-                                           [DLQ_SCHEMA_HEADER]) for r in records]
+        futures = [await wire.send_with_faust(app.producer, wire.dead_letter_record(settings, r)) for r in records]
         await asyncio.gather(*futures)
 
     async def prepare_events(records: list[ConsumerRecord]) -> Prepared:

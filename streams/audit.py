@@ -23,10 +23,10 @@ from typing import Any
 
 from highland.catalog.domain import Alert
 from highland.catalog.models import Catalog
+from highland.ingest import wire
 from highland.sinks import alerts as stored_alerts
 from highland.sinks.audit import Finding, check, recent_keys_sql, sweep_keys_sql, sweep_slice_end
 from highland.sinks.topology import Topology
-from highland.streams.evaluator import alert_json
 
 from highland.settings import Settings
 
@@ -96,8 +96,8 @@ class SelfCheck:
         if alerts:
             await self.sink.call("repair alerts", stored_alerts.store, alerts)
             if app is not None:
-                futures = [await app.producer.send(self.settings.topic_alerts, a.indicator.encode(),
-                                                   alert_json(a), None, None, None) for a in alerts]
+                futures = [await wire.send_with_faust(app.producer, wire.alert_record(self.settings, a))
+                           for a in alerts]
                 await asyncio.gather(*futures)
         return alerts
 

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from highland.catalog.domain import Alert
 from highland.catalog.models import Catalog
+from highland.ingest import wire
 from highland.sinks import alerts as alert_sink
 from highland.sinks.progress import default_as_of, progress
 from highland.streams.alerts import feed_alerts, status_alerts
 
-from highland import strict_json
 from highland.settings import Settings
 
 log = logging.getLogger("highland.alerts")
@@ -61,10 +60,6 @@ def evaluate_if_changed(client: Any, db: str, catalog: Catalog, now: datetime,
     return evaluate(client, db, catalog, now, statuses=version != last), version
 
 
-def alert_json(alert: Alert) -> bytes:
-    return strict_json.dumps(asdict(alert), default=str, ensure_ascii=False).encode()
-
-
 class AlertEvaluator:
     def __init__(self, settings: Settings, catalog: Catalog, sink: Any) -> None:
         self.settings = settings
@@ -78,8 +73,7 @@ class AlertEvaluator:
                                                        self._evaluated)
         if not alerts:
             return alerts
-        futures = [await app.producer.send(self.settings.topic_alerts, a.indicator.encode(), alert_json(a),
-                                           None, None, None) for a in alerts]
+        futures = [await wire.send_with_faust(app.producer, wire.alert_record(self.settings, a)) for a in alerts]
         await asyncio.gather(*futures)
         for alert in alerts:
             log.warning("ALERT %s", alert.detail)
@@ -96,7 +90,7 @@ class AlertEvaluator:
         for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
             try:
                 async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-                    resp = await session.post(self.settings.alert_webhook_url, data=alert_json(alert),
+                    resp = await session.post(self.settings.alert_webhook_url, data=wire.alert_json(alert),
                                               headers={"content-type": "application/json"})
                     if resp.status < 500:
                         return

@@ -21,6 +21,7 @@ from highland.catalog.loader import default_catalog
 from highland.ingest.dead_letters import DLQ_SCHEMA_HEADER, DeadLetter
 from highland.ingest.events import SCHEMA_HEADER, Accepted, Reason, validate
 from highland.sinks.client import connect
+from highland.sinks.topology import SINGLE_NODE
 from highland.sinks.writer import BatchColumns, write_events
 from highland.sinks.writer_process import WriterPool, write_isolated
 from kafka import KafkaProducer
@@ -137,7 +138,7 @@ def test_the_writer_itself_dead_letters_what_clickhouse_refuses_and_writes_the_r
     pool = WriterPool(live, 1)
     try:
         [outcome] = pool.write(partial(write_isolated, write_events), [part], datetime.now(UTC),
-                               CATALOG.plan.timezone, False)
+                               CATALOG.plan.timezone, SINGLE_NODE)
     finally:
         for process in pool.processes:
             process.close()
