@@ -1,4 +1,4 @@
-"""One real stack (Tansu broker + ClickHouse 18.16) for the whole test session.
+"""One real stack (the broker HIGHLAND_BROKER names + ClickHouse 18.16) for the whole test session.
 
 Each test gets its own ClickHouse database and its own topics, so tests never see each other's
 data. The stack is started by the same code as `highland stack up` and stopped at the end.
@@ -6,6 +6,7 @@ data. The stack is started by the same code as `highland stack up` and stopped a
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -14,13 +15,17 @@ from highland.sinks.client import connect
 from highland.sinks.migrate import migrate
 
 from highland.settings import Settings
-from highland.stack import local
+from highland.stack import kafka, local
 from highland.topics import ensure_topics
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
     settings = local.with_secrets(Settings())
+    if settings.broker == "kafka" and kafka.service(settings).pid() is None:
+        # Apache Kafka keeps its log across restarts; each session starts from an empty one (as Tansu's
+        # memory storage does), so the per-test topics of earlier sessions do not pile up.
+        shutil.rmtree(kafka.home(settings) / "data", ignore_errors=True)
     started = local.up(settings).started
     yield settings
     if started:  # leave a stack alone that someone else started

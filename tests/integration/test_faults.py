@@ -18,7 +18,7 @@ from highland.sinks.client import connect
 from highland.sinks.migrate import migrate
 
 from highland.settings import Settings
-from highland.stack import broker, clickhouse_server
+from highland.stack import broker, clickhouse_server, kafka
 from highland.topics import ensure_topics
 from tests.integration.support import WorkerProcess, wait_for
 from tests.integration.test_ingest import read_topic
@@ -127,19 +127,35 @@ def test_duplicate_storm(fault_settings: Settings, tmp_path):
 
 @pytest.fixture(scope="module")
 def durable_stack(tmp_path_factory) -> Settings:
-    """A second stack with Tansu on S3 (SeaweedFS): the only mode in which a broker restart keeps
-    messages and committed offsets. Own ports and state folder; ClickHouse is not needed twice, so
-    this stack's ClickHouse settings point at the session stack's server."""
+    """A second broker that keeps messages and committed offsets across a restart: Apache Kafka (its
+    log on disk), or on Tansu its S3 mode (SeaweedFS), Tansu's only durable one. Own ports and state
+    folder; ClickHouse is not needed twice, so this stack's ClickHouse settings point at the session
+    stack's server."""
     base = Settings()
     state = tmp_path_factory.mktemp("durable")
     settings = base.model_copy(update={
         "state_dir": state, "broker_storage": "s3", "kafka_bootstrap": "127.0.0.1:31492",
+        "kafka_controller_port": 31493,
         "s3_port": 31433, "s3_master_port": 31434, "s3_volume_port": 31480, "s3_filer_port": 31488,
     })
+    if settings.broker == "kafka":
+        kafka.start(settings)
+        yield settings
+        kafka.stop(settings)
+        return
     broker.start_s3(settings)
     broker.start_broker(settings)
     yield settings
     broker.stop(settings)
+
+
+def _restart_broker(settings: Settings) -> None:
+    if settings.broker == "kafka":
+        kafka.stop(settings)
+        kafka.start(settings)
+    else:
+        broker.broker_service(settings).stop()
+        broker.start_broker(settings)
 
 
 def test_broker_restart_in_durable_mode_loses_nothing(stack: Settings, durable_stack: Settings, unique, tmp_path):
@@ -158,11 +174,11 @@ def test_broker_restart_in_durable_mode_loses_nothing(stack: Settings, durable_s
     client = connect(settings)
     try:
         wait_for(lambda: client.execute("SELECT count() FROM events")[0][0] > 0, 120, "rows", worker.log)
-        broker.broker_service(settings).stop()
-        broker.start_broker(settings)
+        _restart_broker(settings)
         push(settings, feed[half:])
         assert_exact(settings, feed, timeout_s=240, workers=[worker])
-        report("broker_restart_durable", ["broker stopped and restarted mid-run (s3 storage)"], feed, settings)
+        storage = "Apache Kafka" if settings.broker == "kafka" else "Tansu, s3 storage"
+        report("broker_restart_durable", [f"broker stopped and restarted mid-run ({storage})"], feed, settings)
     finally:
         worker.kill(signal.SIGTERM)
         connect(settings, database="default").execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")

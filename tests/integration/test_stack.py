@@ -36,7 +36,11 @@ def test_status_names_the_broker_mode_and_what_a_restart_loses(stack: Settings):
     assert result.returncode == 0, result.stderr
     rows = {r["component"]: r for r in json.loads(result.stdout)}
     assert rows["broker"]["answers"] and rows["clickhouse"]["answers"]
-    assert "memory" in rows["broker"]["detail"] and "LOSES" in rows["broker"]["detail"]
+    assert rows["broker"]["broker"] == stack.broker
+    if stack.broker == "kafka":
+        assert "Apache Kafka" in rows["broker"]["detail"] and "durable" in rows["broker"]["detail"]
+    else:
+        assert "memory" in rows["broker"]["detail"] and "LOSES" in rows["broker"]["detail"]
 
 
 def test_progress_lists_every_indicator_as_no_data_on_an_empty_database(isolated: Settings):
@@ -57,6 +61,7 @@ def test_down_stops_only_what_up_started(tmp_path):
     env = {
         "HIGHLAND_STATE_DIR": str(tmp_path / "state"),
         "HIGHLAND_KAFKA_BOOTSTRAP": "127.0.0.1:31192",
+        "HIGHLAND_KAFKA_CONTROLLER_PORT": "31193",
         "HIGHLAND_CLICKHOUSE_PORT": "31100",
         "HIGHLAND_CLICKHOUSE_HTTP_PORT": "31124",
     }
