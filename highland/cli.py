@@ -42,7 +42,11 @@ def stack_up() -> None:
     """Install what is missing, start broker and ClickHouse, create topics, apply migrations."""
     from highland.stack import local
 
-    report = local.up(get_settings())
+    try:
+        report = local.up(get_settings())
+    except RuntimeError as exc:  # a broker that cannot be resolved, started or reached: its own words
+        err.print(f"[red]error:[/] stack up: {exc}")
+        raise typer.Exit(2) from None
     out.print(f"started: {', '.join(report.started) or 'nothing (already running)'}")
     out.print(f"topics created: {', '.join(report.topics_created) or 'none (all exist)'}")
     out.print(f"migrations applied: {', '.join(report.migrations_applied) or 'none (up to date)'}")

@@ -209,7 +209,8 @@ def wait_ready(settings: Settings, pid: int, timeout_s: float, svc: Service) -> 
         if answers(settings):
             return
         time.sleep(0.2)
-    raise TimeoutError(f"Apache Kafka did not answer on {settings.kafka_bootstrap} within {timeout_s:.0f} s; "
+    # RuntimeError, not TimeoutError: the CLI reads a TimeoutError as an unreachable ClickHouse.
+    raise RuntimeError(f"Apache Kafka did not answer on {settings.kafka_bootstrap} within {timeout_s:.0f} s; "
                        f"last lines of {svc.log_file}:\n{svc.tail()}")
 
 

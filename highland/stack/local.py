@@ -87,6 +87,7 @@ def up(settings: Settings) -> UpReport:
     from highland.sinks.migrate import migrate
     from highland.topics import ensure_topics
 
+    _refuse_the_other_broker(settings)  # before local.env gets the other broker's defaults
     settings = with_secrets(settings)
     admin_password = ensure_secrets(settings)["HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD"]
     started = []
@@ -104,6 +105,16 @@ def up(settings: Settings) -> UpReport:
     applied = migrate(settings)
     _sync_plan(settings)
     return UpReport(started, created, applied)
+
+
+def _refuse_the_other_broker(settings: Settings) -> None:
+    """One broker per stack: the other one, started by an earlier `up`, holds the client port."""
+    other = broker.broker_service(settings) if settings.broker == "kafka" else kafka.service(settings)
+    if other.pid() is not None:
+        names = {"kafka": "Apache Kafka", "tansu": "Tansu"}
+        was = "tansu" if settings.broker == "kafka" else "kafka"
+        raise RuntimeError(f"{names[was]} (started by this stack, pid {other.pid()}) still runs and HIGHLAND_BROKER "
+                           f"is now {settings.broker}: `highland stack down` first, or HIGHLAND_BROKER={was}")
 
 
 def _sync_plan(settings: Settings) -> None:
