@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -58,10 +59,7 @@ def resolve(settings: Settings, timeout_s: float = 900.0) -> Path:
     mark = lib / RESOLVED_MARK
     if mark.exists() and mark.read_text().strip() == _pom_hash():
         return lib
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise RuntimeError("Apache Kafka is resolved with Maven, and `mvn` is not on PATH "
-                           "(Debian: apt-get install -y maven; Java 17 is needed too)")
+    mvn = _tool("mvn", "maven", settings.install_missing)
     # Maven runs on a copy in the state folder: it may write next to the pom, and the package is read-only.
     pom = home(settings) / "pom.xml"
     pom.parent.mkdir(parents=True, exist_ok=True)
@@ -81,11 +79,20 @@ def resolve(settings: Settings, timeout_s: float = 900.0) -> Path:
     return lib
 
 
-def _java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise RuntimeError("Apache Kafka needs Java 17 or later: `java` is not on PATH")
-    return java
+def _tool(name: str, package: str, install: bool) -> str:
+    """``name`` on PATH, apt-get installing Debian's ``package`` first when missing (as ClickHouse is)."""
+    found = shutil.which(name)
+    if found is None and install and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        cmd = ["apt-get", "install", "-y", "--no-install-recommends", package]
+        if subprocess.run(cmd, env=env).returncode != 0:  # a fresh machine may have stale package lists
+            subprocess.run(["apt-get", "update"], env=env)
+            subprocess.run(cmd, env=env)
+        found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"Apache Kafka needs `{name}` on PATH (Debian: apt-get install -y {package}); "
+                           "it is resolved with Maven and runs on Java 17 or later")
+    return found
 
 
 def _write_config(settings: Settings) -> Path:
@@ -142,7 +149,8 @@ def _write_logging(settings: Settings) -> Path:
 
 def _jvm(settings: Settings, logging: Path) -> list[str]:
     heap = f"{settings.kafka_heap_mb}m"
-    return [_java(), f"-Xms{heap}", f"-Xmx{heap}", "-Djava.awt.headless=true",
+    java = _tool("java", "openjdk-17-jre-headless", settings.install_missing)
+    return [java, f"-Xms{heap}", f"-Xmx{heap}", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={logging}", "-cp", str(home(settings) / "lib" / "*")]
 
 

@@ -12,7 +12,7 @@ from highland.stack import kafka, local
 
 
 def _settings(state: Path, broker: str) -> Settings:
-    return Settings(state_dir=state, broker=broker)  # type: ignore[arg-type]
+    return Settings(state_dir=state, broker=broker, install_missing=False)  # type: ignore[arg-type]
 
 
 def test_the_tansu_idempotence_workaround_is_written_for_tansu_only(tmp_path: Path, monkeypatch):
