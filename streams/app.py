@@ -26,6 +26,7 @@ import asyncio
 import gc
 import logging
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -51,6 +52,7 @@ from highland.streams.audit import SelfCheck
 from highland.streams.batches import BatchConsumer, Lease
 from highland.streams.evaluator import AlertEvaluator
 from highland.streams.health import Health
+from highland.streams.metrics import WorkerMetrics
 from mode import Service, ServiceT
 
 from highland.settings import Settings
@@ -292,6 +294,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         return Prepared(accepted.columns(), len(records), len(rejected), now, records)
 
     async def write_prepared(batch: Prepared, lease: Lease) -> None:
+        started = time.monotonic()
         with events_watch.running():
             parts: list[IsolatedPart] = await sink.call(
                 "insert", partial(write_isolated, write_events), batch.parts, batch.received_at,
@@ -307,6 +310,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         health.counters.events_stored += result.inserted
         health.counters.poison_dead_lettered += len(poisoned)
         health.counters.events_rejected += batch.rejected
+        metrics.batch_events.observe(batch.read)
+        metrics.write_seconds.observe(time.monotonic() - started)
         log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected, %d poison",
                  batch.read, result.inserted, result.skipped, batch.rejected, len(poisoned))
 
@@ -343,6 +348,13 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
         return web.json({**health.report(), "self_check": self_check.stats.as_dict()})
+
+    metrics = WorkerMetrics(health, lambda: self_check.stats.as_dict())
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        body, content_type = metrics.render()
+        return web.bytes(body, content_type=content_type)
 
     @app.task
     async def start_writer() -> None:

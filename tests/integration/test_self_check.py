@@ -21,6 +21,7 @@ from highland.ingest.producer import EventProducer
 from highland.sinks.audit import Finding, check, sweep_keys_sql
 from highland.sinks.client import connect
 from highland.sinks.daily_series import OBSERVATIONS
+from prometheus_client.parser import text_string_to_metric_families
 
 from highland.settings import Settings
 from tests.integration.support import WorkerProcess, dumps, wait_for
@@ -142,5 +143,20 @@ def test_the_worker_group_repairs_drift_while_it_runs_and_raises_an_alert(isolat
             counters = json.loads(answer.read())["self_check"]
         assert counters["rows_repaired"] >= 1 and counters["days_repaired"] >= 1, counters
         assert counters["rounds"] >= 1 and counters["keys_checked"] > 0, counters
+
+        # The same tallies as Prometheus metrics, in Prometheus' own text format: every record sent was
+        # read once (one worker, no restart), and the counters match /health.
+        with urllib.request.urlopen(f"http://127.0.0.1:{isolated.worker_web_port}/metrics", timeout=5) as answer:
+            families = {f.name: f for f in text_string_to_metric_families(answer.read().decode())}
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            health = json.loads(answer.read())
+
+        def value(family: str, sample: str) -> float:
+            return next(s.value for s in families[family].samples if s.name == sample)
+
+        assert value("highland_worker_batch_events", "highland_worker_batch_events_sum") == len(feed)
+        assert value("highland_worker_events_stored", "highland_worker_events_stored_total") == \
+            health["counters"]["events_stored"]
+        assert value("highland_worker_self_check_rows_repaired", "highland_worker_self_check_rows_repaired_total") >= 1
     finally:
         worker.kill()
