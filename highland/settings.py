@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # Read-only user for Grafana and the board.
     clickhouse_reader_user: str = "highland_reader"
     clickhouse_reader_password: SecretStr = SecretStr("")
+    # The gateway's token look-ups: a user that may read the token table and nothing else
+    # (docs/agencies.md, "Gateway limits"). Unset, the gateway uses clickhouse_user.
+    clickhouse_token_reader_user: str | None = None
+    clickhouse_token_reader_password: SecretStr = SecretStr("")
     # Set to a cluster name to create Replicated*/Distributed tables ON CLUSTER.
     clickhouse_cluster: str | None = None
 
@@ -102,6 +106,16 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 28000
     gateway_max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # The limits of docs/agencies.md, "Gateway limits": events per request (413 beyond), token
+    # verdicts cached (least recently used out) and for how long (a revocation takes effect after at
+    # most that long plus one look-up), and each token's events per second with the burst it may
+    # save up (429 with Retry-After beyond). A burst below gateway_max_events caps what one request
+    # takes from the bucket at the burst, so the largest request still passes on a full bucket.
+    gateway_max_events: int = Field(10_000, ge=1)
+    gateway_token_cache_size: int = Field(10_000, ge=1)
+    gateway_token_cache_seconds: float = Field(1.0, gt=0)
+    gateway_rate_events_per_s: float = Field(5_000.0, gt=0)
+    gateway_rate_burst_events: int = Field(20_000, ge=1)
 
     # --- Grafana -----------------------------------------------------------------------------
     grafana_url: str = "http://127.0.0.1:3000"

@@ -6,20 +6,32 @@ the shared validator in the name of the token's agency; accepted events are prod
 (acks=all, idempotent) and the response lists a result per event. Good events in a request are
 delivered even when others in it are rejected.
 
+Every request is bounded (docs/agencies.md, "Gateway limits"): the token is checked on the
+headers, before a byte of the body is read; the body's bytes and its number of events have a
+maximum; each token has a rate of events per second with a burst; and the splitting and
+validation of a body run in a worker thread, so ``/health`` keeps answering during the largest
+allowed request.
+
 Status codes: 200 every event accepted; 400 some rejected (or the body is not JSON); 403 every
-rejection is ``forbidden_agency``; 401 no valid token; 413 body over the limit; 503 the broker
-did not acknowledge (nothing in the request counts as accepted; retry). ``GET /health`` answers
-200 when the broker is reachable, else 503.
+rejection is ``forbidden_agency``; 401 no valid token (the body is not read, nothing is stored;
+the attempt is counted and logged); 413 body over the byte or event limit; 429 over the token's
+rate (``Retry-After`` says when to retry); 503 the broker did not acknowledge (nothing in the
+request counts as accepted; retry). ``GET /health`` answers 200 when the broker is reachable,
+else 503, and reports the count of unauthenticated attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import math
 import re
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -35,17 +47,96 @@ from highland import strict_json
 from highland.settings import Settings
 
 log = logging.getLogger("highland.gateway")
-TOKEN_CACHE_SECONDS = 30.0
 _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace, nothing else
+_LINE = re.compile(rb"[^\r\n]+")  # the line breaks bytes.splitlines knows, found lazily
+_NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 
 class TokenVerifier(Protocol):
     """(bearer token) -> the agency it belongs to, or None (unknown or revoked). Blocking: called in a
-    worker thread on a cache miss. Tokens are stored by sinks/ (sinks/tokens.py: ``verifier``); the
-    command that starts the gateway passes the check in, as ingest sits below storage."""
+    worker thread on a cache miss, possibly from several threads at once. Tokens are stored by sinks/
+    (sinks/tokens.py: ``verifier``); the command that starts the gateway passes the check in, as
+    ingest sits below storage."""
 
     def __call__(self, token: str) -> str | None: ...
+
+
+class BrokerDown(RuntimeError):
+    pass
+
+
+class TooManyEvents(Exception):
+    pass
+
+
+# --- bounded state -----------------------------------------------------------------------------
+
+class TokenCache:
+    """Verdicts of recent token look-ups, at most ``size`` of them, each trusted for ``ttl`` seconds.
+
+    Keyed by the token's SHA-256, so the cache never holds a secret. Unknown tokens are cached too
+    (a client retrying a bad token costs one look-up per ``ttl``), and the least recently used
+    verdict makes room, so a flood of random tokens cannot grow the process. A revocation takes
+    effect once the cached verdict expires: ``ttl`` plus one look-up."""
+
+    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.size, self.ttl, self._clock = size, ttl, clock
+        self._entries: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+
+    @staticmethod
+    def key(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def get(self, key: str) -> tuple[bool, str | None]:
+        """(found, agency): found is False when the key is absent or its verdict expired."""
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= self._clock():
+            return False, None
+        self._entries.move_to_end(key)
+        return True, entry[0]
+
+    def put(self, key: str, agency: str | None) -> None:
+        self._entries[key] = (agency, self._clock() + self.ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class RateLimiter:
+    """A token bucket of events per bearer token: ``rate`` a second, up to ``burst`` saved up.
+
+    A request of n events takes min(n, burst) from its bucket (so the largest allowed request can
+    pass once the bucket is full); when the bucket holds fewer, the request is refused with the
+    seconds until it would hold enough. At most ``size`` buckets are kept, least recently used out:
+    a dropped bucket starts full again, which only forgets an idle token's debt."""
+
+    def __init__(self, rate: float, burst: int, size: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.size, self._clock = rate, burst, size, clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _level(self, key: str) -> float:
+        level, at = self._buckets.get(key, (float(self.burst), self._clock()))
+        return min(float(self.burst), level + (self._clock() - at) * self.rate)
+
+    def wait(self, key: str, events: int = 1) -> float:
+        """Seconds until ``events`` could be taken (0 when they can be now); takes nothing."""
+        need = min(events, self.burst)
+        return max(0.0, (need - self._level(key)) / self.rate)
+
+    def take(self, key: str, events: int) -> float:
+        """Take ``events`` and answer 0, or take nothing and answer the seconds to wait."""
+        wait = self.wait(key, events)
+        if wait > 0:
+            return wait
+        self._buckets[key] = (self._level(key) - min(events, self.burst), self._clock())
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self.size:
+            self._buckets.popitem(last=False)
+        return 0.0
 
 
 @dataclass
@@ -54,9 +145,15 @@ class Gateway:
     catalog: Catalog
     token_lookup: TokenVerifier
     producer: AIOKafkaProducer | None = None
+    unauthenticated: int = 0
+    tokens: TokenCache = field(init=False)
+    rates: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
-        self._tokens: dict[str, tuple[str | None, float]] = {}
+        s = self.settings
+        self.tokens = TokenCache(s.gateway_token_cache_size, s.gateway_token_cache_seconds)
+        self.rates = RateLimiter(s.gateway_rate_events_per_s, s.gateway_rate_burst_events,
+                                 s.gateway_token_cache_size)
         self._start_lock = asyncio.Lock()
 
     # --- Kafka ----------------------------------------------------------------------------------
@@ -93,68 +190,133 @@ class Gateway:
             raise BrokerDown(str(exc) or type(exc).__name__) from exc
 
     # --- auth -----------------------------------------------------------------------------------
-    async def agency_for(self, request: web.Request) -> str | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
+    async def agency_for(self, request: web.Request) -> tuple[str, str] | None:
+        """(agency, token key) of the request's bearer token, from its headers only; None if it
+        has none or it is unknown or revoked."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
-        cached = self._tokens.get(token)
-        if cached and cached[1] > time.monotonic():
-            return cached[0]
-        agency = await asyncio.to_thread(self.token_lookup, token)
-        self._tokens[token] = (agency, time.monotonic() + TOKEN_CACHE_SECONDS)
-        return agency
+        if scheme.lower() != "bearer" or not token:
+            return None
+        key = TokenCache.key(token)
+        found, agency = self.tokens.get(key)
+        if not found:
+            try:
+                agency = await asyncio.to_thread(self.token_lookup, token)
+            except Exception as exc:  # the token store is down: a retry signal, not a refusal
+                log.error("token look-up failed: %s", exc)
+                raise web.HTTPServiceUnavailable(text=strict_json.dumps({
+                    "error": "token_store_unavailable", "detail": type(exc).__name__, "retry": True}),
+                    content_type="application/json") from exc
+            self.tokens.put(key, agency)
+        return (agency, key) if agency is not None else None
+
+    def count_unauthenticated(self, origin: str, now: datetime) -> None:
+        """Count and log an attempt without a valid token; its body is neither read nor stored
+        (CONTRACT §1.1)."""
+        self.unauthenticated += 1
+        log.warning("unauthenticated request from %s at %s (%d so far)", origin, now.isoformat(),
+                    self.unauthenticated)
 
 
-def _json_response(data: dict[str, Any], status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=strict_json.dumps)
+def _json_response(data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, dumps=strict_json.dumps, headers=headers)
 
 
-class BrokerDown(RuntimeError):
-    pass
+# --- the body ----------------------------------------------------------------------------------
 
-
-def split_body(body: bytes, content_type: str) -> list[bytes] | None:
+def split_body(body: bytes, content_type: str, max_events: int | None = None) -> list[bytes] | None:
     """The request's events as separate JSON payloads, each as sent (so the validator judges its
     repeated member names and lone surrogates); None if the body is not UTF-8 JSON at all. A
-    byte-order mark at the start of the body is ignored (CONTRACT §1.1)."""
+    byte-order mark at the start of the body is ignored (CONTRACT §1.1). Raises TooManyEvents as
+    soon as the count passes ``max_events``, before the rest is split."""
     body = body.removeprefix(BOM)
-    if content_type in ("application/x-ndjson", "application/ndjson", "application/jsonl"):
-        return [line.strip() for line in body.splitlines() if line.strip()]
+    if content_type in _NDJSON:
+        return _bounded(_lines(body), max_events)
     try:
         text = body.decode()
         start = _skip_whitespace(text, 0)
         if text[start:start + 1] == "[":
-            return _array_items(text, start + 1)
+            return _bounded(_array_items(text, start + 1), max_events)
         json.loads(text)
     except (ValueError, RecursionError):
         return None
     return [body]
 
 
-def _array_items(text: str, index: int) -> list[bytes] | None:
+class _NotAnArray(Exception):
+    pass
+
+
+def _bounded(items: Iterator[bytes], max_events: int | None) -> list[bytes] | None:
+    out: list[bytes] = []
+    try:
+        for item in items:
+            out.append(item)
+            if max_events is not None and len(out) > max_events:
+                raise TooManyEvents(f"more than {max_events} events in one request")
+    except _NotAnArray:
+        return None
+    return out
+
+
+def _lines(body: bytes) -> Iterator[bytes]:
+    for match in _LINE.finditer(body):
+        line = match.group().strip()
+        if line:
+            yield line
+
+
+def _array_items(text: str, index: int) -> Iterator[bytes]:
     """The text of each element of the JSON array whose "[" ends at ``index``, not re-serialized:
-    a parse and a dump would silently drop a repeated member name. None if not a JSON array."""
-    items: list[bytes] = []
+    a parse and a dump would silently drop a repeated member name. Raises _NotAnArray (at the
+    end, or at the first element that is not JSON) if the text is not one JSON array."""
     index = _skip_whitespace(text, index)
     if text[index:index + 1] == "]":
-        return items if _skip_whitespace(text, index + 1) == len(text) else None
+        if _skip_whitespace(text, index + 1) != len(text):
+            raise _NotAnArray
+        return
     while True:
-        _, end = _DECODER.raw_decode(text, index)
-        items.append(text[index:end].encode())
+        try:
+            _, end = _DECODER.raw_decode(text, index)
+        except (ValueError, RecursionError) as exc:
+            raise _NotAnArray from exc
+        yield text[index:end].encode()
         index = _skip_whitespace(text, end)
         separator = text[index:index + 1]
         index = _skip_whitespace(text, index + 1)
         if separator == "]":
-            return items if index == len(text) else None
+            if index != len(text):
+                raise _NotAnArray
+            return
         if separator != ",":
-            return None
+            raise _NotAnArray
 
 
 def _skip_whitespace(text: str, index: int) -> int:
     match = _WHITESPACE.match(text, index)
     return match.end() if match else index
+
+
+@dataclass
+class Judgement:
+    results: list[dict[str, Any]]
+    accepted: list[tuple[Accepted, bytes]]
+    rejected: list[DeadLetter]
+
+
+def judge(payloads: list[bytes], catalog: Catalog, agency: str, origin: str, now: datetime) -> Judgement:
+    """Validate each event in the name of ``agency``. CPU-bound: the gateway runs it in a thread."""
+    out = Judgement([], [], [])
+    for index, payload in enumerate(payloads):
+        verdict = validate(payload, catalog, now=now, pushed_by=agency)
+        if isinstance(verdict, Accepted):
+            out.accepted.append((verdict, payload))
+            out.results.append({"index": index, "status": "accepted", "event_id": verdict.event_id})
+        else:
+            out.rejected.append(dead_letter(verdict, payload, "gateway", f"{origin}#{index}", now))
+            out.results.append({"index": index, "status": "rejected", "reason": verdict.reason.value,
+                                "detail": verdict.detail})
+    return out
 
 
 def _status(results: list[dict[str, Any]]) -> int:
@@ -164,61 +326,113 @@ def _status(results: list[dict[str, Any]]) -> int:
     return 403 if reasons == {Reason.FORBIDDEN_AGENCY.value} else 400
 
 
+# --- the app -----------------------------------------------------------------------------------
+
 def create_app(gateway: Gateway) -> web.Application:
-    limit = gateway.settings.gateway_max_body_bytes
+    settings = gateway.settings
+    limit, max_events = settings.gateway_max_body_bytes, settings.gateway_max_events
     app = web.Application(client_max_size=limit)
 
+    async def admit(request: web.Request) -> web.Response | str:
+        """The checks on the headers alone: token, declared size, rate. The agency, or the answer."""
+        now, origin = datetime.now(UTC), request.remote or "?"
+        identity = await gateway.agency_for(request)
+        if identity is None:
+            gateway.count_unauthenticated(origin, now)
+            return _unread(_json_response({"error": Reason.UNAUTHENTICATED.value,
+                                           "detail": "missing, unknown or revoked bearer token"}, status=401))
+        agency, key = identity
+        if request.content_length is not None and request.content_length > limit:
+            return await _too_large(gateway, f"request body over {limit} bytes", origin, now, agency)
+        wait = gateway.rates.wait(key)
+        if wait > 0:
+            return _unread(_rate_limited(wait))
+        request["agency"] = agency
+        request["token_key"] = key
+        return agency
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        """An ``Expect: 100-continue`` client waits for this before it sends the body at all."""
+        verdict = await admit(request)
+        if isinstance(verdict, web.Response):
+            return verdict
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text="only Expect: 100-continue is understood")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own handler: the response proper starts now
+        return None
+
     async def post_events(request: web.Request) -> web.Response:
-        now = datetime.now(UTC)
-        origin = request.remote or "?"
-        body = await _read_limited(request, limit)
-        agency = await gateway.agency_for(request)
+        agency = request.get("agency")
         if agency is None:
-            return await _refuse(gateway, 401, Reason.UNAUTHENTICATED, "missing, unknown or revoked bearer token",
-                                 body, origin, now)
+            verdict = await admit(request)
+            if isinstance(verdict, web.Response):
+                return verdict
+            agency = verdict
+        now, origin = datetime.now(UTC), request.remote or "?"
+        body = await _read_limited(request, limit)
         if body is None:
-            return await _refuse(gateway, 413, Reason.PAYLOAD_TOO_LARGE, f"request body over {limit} bytes",
-                                 b"", origin, now, agency)
-        payloads = split_body(body, request.content_type)
-        if payloads is None:
-            return await _refuse(gateway, 400, Reason.MALFORMED_JSON, "the body is not JSON", body, origin, now,
-                                 agency)
-        results, accepted, rejected = [], [], []
-        for index, payload in enumerate(payloads):
-            verdict = validate(payload, gateway.catalog, now=now, pushed_by=agency)
-            if isinstance(verdict, Accepted):
-                accepted.append((verdict, payload))
-                results.append({"index": index, "status": "accepted", "event_id": verdict.event_id})
-            else:
-                rejected.append(dead_letter(verdict, payload, "gateway", f"{origin}#{index}", now))
-                results.append({"index": index, "status": "rejected", "reason": verdict.reason.value,
-                                "detail": verdict.detail})
+            return await _too_large(gateway, f"request body over {limit} bytes", origin, now, agency)
         try:
-            await gateway.deliver(accepted, rejected)
+            payloads = await asyncio.to_thread(split_body, body, request.content_type, max_events)
+        except TooManyEvents as exc:
+            return await _too_large(gateway, str(exc), origin, now, agency)
+        if payloads is None:
+            letter = dead_letter(Rejected(Reason.MALFORMED_JSON, "the body is not JSON", agency),
+                                 body[:MAX_PAYLOAD_BYTES], "gateway", origin, now)
+            return await _refuse(gateway, 400, letter)
+        wait = gateway.rates.take(request["token_key"], len(payloads))
+        if wait > 0:
+            return _rate_limited(wait)
+        judged = await asyncio.to_thread(judge, payloads, gateway.catalog, agency, origin, now)
+        try:
+            await gateway.deliver(judged.accepted, judged.rejected)
         except BrokerDown as exc:
             return _json_response({"error": "broker_unavailable", "detail": str(exc),
-                                      "accepted": 0, "retry": True}, status=503)
-        return _json_response({"accepted": len(accepted), "rejected": len(rejected), "results": results},
-                                 status=_status(results))
+                                   "accepted": 0, "retry": True}, status=503)
+        return _json_response({"accepted": len(judged.accepted), "rejected": len(judged.rejected),
+                               "results": judged.results}, status=_status(judged.results))
 
     async def health(_request: web.Request) -> web.Response:
+        counts = {"unauthenticated_requests": gateway.unauthenticated}
         try:
             await gateway.ensure_producer()
         except BrokerDown as exc:
-            return _json_response({"status": "unavailable", "broker": False, "detail": str(exc)}, status=503)
-        return _json_response({"status": "ok", "broker": True})
+            return _json_response({"status": "unavailable", "broker": False, "detail": str(exc), **counts},
+                                  status=503)
+        return _json_response({"status": "ok", "broker": True, **counts})
 
     async def on_cleanup(_app: web.Application) -> None:
         await gateway.close()
 
-    app.router.add_post("/v1/events", post_events)
+    app.router.add_post("/v1/events", post_events, expect_handler=expect)
     app.router.add_get("/health", health)
     app.on_cleanup.append(on_cleanup)
     return app
 
 
+def _unread(response: web.Response) -> web.Response:
+    """The answer to a request whose body is not to be read: the connection closes after it, so
+    the body is never drained into the process (the server runs with no lingering time)."""
+    response.force_close()
+    return response
+
+
+def _rate_limited(wait: float) -> web.Response:
+    seconds = max(1, math.ceil(wait))
+    return _json_response({"error": "rate_limited", "detail": f"over this token's event rate; retry in {seconds} s",
+                           "retry_after": seconds}, status=429, headers={"Retry-After": str(seconds)})
+
+
+async def _too_large(gateway: Gateway, detail: str, origin: str, now: datetime, agency: str) -> web.Response:
+    """413 for an authenticated request: one dead letter in the agency's name, without the body."""
+    letter = dead_letter(Rejected(Reason.PAYLOAD_TOO_LARGE, detail, agency), b"", "gateway", origin, now)
+    return _unread(await _refuse(gateway, 413, letter))
+
+
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None if it is larger than ``limit`` (read no further than that)."""
+    """The body, or None if it is larger than ``limit`` (read no further than that): a declared
+    Content-Length is checked before reading, a chunked body while it streams."""
     if request.content_length is not None and request.content_length > limit:
         return None
     chunks, size = [], 0
@@ -230,17 +444,17 @@ async def _read_limited(request: web.Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _refuse(gateway: Gateway, status: int, reason: Reason, detail: str, body: bytes | None, origin: str,
-                  now: datetime, agency: str | None = None) -> web.Response:
-    """Reject the whole request, leaving a dead letter (payload cut to the event size limit)."""
-    payload = (body or b"")[:MAX_PAYLOAD_BYTES]
-    record = dead_letter(Rejected(reason, detail, agency), payload, "gateway", origin, now)
+async def _refuse(gateway: Gateway, status: int, letter: DeadLetter) -> web.Response:
+    """Reject the whole request of an authenticated agency, leaving one dead letter."""
     try:
-        await gateway.deliver([], [record])
+        await gateway.deliver([], [letter])
     except BrokerDown:
-        log.error("could not dead-letter a refused request (%s): broker down", reason.value)
-    return _json_response({"error": reason.value, "detail": detail}, status=status)
+        log.error("could not dead-letter a refused request (%s): broker down", letter.reason.value)
+    return _json_response({"error": letter.reason.value, "detail": letter.detail}, status=status)
 
 
 def serve(settings: Settings, catalog: Catalog, verify: TokenVerifier, host: str, port: int) -> None:
-    web.run_app(create_app(Gateway(settings, catalog, verify)), host=host, port=port, print=None)
+    # No lingering: a request answered before its body was read (401, 413, 429) closes its
+    # connection instead of draining the rest of the body.
+    web.run_app(create_app(Gateway(settings, catalog, verify)), host=host, port=port, print=None,
+                lingering_time=0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -52,17 +53,44 @@ def agency_of(client: Any, db: str, token: str) -> str | None:
     return rows[0][0] if rows else None
 
 
+class Verifier:
+    """The gateway's token check: (token) -> its agency, or None. Blocking, and safe to call from
+    several worker threads at once: all look-ups share one ClickHouse connection (a lock keeps them
+    one at a time, as a connection carries one query), opened on first use and again after it
+    failed, so a stream of cache misses never opens a connection each. The connection is the token
+    reader's (settings.clickhouse_token_reader_user) when one is set: it may read the token table
+    and nothing else (docs/agencies.md, "Gateway limits")."""
+
+    def __init__(self, settings: Settings, connect_to: Callable[[], Any] | None = None) -> None:
+        self._settings = settings
+        self._connect = connect_to or (lambda: connect_token_reader(settings))
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self.connections = 0  # opened so far: a test's window onto the reuse
+
+    def __call__(self, token: str) -> str | None:
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+                self.connections += 1
+            try:
+                return agency_of(self._client, self._settings.clickhouse_database, token)
+            except Exception:
+                # A broken connection is dropped, so the next look-up opens a fresh one.
+                self._client.disconnect()
+                self._client = None
+                raise
+
+
+def connect_token_reader(settings: Settings) -> Any:
+    """A connection as the token reader, or as the writer where no token reader is configured."""
+    if settings.clickhouse_token_reader_user is None:
+        return connect(settings)
+    reader = settings.model_copy(update={"clickhouse_user": settings.clickhouse_token_reader_user,
+                                         "clickhouse_password": settings.clickhouse_token_reader_password})
+    return connect(reader)
+
+
 def verifier(settings: Settings) -> Callable[[str], str | None]:
-    """The gateway's token check: (token) -> its agency, or None. Blocking; the gateway runs it in a
-    worker thread on a cache miss."""
-
-    def agency_for(token: str) -> str | None:
-        # A connection of its own, closed right after, so concurrent checks never share one and
-        # none is left open.
-        client = connect(settings)
-        try:
-            return agency_of(client, settings.clickhouse_database, token)
-        finally:
-            client.disconnect()
-
-    return agency_for
+    """The check `highland gateway` hands the gateway."""
+    return Verifier(settings)

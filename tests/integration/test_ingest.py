@@ -200,7 +200,7 @@ def test_gateway_refuses_without_a_valid_token_and_outside_ownership(isolated: S
     status, body = gateway.request("POST", "/v1/events", json.dumps(ports).encode(), auth(mine))
     assert status == 403 and "owned by 'cq_comms_admin'" in body["results"][0]["detail"]
     reasons = sorted(d.reason.value for d in dead_letters(isolated))
-    assert reasons == ["forbidden_agency", "forbidden_agency", "unauthenticated", "unauthenticated"]
+    assert reasons == ["forbidden_agency", "forbidden_agency"]  # refused tokens leave nothing (§1.1)
     assert read_topic(isolated, isolated.topic_events) == []
 
 
@@ -274,3 +274,146 @@ def fuzz_gateway(stack: Settings, tmp_path_factory):
     gw.stop()
     connect(settings, database="default").execute("DROP DATABASE IF EXISTS fuzz_gw")
 
+
+
+# --- the bounded gateway (issue 15; docs/agencies.md, "Gateway limits") ------------------------------
+
+def ndjson(events: list) -> bytes:
+    return "\n".join(json.dumps(e) for e in events).encode()
+
+
+def post_raw(port: int, headers: dict, body: bytes) -> tuple[int | None, float]:
+    """(status or None if the connection was cut, seconds): the gateway may close a connection whose
+    body it refused to read while the body is still on its way."""
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/v1/events", body=body, headers=headers)
+        return conn.getresponse().status, time.monotonic() - started
+    except (ConnectionError, http.client.HTTPException):
+        return None, time.monotonic() - started
+    finally:
+        conn.close()
+
+
+class HealthPoller:
+    """Polls /health in a thread while something else runs; keeps the worst latency seen."""
+
+    def __init__(self, gw: GatewayProcess) -> None:
+        import threading
+
+        self.gw, self.worst, self.polls, self._stop = gw, 0.0, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            status, _ = self.gw.request("GET", "/health")
+            self.worst = max(self.worst, time.monotonic() - started)
+            self.polls += 1
+            assert status == 200
+            time.sleep(0.02)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self.worst
+
+
+def test_unauthenticated_posts_are_refused_unread_counted_logged_and_store_nothing(isolated: Settings, gateway):
+    body = json.dumps({**GOOD, "pad": "x" * (60 * 1024)}).encode()
+    statuses = [post_raw(gateway.port, auth(token), body)[0] for token in ["hlt_forged"] * 25 + [""] * 25]
+    assert set(statuses) <= {401, None} and statuses.count(401) >= 40, statuses
+    _, health = gateway.request("GET", "/health")
+    assert health["unauthenticated_requests"] == 50
+    assert dead_letters(isolated) == [] and read_topic(isolated, isolated.topic_events) == []
+    log = gateway.log.read_text()
+    assert log.count("unauthenticated request from 127.0.0.1 at ") == 50
+
+
+def test_an_unauthenticated_client_that_expects_100_continue_never_sends_its_body(isolated: Settings, gateway):
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 5000000\r\nExpect: 100-continue\r\n\r\n")
+        answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 401"), answer  # not "100 Continue": the body is never asked for
+
+
+def test_a_flood_of_a_million_tiny_events_is_refused_at_once_while_health_answers(isolated: Settings, gateway):
+    token = issue(connect(isolated), isolated.clickhouse_database, "cq_commerce")
+    poller = HealthPoller(gateway)
+    status, took = post_raw(gateway.port, auth(token, "application/x-ndjson"), b"{}\n" * 1_000_000)
+    worst = poller.stop()
+    assert status == 413 and took < 5, (status, took)
+    assert worst < 1.0, worst
+    letters = dead_letters(isolated)
+    assert [d.reason for d in letters] == [Reason.PAYLOAD_TOO_LARGE] and "10000 events" in letters[0].detail
+    assert read_topic(isolated, isolated.topic_events) == []
+
+
+def test_the_largest_allowed_request_keeps_health_under_a_second(isolated: Settings, gateway):
+    token = issue(connect(isolated), isolated.clickhouse_database, "cq_commerce")
+    events = [{**GOOD, "event_id": f"big-{i}", "value": i} for i in range(10_000)]
+    poller = HealthPoller(gateway)
+    time.sleep(0.2)
+    status, took = post_raw(gateway.port, auth(token, "application/x-ndjson"), ndjson(events))
+    time.sleep(0.2)
+    worst = poller.stop()
+    print(f"\n/health worst latency during a {len(events)}-event request ({took:.2f} s): {worst * 1000:.0f} ms "
+          f"over {poller.polls} polls")
+    assert status == 200
+    assert worst < 1.0, worst
+    status, _ = post_raw(gateway.port, auth(token, "application/x-ndjson"), ndjson([*events, GOOD]))
+    assert status == 413
+
+
+def test_event_and_byte_limits_answer_413_also_for_a_chunked_body(isolated: Settings, tmp_path):
+    token = issue(connect(isolated), isolated.clickhouse_database, "cq_commerce")
+    gw = GatewayProcess(isolated, tmp_path, extra={"HIGHLAND_GATEWAY_MAX_EVENTS": "5",
+                                                   "HIGHLAND_GATEWAY_MAX_BODY_BYTES": "4096"})
+    try:
+        five = [{**GOOD, "event_id": f"f{i}"} for i in range(5)]
+        assert gw.request("POST", "/v1/events", json.dumps(five).encode(), auth(token))[0] == 200
+        status, body = gw.request("POST", "/v1/events", json.dumps([*five, GOOD]).encode(), auth(token))
+        assert (status, body["error"]) == (413, "payload_too_large") and "more than 5 events" in body["detail"]
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+        conn.request("POST", "/v1/events", body=iter([b" " * 1000] * 10), headers=auth(token), encode_chunked=True)
+        assert conn.getresponse().status == 413
+        conn.close()
+    finally:
+        gw.stop()
+
+
+def test_a_revoked_token_is_refused_within_two_seconds(isolated: Settings, gateway):
+    client = connect(isolated)
+    token = issue(client, isolated.clickhouse_database, "cq_commerce")
+    assert gateway.request("POST", "/v1/events", json.dumps(GOOD).encode(), auth(token))[0] == 200  # now cached
+    revoke_all(client, isolated.clickhouse_database, "cq_commerce")
+    revoked_at = time.monotonic()
+    while gateway.request("POST", "/v1/events", json.dumps(GOOD).encode(), auth(token))[0] != 401:
+        assert time.monotonic() - revoked_at < 2.0, "a revoked token still works after 2 s"
+        time.sleep(0.05)
+
+
+def test_each_token_has_a_rate_of_events_answered_429_with_retry_after(isolated: Settings, tmp_path):
+    client = connect(isolated)
+    token = issue(client, isolated.clickhouse_database, "cq_commerce")
+    other = issue(client, isolated.clickhouse_database, "cq_commerce")
+    gw = GatewayProcess(isolated, tmp_path, extra={"HIGHLAND_GATEWAY_RATE_EVENTS_PER_S": "2",
+                                                   "HIGHLAND_GATEWAY_RATE_BURST_EVENTS": "10"})
+    try:
+        ten = [{**GOOD, "event_id": f"r{i}"} for i in range(10)]
+        assert gw.request("POST", "/v1/events", json.dumps(ten).encode(), auth(token))[0] == 200
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+        conn.request("POST", "/v1/events", body=json.dumps(GOOD).encode(), headers=auth(token))
+        resp = conn.getresponse()
+        assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+        assert json.loads(resp.read())["error"] == "rate_limited"
+        conn.close()
+        assert gw.request("POST", "/v1/events", json.dumps(GOOD).encode(), auth(other))[0] == 200  # its own bucket
+        time.sleep(1.0)
+        assert gw.request("POST", "/v1/events", json.dumps(GOOD).encode(), auth(token))[0] == 200
+    finally:
+        gw.stop()
+    assert len(read_topic(isolated, isolated.topic_events)) == 12
