@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
 import typer
@@ -17,6 +17,9 @@ from rich.table import Table
 
 from highland import strict_json
 from highland.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # the command modules import lazily: `highland --help` stays fast
+    from highland.ingest.push import PushSummary
 
 app = typer.Typer(help="Highland: progress of the Chongqing Internet-economy plan targets, live.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -227,50 +230,87 @@ def worker_cmd(
 
 @app.command("push")
 def push_cmd(
-    files: Annotated[list[Path], typer.Argument(help="CSV (header row of event fields) or JSON Lines")],
+    files: Annotated[list[Path], typer.Argument(help="CSV, .xlsx or JSON Lines (docs/agencies.md, Files)")],
     agency: Annotated[str, typer.Option("--agency", help="the agency pushing; events must be its own")],
     token: Annotated[str | None, typer.Option("--token", help="verify this agency token first")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate only: nothing is sent, no service "
+                                                             "is needed")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    encoding: Annotated[str | None, typer.Option("--encoding", help="of CSV files: utf-8 or gb18030 "
+                                                                     "(default: detected)")] = None,
+    sheet: Annotated[str | None, typer.Option("--sheet", help="of .xlsx files: a sheet name or number "
+                                                               "(default: the first)")] = None,
 ) -> None:
-    """Push metric events; exit 0 only if every row was accepted and acknowledged."""
+    """Push metric events; exit 0 only if every row was accepted and acknowledged (or, with
+    --dry-run, would be accepted). Exit 1: rows rejected; 2: nothing was sent (bad file, no broker)."""
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from highland.catalog.loader import default_catalog
     from highland.ingest.producer import BrokerUnavailable
     from highland.ingest.push import push_files
 
+    def fail(message: str) -> None:
+        if as_json:  # a script reading stdout gets JSON whatever happens
+            _print_json({"ok": False, "error": message})
+        _fail(message)
+
     settings = get_settings()
     catalog = default_catalog()
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        _fail(f"no such file: {', '.join(missing)}")
+        fail(f"no such file: {', '.join(missing)}")
     if not catalog.is_agency(agency):
-        _fail(f"{agency!r} is not a registered agency (see catalog/data/agencies.yaml)")
-    if token is not None:
+        fail(f"{agency!r} is not a registered agency (see catalog/data/agencies.yaml)")
+    if token is not None and not dry_run:  # a dry run touches no service, the token store included
         _check_token(settings, agency, token)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), MofNCompleteColumn(),
                TextColumn("rows  {task.fields[rate]}"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("pushing", total=None, rate="")
+        task = bar.add_task("checking" if dry_run else "pushing", total=None, rate="")
 
         def advance(rows: int) -> None:
             elapsed = bar.tasks[0].elapsed or 1e-9
             bar.update(task, advance=rows, rate=f"{bar.tasks[0].completed / elapsed:,.0f}/s")
 
         try:
-            summary = push_files(files, agency, settings, catalog, on_progress=advance)
+            summary = push_files(files, agency, settings, catalog, on_progress=advance, dry_run=dry_run,
+                                 encoding=encoding, sheet=sheet)
         except BrokerUnavailable as exc:
-            _fail(f"broker unavailable: {exc}")
+            fail(f"broker unavailable: {exc}")
         except ValueError as exc:
-            _fail(str(exc))
-    out.print(f"accepted: {summary.accepted}")
-    out.print(f"rejected: {sum(summary.rejected.values())}"
-              + "".join(f"\n  {reason}: {n}" for reason, n in summary.rejected.most_common()))
-    for path in summary.rejected_files:
-        out.print(f"rejected rows with reasons: {path}")
-    if summary.undelivered:
-        out.print(f"[red]not acknowledged by the broker: {summary.undelivered}[/] ({summary.delivery_error})")
+            fail(str(exc))
+    if as_json:
+        _print_json(summary.report())
+    else:
+        _print_push_report(summary)
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _print_push_report(summary: PushSummary) -> None:
+    from highland.ingest.events import Reason
+    from highland.ingest.names import REASON_ZH
+    from highland.ingest.push import describe_encoding
+
+    def say(line: str) -> None:  # details hold brackets and long text: no markup, no wrapping
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    if summary.dry_run:
+        say("dry run: nothing was sent")
+    for f in summary.files:
+        if (described := describe_encoding(f)) is not None:
+            say(f"{f.file}: encoding {described}")
+    say(f"{'would be accepted' if summary.dry_run else 'accepted'}: {summary.accepted}")
+    say(f"rejected: {sum(summary.rejected.values())}"
+        + "".join(f"\n  {reason}: {n}  {REASON_ZH[Reason(reason)]}" for reason, n in summary.rejected.most_common()))
+    if summary.rejections:
+        say("rejected rows (file:line  reason  原因  detail):")
+        for r in summary.rejections:
+            say(f"  {r.file}:{r.line}  {r.reason.value}  {REASON_ZH[r.reason]}  {r.detail}")
+    for path in summary.rejected_files:
+        say(f"rejected rows with reasons: {path}")
+    if summary.undelivered:
+        out.print(f"[red]not acknowledged by the broker: {summary.undelivered}[/] ({summary.delivery_error})")
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -1,30 +1,53 @@
 """Reading agency files one row at a time (a 5 GB file never sits in memory).
 
-CSV: a header row of event fields; cells are typed the way JSON would carry them (``revision`` an
-integer, ``value`` a number, empty cells left out so defaults apply); a cell that does not parse
-stays text and fails validation with a clear reason. JSON Lines: one event per line, sent as is.
-A UTF-8 byte-order mark at the start of either is ignored (CONTRACT §1.1).
+JSON Lines: one event per line, sent as is. Tables (CSV and .xlsx): a header row naming the event
+fields (the contract's names, the Chinese ones or a variant, ``names.HEADERS``), then one event per
+row. Cells are typed the way JSON would carry them (``revision`` an integer, ``value`` a number,
+``observed_at`` RFC 3339, empty cells left out so defaults apply); the catalog's names of
+indicators, regions and agencies become codes. A cell that does not parse stays text and fails
+validation with a clear reason: ``events.validate`` is the one judge.
+
+CSV is UTF-8 (a byte-order mark is ignored, CONTRACT §1.1) or GB18030/GBK, what Excel on Chinese
+Windows writes: detected from the first MiB unless given. A file that does not decode is ONE error
+naming the encoding and the line, never a page of unit mismatches made of garbled text.
+A date or time without an offset (a CSV date as Excel writes it, an Excel date cell) is in the
+plan's timezone (Asia/Shanghai).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
-from highland.ingest.events import BOM, to_json
+from highland.ingest.events import BOM, RFC3339_PATTERN, to_json
+from highland.ingest.names import FIELDS, Names, field_of
 
 CSV_SUFFIXES = {".csv"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+XLSX_SUFFIXES = {".xlsx", ".xlsm"}
+SNIFF_BYTES = 1 << 20
+DEFAULT_TIMEZONE = "Asia/Shanghai"  # the plan's (catalog/data/plan.yaml); used when no Names are given
+# GBK and GB2312 are subsets of GB18030: reading with GB18030 also reads what Excel calls "GBK"
+# when a cell holds a character beyond it.
+_SUPERSETS = {"gbk": "gb18030", "gb2312": "gb18030", "utf-8": "utf-8-sig"}
+
+
+class FileError(ValueError):
+    """A file that cannot be read as a whole (encoding, headers, sheet): one message, no rows."""
 
 
 class Row(NamedTuple):
     """One input row (a tuple: built for every row of multi-GB files, so it must be cheap)."""
 
     file: str
-    line: int
+    line: int  # the line of a text file; for .xlsx the row number as Excel shows it
     payload: bytes  # the JSON that is validated and, if accepted, sent
 
     @property
@@ -39,11 +62,22 @@ def file_format(path: Path) -> str:
         return "csv"
     if suffix in JSONL_SUFFIXES:
         return "jsonl"
-    raise ValueError(f"{path}: unknown format (use .csv, .jsonl or .ndjson)")
+    if suffix in XLSX_SUFFIXES:
+        return "xlsx"
+    raise FileError(f"{path}: unknown format (use .csv, .xlsx, .jsonl or .ndjson)")
 
 
-def read_rows(path: Path) -> Iterator[Row]:
-    return _csv_rows(path) if file_format(path) == "csv" else _jsonl_rows(path)
+def read_rows(path: Path, *, encoding: str | None = None, sheet: str | None = None,
+              names: Names | None = None) -> Iterator[Row]:
+    """The rows of ``path``. ``encoding``: of a CSV (None: detected); ``sheet``: of an .xlsx (None:
+    the first); ``names``: the catalog's names to map to codes (None: codes only)."""
+    kind = file_format(path)
+    if kind == "jsonl":
+        return _jsonl_rows(path)
+    cells = _Cells(names)
+    if kind == "xlsx":
+        return _xlsx_rows(path, sheet, cells)
+    return _csv_rows(path, encoding or csv_encoding(path), cells)
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row]:
@@ -63,28 +97,217 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
             yield Row(name, number + 1, rest.strip())
 
 
-def _typed(cell: str, kind: type) -> object:
+# --- encodings ----------------------------------------------------------------------------------------
+
+def _is_utf8(head: bytes) -> bool:
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a cut last character is fine
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def csv_encoding(path: Path, given: str | None = None) -> str:
+    """The codec a CSV is read with: ``given`` (checked), else UTF-8 if the first MiB decodes as
+    UTF-8, else GB18030. Raises FileError for an unknown codec, or for a non-UTF-8 codec given for
+    a file that is plainly UTF-8 (it would be read as garbled text)."""
+    with path.open("rb") as f:
+        head = f.read(SNIFF_BYTES)
+    if given is None:
+        return "utf-8-sig" if head.startswith(BOM) or _is_utf8(head) else "gb18030"
+    try:
+        name = codecs.lookup(given).name
+    except LookupError:
+        raise FileError(f"{path.name}: unknown encoding {given!r} (use utf-8 or gb18030)") from None
+    name = _SUPERSETS.get(name, name)
+    if name != "utf-8-sig" and not head.isascii() and (head.startswith(BOM) or _is_utf8(head)):
+        raise FileError(f"{path.name}: the file is UTF-8, not {given}: drop --encoding (or pass utf-8)")
+    return name
+
+
+def encoding_label(codec: str) -> str:
+    return "utf-8" if codec == "utf-8-sig" else codec
+
+
+# --- tables ----------------------------------------------------------------------------------------------
+
+def _columns(file: str, header: Iterable[object], hint: str) -> list[str | None]:
+    """The event field of each column (None: a column without a header). Unknown or repeated
+    headers are one error for the file: the alternative is the same rejection on every row."""
+    fields: list[str | None] = []
+    unknown: list[str] = []
+    for cell in header:
+        text = "" if cell is None else str(cell).strip()
+        field = field_of(text) if text else None
+        if text and field is None:
+            unknown.append(text)
+        fields.append(field)
+    if unknown:
+        garbled = any(not t.isascii() for t in unknown)
+        raise FileError(f"{file}: unknown column header(s) {', '.join(map(repr, unknown))}"
+                        + (f" ({hint})" if garbled and hint else "")
+                        + f"; expected the event fields ({', '.join(FIELDS)}) or their Chinese names "
+                        "(docs/agencies.md, Files)")
+    named = [f for f in fields if f]
+    repeated = sorted({f for f in named if named.count(f) > 1})
+    if repeated:
+        raise FileError(f"{file}: more than one column means {', '.join(repeated)}")
+    return fields
+
+
+_THOUSANDS = re.compile(r"^[+-]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?$")
+_RFC3339 = re.compile(RFC3339_PATTERN)
+# Dates as people and Excel write them: 2019-05-31, 2019/5/31, 2019.5.31, 2019年5月31日, with an
+# optional time (Excel's CSV writes "2019/5/31 0:00").
+_LOCAL_DATE = re.compile(r"^([0-9]{4})[-/.年]([0-9]{1,2})[-/.月]([0-9]{1,2})日?"
+                         r"(?:[ T]+([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?)?$")
+
+
+class _Cells:
+    """Cells of one table to the JSON an event carries."""
+
+    def __init__(self, names: Names | None) -> None:
+        self.names = names
+        self.zone = ZoneInfo(names.timezone if names else DEFAULT_TIMEZONE)
+
+    def event(self, fields: list[str | None], row: Iterable[object]) -> dict[str, object] | None:
+        """The event of one row; None for a row with nothing in it (Excel leaves many)."""
+        event: dict[str, object] = {}
+        empty = True
+        for i, cell in enumerate(row):
+            if cell is None or (isinstance(cell, str) and not cell.strip()):
+                continue
+            empty = False
+            field = fields[i] if i < len(fields) else None
+            if field is None:  # a cell outside the named columns: refused, never silently dropped
+                event["_extra_cells"] = str(cell)
+            else:
+                event[field] = self.typed(field, cell)
+        return None if empty else event
+
+    def typed(self, field: str, cell: object) -> object:
+        if isinstance(cell, str):
+            return self._text(field, cell.strip())
+        if isinstance(cell, bool):
+            return cell  # TRUE in a number column: the validator names it
+        if isinstance(cell, datetime | date):
+            return self._moment(cell) if field == "observed_at" else cell.isoformat()
+        if isinstance(cell, int | float):
+            return self._number(field, cell)
+        return str(cell)  # a time of day, an error cell: text the validator will refuse
+
+    def _text(self, field: str, text: str) -> object:
+        if field == "value":
+            return _parsed(text.replace(",", "") if _THOUSANDS.match(text) else text, float)
+        if field == "revision":
+            return _parsed(text, int)
+        if field == "observed_at":
+            return text if _RFC3339.match(text) else self._local_date(text)
+        if self.names is not None:
+            return self.names.code(field, text)
+        return text
+
+    def _number(self, field: str, number: float) -> object:
+        integral = isinstance(number, int) or number.is_integer()
+        if field == "value":
+            return float(number)
+        if field == "revision":
+            return int(number) if integral else number
+        # An event number typed as 17 in Excel is the text "17"; a number anywhere else is refused.
+        if field == "event_id" and integral:
+            return str(int(number))
+        return number
+
+    def _local_date(self, text: str) -> str:
+        m = _LOCAL_DATE.match(text)
+        if not m:
+            return text
+        year, month, day, hour, minute, second, fraction = m.groups()
+        try:
+            moment = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
+                              int(second or 0), int((fraction or "0").ljust(6, "0")))
+        except ValueError:  # 2019-02-30: left as text, a schema violation
+            return text
+        return self._moment(moment)
+
+    def _moment(self, moment: date) -> str:
+        if not isinstance(moment, datetime):
+            moment = datetime.combine(moment, time())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=self.zone)
+        return moment.isoformat()
+
+
+def _parsed(cell: str, kind: type) -> object:
     try:
         return kind(cell)
     except ValueError:
         return cell
 
 
-def _csv_rows(path: Path) -> Iterator[Row]:
+def _csv_rows(path: Path, codec: str, cells: _Cells) -> Iterator[Row]:
     with path.open("rb") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
-        reader = csv.DictReader(text)
-        for record in reader:
-            event: dict[str, object] = {}
-            for key, cell in record.items():
-                if key is None:  # more cells than header columns
-                    event["_extra_cells"] = cell
-                elif cell is None or cell == "":
-                    continue
-                elif key == "value":
-                    event[key] = _typed(cell.strip(), float)
-                elif key == "revision":
-                    event[key] = _typed(cell.strip(), int)
-                else:
-                    event[key] = cell
-            yield Row(path.name, reader.line_num, to_json(event))
+        text = io.TextIOWrapper(raw, encoding=codec, errors="strict", newline="")
+        reader = csv.reader(text)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            fields = _columns(path.name, header, f"is the file {'GB18030' if codec.startswith('utf') else 'UTF-8'}? "
+                                                 "pass --encoding")
+            for record in reader:
+                event = cells.event(fields, record)
+                if event is not None:
+                    yield Row(path.name, reader.line_num, to_json(event))
+        except UnicodeDecodeError:
+            line, sample = _first_undecodable_line(path, codec)
+            raise FileError(f"{path.name}: line {line} is not {encoding_label(codec)} text ({sample!r}); save the "
+                            f"file as UTF-8, or pass --encoding {'gb18030' if codec.startswith('utf') else 'utf-8'}"
+                            ) from None
+
+
+def _first_undecodable_line(path: Path, codec: str) -> tuple[int, bytes]:
+    """Where a file stops decoding (the reader decodes in blocks, so its own line count is off).
+    Only on the error path: it reads the file again."""
+    decoder = codecs.getincrementaldecoder(codec)()
+    number = 0
+    with path.open("rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError as exc:
+                return number, line[max(exc.start - 8, 0):exc.end + 8]
+    return number, b""
+
+
+def _xlsx_rows(path: Path, sheet: str | None, cells: _Cells) -> Iterator[Row]:
+    from openpyxl import load_workbook  # only when a workbook is read
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)  # data_only: a formula's value
+    except Exception as exc:  # a corrupt or non-xlsx file: openpyxl raises many kinds
+        raise FileError(f"{path.name}: not a readable .xlsx workbook ({exc})") from None
+    try:
+        ws = book[_sheet_name(path.name, book.sheetnames, sheet)]
+        rows = enumerate(ws.iter_rows(min_row=1, values_only=True), 1)
+        fields: list[str | None] | None = None
+        for number, values in rows:
+            if fields is None:  # the first non-empty row is the header
+                if any(v is not None and str(v).strip() for v in values):
+                    fields = _columns(path.name, values, "")
+                continue
+            event = cells.event(fields, values)
+            if event is not None:
+                yield Row(path.name, number, to_json(event))
+    finally:
+        book.close()
+
+
+def _sheet_name(file: str, names: list[str], wanted: str | None) -> str:
+    if wanted is None:
+        return names[0]
+    if wanted in names:
+        return wanted
+    if wanted.isdigit() and 1 <= int(wanted) <= len(names):
+        return names[int(wanted) - 1]
+    raise FileError(f"{file}: no sheet {wanted!r} (sheets: {', '.join(names)})")
