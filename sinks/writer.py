@@ -52,14 +52,6 @@ _KEPT = ", ".join(name for name, _ in BATCH_STRUCTURE)  # the batch's columns, a
 _OBSERVED_AT = Accepted._fields.index("observed_at")
 
 
-class Positioned(NamedTuple):
-    """An accepted event and where it was read from."""
-
-    event: Accepted
-    partition: int
-    offset: int
-
-
 @dataclass(frozen=True)
 class WriteResult:
     inserted: int
@@ -79,10 +71,6 @@ class BatchColumns(NamedTuple):
     columns: list[list[Any]]
 
     @classmethod
-    def of(cls, batch: Sequence[Positioned]) -> BatchColumns:
-        return cls.parts_of(batch, 1)[0]
-
-    @classmethod
     def of_events(cls, events: Sequence[Accepted], partitions: list[int], offsets: list[int]) -> BatchColumns:
         """The columns of ``events``, read at ``partitions`` and ``offsets`` (one each)."""
         if not events:
@@ -90,15 +78,6 @@ class BatchColumns(NamedTuple):
         fields = list(zip(*events, strict=True))
         epochs = [int(moment.timestamp()) for moment in fields[_OBSERVED_AT]]  # epoch seconds: the driver's fast path
         return cls([*map(list, fields[:_COPIED]), epochs, partitions, offsets])
-
-    @classmethod
-    def parts_of(cls, batch: Sequence[Positioned], parts: int) -> list[BatchColumns]:
-        """``batch`` split by partition (``partition % parts``), for as many writers: all events of
-        one key, one partition, land in one part."""
-        shares = BatchShares(parts)
-        for event, partition, offset in batch:
-            shares.add(event, partition, offset)
-        return shares.columns()
 
     def __len__(self) -> int:
         return len(self.columns[0])
@@ -205,12 +184,10 @@ class WriteSession:
         return self.result(len(batch))
 
 
-def write_events(client: Any, db: str, batch: BatchColumns | Sequence[Positioned], received_at: datetime,
-                 tz: str, topology: Topology = SINGLE_NODE) -> WriteResult:
+def write_events(client: Any, db: str, batch: BatchColumns, received_at: datetime, tz: str,
+                 topology: Topology = SINGLE_NODE) -> WriteResult:
     """Insert what is new in ``batch``; idempotent, so a failed call can simply be repeated.
 
     ``tz`` is the plan's timezone (its days), from the same catalog the events were validated with.
     """
-    if not isinstance(batch, BatchColumns):
-        batch = BatchColumns.of(batch)
     return WriteSession(client, db, tz, topology).write(batch, received_at)

@@ -16,9 +16,12 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from pathlib import Path
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from highland.catalog.models import Catalog, Kind
+from highland.ingest.events import Accepted
+from highland.sinks.writer import BatchColumns, BatchShares
 
 from highland.settings import Settings, worker_environment
 from tests.conftest import ROOT
@@ -104,3 +107,21 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str, on_timeout:
 
 def dumps(e: dict) -> bytes:
     return json.dumps(e, ensure_ascii=False).encode()
+
+
+
+class Positioned(NamedTuple):
+    """An accepted event and where it was read from (partition, offset)."""
+
+    event: Accepted
+    partition: int
+    offset: int
+
+
+def as_batch(items: Iterable[Positioned]) -> BatchColumns:
+    """``items`` as one batch, built the way the worker builds its batches (BatchShares)."""
+    shares = BatchShares(1)
+    for event, partition, offset in items:
+        shares.add(event, partition, offset)
+    [columns] = shares.columns()
+    return columns

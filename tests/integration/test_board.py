@@ -27,11 +27,11 @@ from highland.catalog.trajectory import expected
 from highland.ingest.events import Accepted, validate
 from highland.sinks.alerts import store
 from highland.sinks.client import connect
-from highland.sinks.writer import Positioned, write_events
+from highland.sinks.writer import write_events
 
 from highland.settings import Settings
 from tests.conftest import ROOT
-from tests.integration.support import TZ, dumps, event, reference_actuals, wait_for, worker_env
+from tests.integration.support import TZ, Positioned, as_batch, dumps, event, reference_actuals, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 CATALOG = default_catalog()
@@ -65,7 +65,8 @@ def write(settings: Settings, feed: list[dict]) -> None:
         verdict = validate(dumps(e), CATALOG)
         assert isinstance(verdict, Accepted), verdict
         batch.append(Positioned(verdict, 0, offset))
-    write_events(connect(settings), settings.clickhouse_database, batch, datetime.now(UTC), CATALOG.plan.timezone)
+    write_events(connect(settings), settings.clickhouse_database, as_batch(batch), datetime.now(UTC),
+                 CATALOG.plan.timezone)
 
 
 # --- what the board should show, computed from the feed ------------------------------------------

@@ -34,11 +34,11 @@ from highland.sinks.daily_series import (
 )
 from highland.sinks.migrate import DATA_STEPS, load_migrations, render
 from highland.sinks.progress import Actual, query_actuals, reference_actuals
-from highland.sinks.writer import Positioned, write_events
+from highland.sinks.writer import write_events
 
 from highland.settings import Settings
 from tests.conftest import ROOT
-from tests.integration.support import dumps, event, worker_env
+from tests.integration.support import Positioned, as_batch, dumps, event, worker_env
 from tests.integration.support import reference_actuals as model_actuals
 
 CATALOG = default_catalog()
@@ -103,7 +103,7 @@ def write_in_batches(client: Any, db: str, items: list[Positioned], seed: int) -
     i = 0
     while i < len(items):
         size = rng.randint(1, 60)
-        write_events(client, db, items[i:i + size], datetime.now(UTC), TZ)
+        write_events(client, db, as_batch(items[i:i + size]), datetime.now(UTC), TZ)
         i += size
 
 
@@ -160,7 +160,7 @@ def test_a_writer_dying_between_its_steps_is_repaired_by_the_redelivery(db: tupl
     feed = messy_feed(11, n=120)
     items = positioned(feed)
     half = len(items) // 2
-    write_events(client, name, items[:half], datetime.now(UTC), TZ)
+    write_events(client, name, as_batch(items[:half]), datetime.now(UTC), TZ)
     events_stored = False
 
     def target(sql: str) -> bool:
@@ -174,9 +174,9 @@ def test_a_writer_dying_between_its_steps_is_repaired_by_the_redelivery(db: tupl
 
     dying = DiesOnce(client, target)
     with pytest.raises(ConnectionError):
-        write_events(dying, name, items[half:], datetime.now(UTC), TZ)
+        write_events(dying, name, as_batch(items[half:]), datetime.now(UTC), TZ)
     assert dying.died
-    write_events(client, name, items[half:], datetime.now(UTC), TZ)  # the batch, re-delivered
+    write_events(client, name, as_batch(items[half:]), datetime.now(UTC), TZ)  # the batch, re-delivered
     assert_exact(client, name, feed)
 
 
@@ -198,8 +198,8 @@ def test_rows_written_twice_by_overlapping_writers_count_once(db: tuple[Any, str
     feed = messy_feed(21, n=150)
     items = positioned(feed)
     first, rest = items[: len(items) // 2], items[len(items) // 2:]
-    write_events(client, name, first, datetime.now(UTC), TZ)
-    write_events(StaleReads(client), name, first, datetime.now(UTC), TZ)  # the same batch, again
+    write_events(client, name, as_batch(first), datetime.now(UTC), TZ)
+    write_events(StaleReads(client), name, as_batch(first), datetime.now(UTC), TZ)  # the same batch, again
     (copies,) = client.execute(f"SELECT count() - uniqExact(agency, event_id, revision) FROM {name}.events")[0]
     assert copies > 0, "the overlap should have stored rows twice"
     write_in_batches(client, name, rest, 21)  # later revisions supersede rows that exist twice
@@ -371,7 +371,8 @@ def write_concurrently(settings: Settings, name: str, *batches: list[dict]) -> N
     clients = [connect(settings) for _ in batches]
     try:
         with ThreadPoolExecutor(len(batches)) as pool:
-            done = [pool.submit(write_events, HeldAfterSnapshot(c, barrier), name, positioned(b), datetime.now(UTC), TZ)
+            done = [pool.submit(write_events, HeldAfterSnapshot(c, barrier), name, as_batch(positioned(b)),
+                                datetime.now(UTC), TZ)
                     for c, b in zip(clients, batches, strict=True)]
             for future in done:
                 future.result()
@@ -386,7 +387,7 @@ def test_two_writers_storing_two_corrections_of_one_flow_at_once_count_only_the_
     the year's flow is 300 (CONTRACT §1: the highest revision replaces the others)."""
     client, name = db
     original = event("t-1", "cq_commerce", "ecommerce_turnover", 100, "亿元", "2019-05-01T10:00:00+08:00")
-    write_events(client, name, positioned([original]), datetime.now(UTC), TZ)
+    write_events(client, name, as_batch(positioned([original])), datetime.now(UTC), TZ)
     write_concurrently(isolated, name, [{**original, "revision": 1, "value": 200}],
                        [{**original, "revision": 2, "value": 300}])
     feed = [original, {**original, "revision": 1, "value": 200}, {**original, "revision": 2, "value": 300}]
@@ -417,6 +418,6 @@ def test_a_correction_moved_to_another_indicator_and_year_while_the_next_one_is_
     first = {**original, "revision": 1, "indicator": "crossborder_ecommerce",
              "observed_at": "2019-01-01T00:30:00+08:00"}
     second = {**original, "revision": 2, "value": 40}
-    write_events(client, name, positioned([original]), datetime.now(UTC), TZ)
+    write_events(client, name, as_batch(positioned([original])), datetime.now(UTC), TZ)
     write_concurrently(isolated, name, [second], [first])
     assert_exact(client, name, [original, first, second])

@@ -405,7 +405,9 @@ def test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session: Any
     """The writer's SQL (session tables, GLOBAL IN over the Distributed names, a re-delivered batch,
     a revision) on current ClickHouse, with the cluster's table layout."""
     from highland.ingest.events import Accepted
-    from highland.sinks.writer import Positioned, write_events
+    from highland.sinks.writer import write_events
+
+    from tests.integration.support import Positioned, as_batch
 
     catalog = default_catalog()
     flow = next(i for i in catalog.indicators if i.kind is Kind.FLOW and not i.regional)
@@ -420,9 +422,10 @@ def test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session: Any
     client = WriterClient(chdb_session)
     first = [positioned("e1", 0, 10.0, 0), positioned("e2", 0, 5.0, 1), positioned("e1", 0, 10.0, 2)]
     tz = catalog.plan.timezone
-    assert write_events(client, LOCAL_DB, first, datetime.now(UTC), tz, topology=Topology(CLUSTER)).inserted == 2
-    assert write_events(client, LOCAL_DB, first, datetime.now(UTC), tz, topology=Topology(CLUSTER)).inserted == 0
-    revised = write_events(client, LOCAL_DB, [positioned("e1", 1, 25.0, 3)], datetime.now(UTC), tz,
+    on_cluster = Topology(CLUSTER)
+    assert write_events(client, LOCAL_DB, as_batch(first), datetime.now(UTC), tz, on_cluster).inserted == 2
+    assert write_events(client, LOCAL_DB, as_batch(first), datetime.now(UTC), tz, on_cluster).inserted == 0
+    revised = write_events(client, LOCAL_DB, as_batch([positioned("e1", 1, 25.0, 3)]), datetime.now(UTC), tz,
                            topology=Topology(CLUSTER))
     assert (revised.inserted, revised.indicators) == (1, frozenset({flow.code}))
     # Every lookup of the Distributed tables over a session table sends its set to the shards.
@@ -439,7 +442,9 @@ def test_every_superseded_revision_is_withdrawn_on_current_clickhouse(chdb_sessi
     them), then the newest re-delivered: the write withdraws both lower ones. (Current ClickHouse's
     ANY INNER JOIN keeps one left row per key, 18.16's kept them all: with it, one stays live.)"""
     from highland.ingest.events import Accepted
-    from highland.sinks.writer import Positioned, write_events
+    from highland.sinks.writer import write_events
+
+    from tests.integration.support import Positioned, as_batch
 
     catalog = default_catalog()
     flow = next(i for i in catalog.indicators if i.kind is Kind.FLOW and not i.regional)
@@ -452,7 +457,8 @@ def test_every_superseded_revision_is_withdrawn_on_current_clickhouse(chdb_sessi
         for i, key in enumerate(keys) for rev in range(3)))
     newest = [Positioned(Accepted(flow.agency, key, 2, flow.code, "chongqing", 3.0, flow.unit, 3.0, flow.unit,
                                   datetime(2020, 3, 1, 4, i, tzinfo=UTC)), 0, i * 3 + 2) for i, key in enumerate(keys)]
-    result = write_events(WriterClient(chdb_session), LOCAL_DB, newest, datetime.now(UTC), catalog.plan.timezone,
+    result = write_events(WriterClient(chdb_session), LOCAL_DB, as_batch(newest), datetime.now(UTC),
+                          catalog.plan.timezone,
                           topology=Topology(CLUSTER))
     assert result.inserted == 0
     actuals = query_actuals(ChdbClient(chdb_session), LOCAL_DB, catalog, date(2020, 6, 30))

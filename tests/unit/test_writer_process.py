@@ -19,7 +19,7 @@ import pytest
 from clickhouse_driver.errors import ServerException
 from highland.catalog.loader import default_catalog
 from highland.ingest.events import Accepted
-from highland.sinks.writer import BATCH_STRUCTURE, BatchColumns, Positioned
+from highland.sinks.writer import BATCH_STRUCTURE, BatchShares
 from highland.sinks.writer_process import WriteFailed, WriterCrashed, WriterPool, WriterProcess
 
 from highland.settings import Settings
@@ -154,10 +154,11 @@ def test_a_batch_splits_by_partition_so_that_no_two_parts_share_a_key():
     flow = catalog.indicator("ecommerce_turnover")
     event = Accepted(flow.agency, "e", 0, flow.code, "chongqing", 1.0, flow.unit, 1.0, flow.unit,
                      datetime(2020, 1, 1, tzinfo=UTC))
-    batch = [Positioned(event._replace(event_id=f"e{i}"), partition, i) for i, partition in
-             enumerate([0, 1, 2, 3, 2, 5, 0])]
-    parts = BatchColumns.parts_of(batch, 2)
+    partitions = [0, 1, 2, 3, 2, 5, 0]
+    shares = BatchShares(2)
+    for i, partition in enumerate(partitions):
+        shares.add(event._replace(event_id=f"e{i}"), partition, i)
+    parts = shares.columns()
     partition = [name for name, _ in BATCH_STRUCTURE].index("kafka_partition")
     assert [sorted(set(part.columns[partition])) for part in parts] == [[0, 2], [1, 3, 5]]
-    assert sum(len(part) for part in parts) == len(batch)
-    assert BatchColumns.parts_of(batch, 1) == [BatchColumns.of(batch)]
+    assert sum(len(part) for part in parts) == len(partitions)
