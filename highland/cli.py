@@ -287,6 +287,26 @@ def push_cmd(
         raise typer.Exit(1)
 
 
+@app.command("template")
+def template_cmd(
+    agency: Annotated[str, typer.Option("--agency", help="the agency whose indicators fill the template")],
+    fmt: Annotated[str, typer.Option("--format", help="xlsx or csv")] = "xlsx",
+    out_path: Annotated[Path | None, typer.Option("--out", help="default: <agency>-template.<format>")] = None,
+) -> None:
+    """A file to fill in and push: the agency's indicators, units and regions, Chinese headers."""
+    from highland.catalog.loader import default_catalog
+    from highland.ingest.template import write_template
+
+    catalog = default_catalog()
+    if not catalog.is_agency(agency):
+        _fail(f"{agency!r} is not a registered agency (see catalog/data/agencies.yaml)")
+    if fmt not in ("xlsx", "csv"):
+        _fail(f"--format {fmt!r}: use xlsx or csv")
+    path = out_path or Path(f"{agency}-template.{fmt}")
+    rows = write_template(catalog, agency, fmt, path)
+    out.print(f"{path}: {rows} rows to fill in (事件编号, 数值, 观测时间)", markup=False, highlight=False)
+
+
 def _print_push_report(summary: PushSummary) -> None:
     from highland.ingest.events import Reason
     from highland.ingest.names import REASON_ZH

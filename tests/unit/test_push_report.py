@@ -105,3 +105,28 @@ def test_a_wrong_encoding_is_one_error_in_text_and_in_json(tmp_path):
     result = highland("push", str(path), "--agency", "cq_commerce", "--dry-run", "--encoding", "utf-8", "--json")
     assert result.returncode == 2
     assert json.loads(result.stdout)["error"].startswith("gb.csv: line 1 is not utf-8 text")
+
+
+def test_a_filled_in_template_is_accepted_as_is(tmp_path):
+    """Both formats: the agency fills in 事件编号, 数值 and 观测时间 (an Excel date) and pushes."""
+    from highland.ingest.template import write_template
+    from openpyxl import load_workbook
+
+    catalog = default_catalog()
+    owned = sorted(i.code for i in catalog.indicators if i.agency == "cq_commerce")
+    csv_path, xlsx_path = tmp_path / "t.csv", tmp_path / "t.xlsx"
+    assert write_template(catalog, "cq_commerce", "csv", csv_path) == len(owned)
+    write_template(catalog, "cq_commerce", "xlsx", xlsx_path)
+    assert csv_path.read_bytes().startswith(b"\xef\xbb\xbf" + "事件编号,修订版本,机构,指标".encode())
+    lines = csv_path.read_text(encoding="utf-8-sig").splitlines()
+    # ",0,机构,指标,重庆市,,亿元," -> "c0,0,机构,指标,重庆市,1,亿元,2019/6/30"
+    filled = [lines[0], *(f"c{i}" + line.replace(",,", ",1,", 1).rstrip(",") + ",2019/6/30"
+                          for i, line in enumerate(lines[1:]))]
+    csv_path.write_text("\n".join(filled) + "\n", encoding="utf-8-sig")
+    book = load_workbook(xlsx_path)
+    ws = book.worksheets[0]
+    for n, row in enumerate(ws.iter_rows(min_row=2), 1):
+        row[0].value, row[5].value, row[7].value = f"x{n}", 1, datetime(2019, 6, 30)
+    book.save(xlsx_path)
+    summary = push_files([csv_path, xlsx_path], "cq_commerce", Settings(), catalog, dry_run=True)
+    assert summary.ok and summary.accepted == 2 * len(owned), summary.rejections
