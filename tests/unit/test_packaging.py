@@ -22,3 +22,4 @@ def test_the_wheel_holds_only_the_highland_namespace_and_its_data(tmp_path: Path
     assert "highland/catalog/data/plan.yaml" in names
     assert "highland/sinks/migrations/0001_events.sql" in names
     assert "highland/stack/templates/clickhouse-config.xml" in names
+    assert "highland/stack/templates/kafka-pom.xml" in names
