@@ -106,11 +106,13 @@ def _env(name: str) -> str:
 
 
 def contact_points(catalog: Catalog) -> Json:
-    """Templates: a duty webhook, and one e-mail contact point per agency (addresses from the
-    environment, one variable per agency)."""
-    points = [{"orgId": 1, "name": DUTY_RECEIVER, "receivers": [{
-        "uid": "highland-duty-webhook", "type": "webhook", "disableResolveMessage": False,
-        "settings": {"url": _env("HIGHLAND_ALERT_WEBHOOK_URL"), "httpMethod": "POST"}}]}]
+    """The duty contact point has no integrations (Grafana sends nothing through it): the worker is
+    the one sender of duty notifications, one per status change (streams/notify.py, docs/alerts.md),
+    and a Grafana webhook or robot here would tell duty staff every change twice, in another format
+    and again every repeat interval. The rules still evaluate and show in Grafana's alert views.
+    Each agency keeps an e-mail contact point (addresses from the environment, one variable per
+    agency): its own mailbox, which the worker does not write to."""
+    points: list[Json] = [{"orgId": 1, "name": DUTY_RECEIVER, "receivers": []}]
     for agency in catalog.agencies:
         points.append({"orgId": 1, "name": agency_receiver(agency.code), "receivers": [{
             "uid": f"highland-{agency.code}-email"[:40], "type": "email", "disableResolveMessage": False,
@@ -119,7 +121,8 @@ def contact_points(catalog: Catalog) -> Json:
 
 
 def notification_policies(catalog: Catalog) -> Json:
-    """Duty staff get every Highland alert; each agency also gets the alerts labelled with it.
+    """Every Highland alert reaches the duty contact point, which sends nothing (the worker notifies
+    duty staff: contact_points); each agency's mailbox gets the alerts labelled with it.
     Note: a provisioned policy tree REPLACES the organisation's whole tree."""
     routes = [{"receiver": DUTY_RECEIVER, "object_matchers": [["team", "=", "highland"]], "continue": True}]
     routes += [{"receiver": agency_receiver(a.code), "object_matchers": [["agency", "=", a.code]],

@@ -89,7 +89,20 @@ class Settings(BaseSettings):
     worker_data_dir: Path | None = None  # Faust's data folder; default <state_dir>/faust
     # How often the group's evaluator recomputes statuses and feed freshness.
     alert_check_seconds: float = Field(5.0, gt=0)
+    # Deprecated: an alias for notify="json:<URL>" (streams/notify.py, docs/alerts.md).
     alert_webhook_url: str | None = None
+    # Where alerts go (docs/alerts.md): comma-separated channel:URL, channels wecom, dingtalk,
+    # feishu, json. Robot keys sit in the URLs and signing secrets in their own settings, so both
+    # come from the environment or the env file, never from a command line.
+    notify: str = ""
+    notify_dingtalk_secret: SecretStr = SecretStr("")
+    notify_feishu_secret: SecretStr = SecretStr("")
+    # Tries per alert and target (network errors, 5xx and the vendors' rate limits), the first
+    # wait between them (doubling each time).
+    notify_attempts: int = Field(5, ge=1)
+    notify_backoff_seconds: float = Field(1.0, ge=0)
+    # "22-07": hold notifications from 22:00 to 07:00 in the plan's zone and send them when it ends.
+    notify_quiet_hours: str | None = Field(None, pattern=r"^\d{1,2}-\d{1,2}$")
     # The self-check (docs/streams.md, "The system checks itself"): every audit_seconds, up to
     # audit_recent_keys keys stored since the last round (audit_grace_seconds behind now, so their
     # writers are done) and the next audit_sweep_keys keys of a sweep over all of them; what is wrong
@@ -120,6 +133,9 @@ class Settings(BaseSettings):
     # --- Grafana -----------------------------------------------------------------------------
     grafana_url: str = "http://127.0.0.1:3000"
     grafana_token: SecretStr = SecretStr("")
+    # The Grafana address people open (alert texts link the indicator's dashboard); unset, no link:
+    # grafana_url is what the publisher reaches, often an address a phone cannot.
+    grafana_public_url: str | None = None
     dashboards_out: Path = Path("build/grafana")
 
     # --- Local stack (development and CI only) -----------------------------------------------
@@ -153,7 +169,7 @@ def get_settings() -> Settings:
 WORKER_FIELDS = (
     "kafka_bootstrap", "clickhouse_port", "clickhouse_database", "clickhouse_password", "topic_events",
     "topic_dlq", "topic_alerts", "consumer_group", "worker_batch_size", "worker_writers", "alert_check_seconds",
-    "alert_webhook_url", "worker_stuck_after_s", "worker_web_enabled", "worker_web_port",
+    "alert_webhook_url", "notify", "worker_stuck_after_s", "worker_web_enabled", "worker_web_port",
 )
 
 

@@ -5,7 +5,7 @@ time, a grace period behind now, so the writers have finished them), and the nex
 that walks every stored key in the events table's order and starts over at the end. A set with
 anything wrong is checked again after a pause, and only what is still wrong then is repaired,
 counted and reported: an alert of kind ``repair`` per indicator (stored with the others, sent to
-the alerts topic), and an error in the log.
+the alerts topic and to duty staff's channels, streams/notify.py), and an error in the log.
 
 Where it runs: like the alert evaluator, on the worker that holds partition 0 of the events topic,
 on a connection of its own. A worker that takes over starts its recent window a lookback behind
@@ -27,6 +27,7 @@ from highland.ingest import wire
 from highland.sinks import alerts as stored_alerts
 from highland.sinks.audit import Finding, check, recent_keys_sql, sweep_keys_sql, sweep_slice_end
 from highland.sinks.topology import Topology
+from highland.streams.notify import Notifier
 
 from highland.settings import Settings
 
@@ -64,6 +65,7 @@ class SelfCheck:
         self.settings = settings
         self.catalog = catalog
         self.sink = sink
+        self.notifier = Notifier(settings, catalog)
         now = int(datetime.now(UTC).timestamp())
         self._cursor = _Cursor(recent_since=now - int(settings.audit_lookback_seconds))
 
@@ -99,6 +101,9 @@ class SelfCheck:
                 futures = [await wire.send_with_faust(app.producer, wire.alert_record(self.settings, a))
                            for a in alerts]
                 await asyncio.gather(*futures)
+        if app is not None and self.notifier.counters is None and getattr(app, "health", None) is not None:
+            self.notifier.counters = app.health.counters
+        self.notifier.dispatch(alerts, now)
         return alerts
 
     async def _check(self, keys: str, params: dict[str, Any]) -> Finding:

@@ -3,8 +3,9 @@
 One worker of the group evaluates (the holder of partition 0 of the events topic), so one change
 gives one alert. Every run reads the last alerted state from ClickHouse, so a new evaluator after a
 rebalance or a restart continues the same chain. Alerts are stored in ClickHouse first (the record
-of truth, idempotent by alert_id), then sent to the alerts topic, then to the optional webhook in
-the background: a slow webhook never blocks ingestion.
+of truth, idempotent by alert_id), then sent to the alerts topic, then to duty staff's channels
+(streams/notify.py, HIGHLAND_NOTIFY) in the background: a slow robot never blocks ingestion. The
+worker is the one sender of notifications; Grafana's rules notify nobody (docs/alerts.md).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from highland.ingest import wire
 from highland.sinks import alerts as alert_sink
 from highland.sinks.progress import default_as_of, progress
 from highland.streams.alerts import feed_alerts, status_alerts
+from highland.streams.notify import Notifier
 
 from highland.settings import Settings
 
 log = logging.getLogger("highland.alerts")
-WEBHOOK_ATTEMPTS = 5
 
 
 def _as_of(catalog: Catalog, now: datetime) -> date:
@@ -65,37 +66,25 @@ class AlertEvaluator:
         self.settings = settings
         self.catalog = catalog
         self.sink = sink
-        self._webhooks: set[asyncio.Task[None]] = set()
+        self.notifier = Notifier(settings, catalog)
         self._evaluated: tuple[date, int] | None = None  # data version of the last status evaluation
 
     async def run(self, app: Any, now: datetime) -> list[Alert]:
+        bind_counters(self.notifier, app)
         alerts, self._evaluated = await self.sink.call("alert evaluation", evaluate_if_changed, self.catalog, now,
                                                        self._evaluated)
-        if not alerts:
-            return alerts
-        futures = [await wire.send_with_faust(app.producer, wire.alert_record(self.settings, a)) for a in alerts]
-        await asyncio.gather(*futures)
+        if alerts:
+            futures = [await wire.send_with_faust(app.producer, wire.alert_record(self.settings, a)) for a in alerts]
+            await asyncio.gather(*futures)
         for alert in alerts:
             log.warning("ALERT %s", alert.detail)
-            if self.settings.alert_webhook_url:
-                task = asyncio.create_task(self._post(alert))
-                self._webhooks.add(task)
-                task.add_done_callback(self._webhooks.discard)
+        # Also with no new alert: releases those held during quiet hours once they end.
+        self.notifier.dispatch(alerts, now)
         return alerts
 
-    async def _post(self, alert: Alert) -> None:
-        import aiohttp
 
-        delay = 1.0
-        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
-            try:
-                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-                    resp = await session.post(self.settings.alert_webhook_url, data=wire.alert_json(alert),
-                                              headers={"content-type": "application/json"})
-                    if resp.status < 500:
-                        return
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("webhook attempt %d for %s failed: %s", attempt, alert.alert_id, exc)
-            await asyncio.sleep(delay)
-            delay *= 2
-        log.error("webhook gave up on alert %s after %d attempts", alert.alert_id, WEBHOOK_ATTEMPTS)
+def bind_counters(notifier: Notifier, app: Any) -> None:
+    """Count deliveries in the worker's health counters (the app carries its Health)."""
+    health = getattr(app, "health", None)
+    if notifier.counters is None and health is not None:
+        notifier.counters = health.counters

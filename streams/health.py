@@ -32,6 +32,11 @@ class Counters:
     dead_letters_skipped: int = 0  # not storable even sanitized: logged and left
     infrastructure_retries: int = 0
     stuck_batches: int = 0
+    # Alert notifications (streams/notify.py): per alert and target, delivered or given up; and
+    # every failed attempt, retried or not.
+    notifications_sent: int = 0
+    notifications_failed: int = 0
+    notification_attempts_failed: int = 0
 
 
 @dataclass
