@@ -145,7 +145,8 @@ class Settings(BaseSettings):
     # Clients never see the difference: they only use kafka_bootstrap (docs/local-stack.md).
     broker: Literal["kafka", "tansu"] = "kafka"
     # Apache Kafka's controller listener (the client listener is kafka_bootstrap's port) and its JVM heap.
-    kafka_controller_port: int = 29093
+    # Unset: the client port + 1, so every stack with a port of its own (dev, tests, bench) has both.
+    kafka_controller_port: int | None = None
     kafka_heap_mb: int = Field(256, ge=128)
     broker_storage: Literal["memory", "s3"] = "memory"  # Tansu only
     s3_port: int = 28333

@@ -49,6 +49,10 @@ def client_port(settings: Settings) -> int:
     return int(settings.bootstrap_servers[0].rsplit(":", 1)[1])
 
 
+def controller_port(settings: Settings) -> int:
+    return settings.kafka_controller_port or client_port(settings) + 1
+
+
 def _pom_hash() -> str:
     return hashlib.sha256(POM.read_bytes()).hexdigest()
 
@@ -97,7 +101,7 @@ def _tool(name: str, package: str, install: bool) -> str:
 
 def _write_config(settings: Settings) -> Path:
     """server.properties for one node that is both broker and controller, on 127.0.0.1 only."""
-    port, controller = client_port(settings), settings.kafka_controller_port
+    port, controller = client_port(settings), controller_port(settings)
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -176,7 +180,7 @@ def start(settings: Settings, timeout_s: float = 90.0) -> int | None:
     if svc.pid() is not None:
         return None
     port = client_port(settings)
-    for taken in (port, settings.kafka_controller_port):
+    for taken in (port, controller_port(settings)):
         if port_open(taken):
             raise RuntimeError(f"port {taken} is taken by a process the stack did not start "
                                "(another broker? `highland stack down` stops the one it started)")

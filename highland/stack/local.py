@@ -192,7 +192,7 @@ def _broker_row(settings: Settings) -> dict[str, object]:
             "answers": port_open(port),
             "broker": "kafka",
             "detail": f"Apache Kafka {kafka.version()} (KRaft, one node, controller on 127.0.0.1:"
-                      f"{settings.kafka_controller_port}, heap {settings.kafka_heap_mb} MB): durable, "
+                      f"{kafka.controller_port(settings)}, heap {settings.kafka_heap_mb} MB): durable, "
                       f"messages and committed offsets survive a restart ({kafka.home(settings) / 'data'})",
         }
     return {
