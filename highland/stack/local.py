@@ -185,21 +185,12 @@ def status(settings: Settings) -> list[dict[str, object]]:
 def _broker_row(settings: Settings) -> dict[str, object]:
     port = int(settings.bootstrap_servers[0].rsplit(":", 1)[1])
     if settings.broker == "kafka":
-        return {
-            "component": "broker",
-            "address": settings.kafka_bootstrap,
-            "pid": kafka.service(settings).pid(),
-            "answers": port_open(port),
-            "broker": "kafka",
-            "detail": f"Apache Kafka {kafka.version()} (KRaft, one node, controller on 127.0.0.1:"
-                      f"{kafka.controller_port(settings)}, heap {settings.kafka_heap_mb} MB): durable, "
-                      f"messages and committed offsets survive a restart ({kafka.home(settings) / 'data'})",
-        }
-    return {
-        "component": "broker",
-        "address": settings.kafka_bootstrap,
-        "pid": broker.broker_service(settings).pid(),
-        "answers": port_open(port),
-        "broker": "tansu",
-        "detail": f"Tansu, storage {settings.broker_storage}: {LOSS_ON_RESTART[settings.broker_storage]}",
-    }
+        pid = kafka.service(settings).pid()
+        detail = (f"Apache Kafka {kafka.version()} (KRaft, one node, controller on 127.0.0.1:"
+                  f"{kafka.controller_port(settings)}, heap {settings.kafka_heap_mb} MB): durable, "
+                  f"messages and committed offsets survive a restart ({kafka.home(settings) / 'data'})")
+    else:
+        pid = broker.broker_service(settings).pid()
+        detail = f"Tansu, storage {settings.broker_storage}: {LOSS_ON_RESTART[settings.broker_storage]}"
+    return {"component": "broker", "address": settings.kafka_bootstrap, "pid": pid, "answers": port_open(port),
+            "broker": settings.broker, "detail": detail}

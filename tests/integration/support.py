@@ -14,9 +14,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from highland.catalog.models import Catalog, Kind
@@ -125,3 +125,22 @@ def as_batch(items: Iterable[Positioned]) -> BatchColumns:
         shares.add(event, partition, offset)
     [columns] = shares.columns()
     return columns
+
+
+def one_bad_row_per_reason(good: dict[str, Any]) -> dict[str, Any]:
+    """A row (a JSON Lines line or an event) for each rejection reason a file can meet, made from
+    the valid event ``good`` (its value 12.5): the reason it must get -> the row."""
+    in_three_days = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    return {
+        "malformed_json": "{not json",
+        "schema_violation": {**good, "event_id": "bad id"},
+        "unknown_indicator": {**good, "event_id": "b2", "indicator": "gdp"},
+        "unknown_region": {**good, "event_id": "b3", "region": "atlantis"},
+        "unit_mismatch": {**good, "event_id": "b4", "unit": "kg"},
+        "not_finite": json.dumps({**good, "event_id": "b5"}).replace("12.5", "NaN"),
+        "negative_value": {**good, "event_id": "b6", "value": -3},
+        "future_timestamp": {**good, "event_id": "b7", "observed_at": in_three_days},
+        "out_of_range": {**good, "event_id": "b10", "observed_at": "2999-01-01T00:00:00+08:00"},
+        "forbidden_agency": {**good, "event_id": "b8", "agency": "cq_transport"},
+        "payload_too_large": {**good, "event_id": "b9", "pad": "x" * 70_000},
+    }

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from highland.settings import Settings
 from tests.conftest import ROOT
-from tests.integration.support import wait_for, worker_env
+from tests.integration.support import one_bad_row_per_reason, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -74,20 +73,7 @@ def test_push_csv_sends_accepted_rows_with_key_timestamp_and_header(isolated: Se
 
 
 def test_a_mixed_file_delivers_good_rows_and_dead_letters_every_bad_one(isolated: Settings, tmp_path):
-    in_three_days = (datetime.now(UTC) + timedelta(days=3)).isoformat()
-    bad = {
-        "malformed_json": "{not json",
-        "schema_violation": {**GOOD, "event_id": "bad id"},
-        "unknown_indicator": {**GOOD, "event_id": "b2", "indicator": "gdp"},
-        "unknown_region": {**GOOD, "event_id": "b3", "region": "atlantis"},
-        "unit_mismatch": {**GOOD, "event_id": "b4", "unit": "kg"},
-        "not_finite": json.dumps({**GOOD, "event_id": "b5"}).replace("12.5", "NaN"),
-        "negative_value": {**GOOD, "event_id": "b6", "value": -3},
-        "future_timestamp": {**GOOD, "event_id": "b7", "observed_at": in_three_days},
-        "out_of_range": {**GOOD, "event_id": "b10", "observed_at": "2999-01-01T00:00:00+08:00"},
-        "forbidden_agency": {**GOOD, "event_id": "b8", "agency": "cq_transport"},
-        "payload_too_large": {**GOOD, "event_id": "b9", "pad": "x" * 70_000},
-    }
+    bad = one_bad_row_per_reason(GOOD)
     rows: list = []
     for i, row in enumerate(bad.values()):
         rows += [row, {**GOOD, "event_id": f"good-{i}"}]  # every bad row has a good one behind it

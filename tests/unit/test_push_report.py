@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from highland.catalog.loader import default_catalog
@@ -17,6 +17,7 @@ from highland.ingest.push import push_files
 
 from highland.settings import Settings
 from tests.conftest import ROOT
+from tests.integration.support import one_bad_row_per_reason
 from tests.unit.test_files import CHINESE_HEADER, GB_ROWS, XLSX_ROWS, excel_workbook
 
 # Nothing listens on port 1: a dry run that touched a service would fail.
@@ -53,20 +54,7 @@ def test_a_dry_run_of_agency_files_gives_the_exact_events_without_a_broker(tmp_p
 
 
 def bad_file(tmp_path: Path) -> tuple[Path, dict[str, object]]:
-    in_three_days = (datetime.now(UTC) + timedelta(days=3)).isoformat()
-    bad: dict[str, object] = {
-        "malformed_json": "{not json",
-        "schema_violation": {**GOOD, "event_id": "bad id"},
-        "unknown_indicator": {**GOOD, "event_id": "b2", "indicator": "gdp"},
-        "unknown_region": {**GOOD, "event_id": "b3", "region": "atlantis"},
-        "unit_mismatch": {**GOOD, "event_id": "b4", "unit": "kg"},
-        "not_finite": json.dumps({**GOOD, "event_id": "b5"}).replace("12.5", "NaN"),
-        "negative_value": {**GOOD, "event_id": "b6", "value": -3},
-        "future_timestamp": {**GOOD, "event_id": "b7", "observed_at": in_three_days},
-        "out_of_range": {**GOOD, "event_id": "b10", "observed_at": "2999-01-01T00:00:00+08:00"},
-        "forbidden_agency": {**GOOD, "event_id": "b8", "agency": "cq_transport"},
-        "payload_too_large": {**GOOD, "event_id": "b9", "pad": "x" * 70_000},
-    }
+    bad = one_bad_row_per_reason(GOOD)
     path = tmp_path / "mixed.jsonl"
     lines = [GOOD, *bad.values()]
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n"
