@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
     )
+
+    # --- The plan --------------------------------------------------------------------------
+    # The folder holding the plan catalog (plan.yaml, agencies.yaml, districts.yaml; docs/catalog.md,
+    # "Adding a plan"). Unset: the 13th Five-Year Plan shipped with the package.
+    catalog_dir: Path | None = None
 
     # --- Kafka -------------------------------------------------------------------------------
     kafka_bootstrap: str = "127.0.0.1:29092"
@@ -156,6 +161,12 @@ class Settings(BaseSettings):
     s3_filer_port: int = 28888
     install_missing: bool = True
 
+    @field_validator("catalog_dir", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        """An empty HIGHLAND_CATALOG_DIR (what worker_environment writes for None) means unset."""
+        return None if value == "" else value
+
     @property
     def bootstrap_servers(self) -> list[str]:
         return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
@@ -172,6 +183,7 @@ WORKER_FIELDS = (
     "kafka_bootstrap", "clickhouse_port", "clickhouse_database", "clickhouse_password", "topic_events",
     "topic_dlq", "topic_alerts", "consumer_group", "worker_batch_size", "worker_writers", "alert_check_seconds",
     "alert_webhook_url", "notify", "worker_stuck_after_s", "worker_web_enabled", "worker_web_port",
+    "catalog_dir",
 )
 
 
