@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from highland.settings import Settings
+from highland.stack.private import private_folder, write_private
 from highland.stack.processes import Service, port_open, wait_until
 
 SERVER_BINARY = "clickhouse-server"
@@ -56,7 +57,7 @@ def render_config(settings: Settings, admin_password: str) -> Path:
     """Write config.xml and users.xml into ``<state_dir>/clickhouse`` and return the config path."""
     root = settings.state_dir / "clickhouse"
     for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+        private_folder(root / sub)  # the server, started under a umask of 077, keeps it so below
     config = (TEMPLATES / "clickhouse-config.xml").read_text().format(
         root=root, tcp_port=settings.clickhouse_port, http_port=settings.clickhouse_http_port,
     )
@@ -67,8 +68,8 @@ def render_config(settings: Settings, admin_password: str) -> Path:
         reader=settings.clickhouse_reader_user,
         reader_sha256=_sha256(settings.clickhouse_reader_password.get_secret_value()),
     )
-    (root / "config.xml").write_text(config)
-    (root / "users.xml").write_text(users)
+    write_private(root / "config.xml", config)
+    write_private(root / "users.xml", users)  # password hashes
     return root / "config.xml"
 
 

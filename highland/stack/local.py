@@ -2,7 +2,8 @@
 
 ``up`` is idempotent: it starts only what is not running (as recorded by pid), then creates the
 topics and applies the ClickHouse migrations, which are idempotent too. ``down`` stops only the
-processes ``up`` started. Generated passwords live in ``<state_dir>/local.env`` (mode 600).
+processes ``up`` started. Generated passwords live in ``<state_dir>/local.env``; the state folder
+is 700 and its files 600 from their creation (highland/stack/private.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from highland.settings import Settings
 from highland.stack import broker, clickhouse_server, kafka
+from highland.stack.private import private_folder, write_private
 from highland.stack.processes import Service, port_open
 
 SECRET_KEYS = ("HIGHLAND_CLICKHOUSE_PASSWORD", "HIGHLAND_CLICKHOUSE_READER_PASSWORD",
@@ -63,10 +65,8 @@ def ensure_secrets(settings: Settings) -> dict[str, str]:
             if key not in wanted and values.get(key) == value:
                 del values[key]
                 changed = True
-    if changed:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-        path.chmod(0o600)
+    if changed:  # 600 from its creation (highland/stack/private.py)
+        write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()))
     return values
 
 
@@ -88,6 +88,7 @@ def up(settings: Settings) -> UpReport:
     from highland.topics import ensure_topics
 
     _refuse_the_other_broker(settings)  # before local.env gets the other broker's defaults
+    private_folder(settings.state_dir)  # 700, also an older stack's folder
     settings = with_secrets(settings)
     admin_password = ensure_secrets(settings)["HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD"]
     started = []

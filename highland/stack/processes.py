@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from highland.stack.private import UMASK
+
 
 @dataclass(frozen=True)
 class Service:
@@ -52,6 +54,7 @@ class Service:
             proc = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+                umask=UMASK,  # what the service creates in the state folder is 600/700 (stack/private.py)
             )
         self.pid_file.write_text(json.dumps({"pid": proc.pid, "exe": Path(argv[0]).name, "argv": argv}))
         return proc.pid
