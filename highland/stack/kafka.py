@@ -1,4 +1,6 @@
-"""Apache Kafka for the local stack: one KRaft node (broker and controller in one JVM) from Maven Central.
+"""Apache Kafka for the local stack from Maven Central: one KRaft node (broker and controller in one
+JVM) for the ordinary stack and the tests, or a quorum of N such nodes for the cluster stack
+(``start_cluster``).
 
 The project's own pom (``templates/kafka-pom.xml``) names the release; ``mvn dependency:copy-dependencies``
 copies the broker's jars into ``<state_dir>/kafka/lib`` the first time (and again when the pom changes),
@@ -19,6 +21,8 @@ import shutil
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from highland.settings import Settings
@@ -28,6 +32,22 @@ POM = Path(__file__).parent / "templates" / "kafka-pom.xml"
 # The storage tool's main class in Kafka 4.x (kafka_2.13's jar); `format` writes meta.properties.
 STORAGE_TOOL = "kafka.tools.StorageTool"
 RESOLVED_MARK = ".resolved-from"  # in the lib folder: the hash of the pom it was resolved from
+CLUSTER_NODES = 3
+
+
+@dataclass(frozen=True)
+class Node:
+    """One KRaft node of the local stack: broker and controller in one JVM."""
+
+    node_id: int
+    client_port: int
+    controller_port: int
+    home: Path  # its server.properties and data/ (the log)
+    service: Service
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
 
 
 def service(settings: Settings) -> Service:
@@ -51,6 +71,28 @@ def client_port(settings: Settings) -> int:
 
 def controller_port(settings: Settings) -> int:
     return settings.kafka_controller_port or client_port(settings) + 1
+
+
+def single_node(settings: Settings) -> Node:
+    """The ordinary stack's node: the configured client port, its data under ``<state_dir>/kafka``."""
+    return Node(1, client_port(settings), controller_port(settings), home(settings), service(settings))
+
+
+def cluster_nodes(settings: Settings, count: int = CLUSTER_NODES) -> list[Node]:
+    """The cluster stack's nodes: node i (1..count) listens on the configured client port + 2(i-1) and
+    its controller on the port after it, so node 1 takes the ordinary node's ports and one port block
+    serves either stack. State under ``<state_dir>/kafka-cluster/node-<i>``; pids and logs as
+    ``kafka-<i>``."""
+    base = client_port(settings)
+    return [Node(i, base + 2 * (i - 1), base + 2 * (i - 1) + 1,
+                 settings.state_dir / "kafka-cluster" / f"node-{i}", Service(f"kafka-{i}", settings.state_dir))
+            for i in range(1, count + 1)]
+
+
+def cluster_bootstrap(settings: Settings, count: int = CLUSTER_NODES) -> str:
+    """``HIGHLAND_KAFKA_BOOTSTRAP`` for clients of the cluster: every node, so a client started while
+    one is down still finds the others."""
+    return ",".join(node.address for node in cluster_nodes(settings, count))
 
 
 def _pom_hash() -> str:
@@ -99,29 +141,32 @@ def _tool(name: str, package: str, install: bool) -> str:
     return found
 
 
-def _write_config(settings: Settings) -> Path:
+def _write_config(settings: Settings, node: Node, quorum: list[Node]) -> Path:
     """server.properties for one node that is both broker and controller, on 127.0.0.1 only."""
-    port, controller = client_port(settings), controller_port(settings)
+    replicas = min(3, len(quorum))  # what a production cluster keeps, as far as the quorum allows
+    in_sync = min(2, len(quorum))   # acks=all then survives one node down
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        # A static one-voter quorum: formatting needs only a cluster id, no voter directory.
-        "controller.quorum.voters": f"1@127.0.0.1:{controller}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "node.id": str(node.node_id),
+        # A static quorum: formatting needs only a cluster id, no voter directory.
+        "controller.quorum.voters": ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in quorum),
+        "listeners": f"PLAINTEXT://127.0.0.1:{node.client_port},CONTROLLER://127.0.0.1:{node.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.client_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "log.dirs": str(home(settings) / "data"),
+        "log.dirs": str(node.home / "data"),
         # Highland creates its topics itself (highland/topics.py, Faust for its changelogs); a typo'd
         # topic name must fail, not appear.
         "auto.create.topics.enable": "false",
-        # One node: every internal topic with one replica, or the group and transaction coordinators
-        # never become available.
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "min.insync.replicas": "1",
+        # Internal topics and topics created without a replication factor: as many replicas as the
+        # quorum allows (one node: one, or the group and transaction coordinators never become
+        # available); writes with acks=all need two of them in sync once there are two.
+        "default.replication.factor": str(replicas),
+        "offsets.topic.replication.factor": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(in_sync),
+        "min.insync.replicas": str(in_sync),
         # Few partitions for the internal topics: created on the first group or transactional
         # producer, and each partition is a log to open on every start.
         "offsets.topic.num.partitions": "8",
@@ -130,7 +175,8 @@ def _write_config(settings: Settings) -> Path:
         "group.initial.rebalance.delay.ms": "0",
         "num.partitions": str(settings.topic_partitions),
     }
-    path = home(settings) / "server.properties"
+    path = node.home / "server.properties"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     return path
 
@@ -158,46 +204,107 @@ def _jvm(settings: Settings, logging: Path) -> list[str]:
             f"-Dlog4j2.configurationFile={logging}", "-cp", str(home(settings) / "lib" / "*")]
 
 
-def _format(settings: Settings, config: Path, logging: Path, svc: Service) -> None:
-    """Format the log folder once (KRaft refuses to start on an unformatted one)."""
-    if (home(settings) / "data" / "meta.properties").exists():
+def _new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _format(settings: Settings, node: Node, config: Path, logging: Path, cluster_id: str) -> None:
+    """Format the node's log folder once (KRaft refuses to start on an unformatted one)."""
+    if (node.home / "data" / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     done = subprocess.run(
         [*_jvm(settings, logging), STORAGE_TOOL, "format", "--config", str(config), "--cluster-id", cluster_id],
-        capture_output=True, text=True, timeout=120, cwd=home(settings),
+        capture_output=True, text=True, timeout=120, cwd=node.home,
     )
-    svc.log_file.parent.mkdir(parents=True, exist_ok=True)
-    with svc.log_file.open("a") as log:
+    node.service.log_file.parent.mkdir(parents=True, exist_ok=True)
+    with node.service.log_file.open("a") as log:
         log.write(done.stdout + done.stderr)
     if done.returncode != 0:
-        raise RuntimeError(f"formatting Kafka's log folder failed (exit {done.returncode}); see {svc.log_file}")
+        raise RuntimeError(f"formatting Kafka's log folder failed (exit {done.returncode}); "
+                           f"see {node.service.log_file}")
 
 
 def start(settings: Settings, timeout_s: float = 90.0) -> int | None:
     """Resolve, format and start the node; wait until it serves metadata. None if it already runs."""
-    svc = service(settings)
-    if svc.pid() is not None:
+    node = single_node(settings)
+    if node.service.pid() is not None:
         return None
-    port = client_port(settings)
-    for taken in (port, controller_port(settings)):
-        if port_open(taken):
-            raise RuntimeError(f"port {taken} is taken by a process the stack did not start "
-                               "(another broker? `highland stack down` stops the one it started)")
+    _check_ports_free([node])
     resolve(settings)
-    config, logging = _write_config(settings), _write_logging(settings)
-    _format(settings, config, logging, svc)
-    pid = svc.start([*_jvm(settings, logging), "kafka.Kafka", str(config)], cwd=home(settings))
-    wait_ready(settings, pid, timeout_s, svc)
+    logging = _write_logging(settings)
+    pid = _launch(settings, node, [node], logging, _new_cluster_id())
+    wait_ready(settings, pid, timeout_s, node.service)
     return pid
 
 
-def answers(settings: Settings) -> bool:
-    """True when the broker answers a metadata request and is registered (not fenced)."""
+def start_cluster(settings: Settings, count: int = CLUSTER_NODES, timeout_s: float = 120.0) -> dict[str, int]:
+    """Start a KRaft quorum of ``count`` nodes, each broker and controller (ports and state: see
+    ``cluster_nodes``), and wait until every node is registered and unfenced.
+
+    Topics created without a replication factor get min(3, count) replicas, and ``min.insync.replicas``
+    is min(2, count): with 3 nodes, producers with acks=all carry on with one node down. Highland's own
+    topics take ``HIGHLAND_TOPIC_REPLICATION`` (set it to 3; ``cluster_bootstrap`` gives the client
+    bootstrap list). Nodes already running are left alone. Returns the pid of each node it started, by
+    service name (``kafka-1`` ...)."""
+    nodes = cluster_nodes(settings, count)
+    down = [n for n in nodes if n.service.pid() is None]
+    if not down:
+        return {}
+    _check_ports_free(down)
+    resolve(settings)
+    logging = _write_logging(settings)
+    cluster_id = _cluster_id_of(nodes) or _new_cluster_id()
+    started = {n.service.name: _launch(settings, n, nodes, logging, cluster_id) for n in down}
+    # Any node answers for the cluster; every node must be registered.
+    every = settings.model_copy(update={"kafka_bootstrap": cluster_bootstrap(settings, count)})
+    deadline = time.monotonic() + timeout_s
+    for node in down:
+        wait_ready(every, started[node.service.name], max(1.0, deadline - time.monotonic()), node.service,
+                   nodes=count)
+    return started
+
+
+def stop_cluster(settings: Settings, count: int = CLUSTER_NODES, grace_s: float = 30.0) -> list[str]:
+    """Stop every node of the quorum (controlled shutdown, SIGKILL after grace_s); the names stopped.
+
+    All at once: stopped one after the other, the last node has lost its quorum and waits out the
+    grace period before it gives up."""
+    nodes = cluster_nodes(settings, count)
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        stopped = list(pool.map(lambda n: n.service.stop(grace_s=grace_s), nodes))
+    return [n.service.name for n, done in zip(nodes, stopped, strict=True) if done]
+
+
+def _check_ports_free(nodes: list[Node]) -> None:
+    for taken in (p for n in nodes for p in (n.client_port, n.controller_port)):
+        if port_open(taken):
+            raise RuntimeError(f"port {taken} is taken by a process the stack did not start "
+                               "(another broker? `highland stack down` stops the one it started)")
+
+
+def _cluster_id_of(nodes: list[Node]) -> str | None:
+    """The id a formatted node already carries: a node formatted again must join the same cluster."""
+    for node in nodes:
+        meta = node.home / "data" / "meta.properties"
+        if meta.exists():
+            found = re.search(r"^cluster\.id=(\S+)$", meta.read_text(), re.M)
+            if found:
+                return found.group(1)
+    return None
+
+
+def _launch(settings: Settings, node: Node, quorum: list[Node], logging: Path, cluster_id: str) -> int:
+    config = _write_config(settings, node, quorum)
+    _format(settings, node, config, logging, cluster_id)
+    return node.service.start([*_jvm(settings, logging), "kafka.Kafka", str(config)], cwd=node.home)
+
+
+def answers(settings: Settings, nodes: int = 1) -> bool:
+    """True when the broker answers a metadata request and ``nodes`` brokers are registered, none fenced."""
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    if not port_open(client_port(settings)):
+    if not any(port_open(int(s.rsplit(":", 1)[1])) for s in settings.bootstrap_servers):
         return False
     try:
         client = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="highland-stack",
@@ -206,19 +313,19 @@ def answers(settings: Settings) -> bool:
         return False
     try:
         brokers = client.describe_cluster()["brokers"]
-        return bool(brokers) and not any(b.get("is_fenced") for b in brokers)
+        return len(brokers) >= nodes and not any(b.get("is_fenced") for b in brokers)
     except KafkaError:
         return False
     finally:
         client.close()
 
 
-def wait_ready(settings: Settings, pid: int, timeout_s: float, svc: Service) -> None:
+def wait_ready(settings: Settings, pid: int, timeout_s: float, svc: Service, nodes: int = 1) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not process_exists(pid):
             raise RuntimeError(f"Apache Kafka exited while starting; last lines of {svc.log_file}:\n{svc.tail()}")
-        if answers(settings):
+        if answers(settings, nodes):
             return
         time.sleep(0.2)
     # RuntimeError, not TimeoutError: the CLI reads a TimeoutError as an unreachable ClickHouse.
