@@ -32,8 +32,10 @@ from highland.sinks.daily_series import (
     recompute,
     settle,
 )
-from highland.sinks.migrate import DATA_STEPS, load_migrations, render
+from highland.sinks.migrations import fill_observations_by_series
 from highland.sinks.progress import Actual, query_actuals, reference_actuals
+from highland.sinks.tables import OBSERVATIONS_0006
+from highland.sinks.topology import SINGLE_NODE
 from highland.sinks.writer import write_events
 
 from highland.settings import Settings
@@ -230,14 +232,12 @@ def test_migration_0007_moves_an_installs_observations_once_and_keeps_its_number
     half = len(items) // 2
     write_in_batches(client, name, items[:half], 41)
     [stored] = client.execute(f"SELECT count() FROM {name}.{OBSERVATIONS}")
-    [old_table] = [s for m in load_migrations() if m.version == 6 for s in m.statements
-                   if s.startswith("CREATE TABLE IF NOT EXISTS {db}.observations\n")]
-    client.execute(render(old_table, name))
+    client.execute(OBSERVATIONS_0006.create(name))
     columns = ", ".join(OBSERVATION_COLUMNS)
     client.execute(f"INSERT INTO {name}.observations ({columns}) SELECT {columns} FROM {name}.{OBSERVATIONS}")
 
     for _ in range(2):
-        DATA_STEPS[7](client, name, None)
+        fill_observations_by_series(client, name, SINGLE_NODE)
         assert client.execute(f"EXISTS TABLE {name}.observations") == [(0,)]
         assert client.execute(f"SELECT count() FROM {name}.{OBSERVATIONS}") == [stored]
     assert_exact(client, name, feed[:half])

@@ -23,7 +23,7 @@ from highland.dashboards.macros import TimeRange, expand
 from highland.dashboards.queries import Sql
 from highland.sinks.client import connect
 from highland.sinks.daily_series import rebuild
-from highland.sinks.migrate import load_migrations, migrate, render
+from highland.sinks.migrate import migrate, schema_statements
 from highland.sinks.plan_tables import sync_plan_tables
 from highland.sinks.progress import progress
 
@@ -245,9 +245,8 @@ def embedded(chdb_session: Any, catalog: Catalog) -> Iterator[Engine]:
     db = f"dash_{uuid.uuid4().hex[:8]}"
     client = ChdbClient(chdb_session)
     chdb_session.query(f"CREATE DATABASE {db}")
-    for migration in load_migrations():
-        for statement in migration.statements:
-            chdb_session.query(render(statement, db))
+    for statement in schema_statements(db):
+        chdb_session.query(statement)
     sync_plan_tables(client, db, catalog)
     insert_known_feed(client, db, catalog)
     yield Engine("chdb", db, client.columns_and_rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from highland.sinks.client import connect
-from highland.sinks.migrate import load_migrations, migrate, render
+from highland.sinks.migrate import bootstrap_statements, load_migrations, migrate, schema_statements
 
 from highland.settings import Settings
 
@@ -20,7 +20,6 @@ def test_migrations_apply_once_and_record_their_versions(isolated: Settings):
 
 
 def test_every_migration_statement_runs_on_current_clickhouse(chdb_session):
-    for migration in load_migrations():
-        for statement in migration.statements:
-            chdb_session.query(render(statement, "mig"))
+    for statement in bootstrap_statements("mig") + schema_statements("mig"):
+        chdb_session.query(statement)
     assert "events" in chdb_session.query("SHOW TABLES FROM mig", "CSV").data()

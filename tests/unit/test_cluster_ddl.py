@@ -1,12 +1,14 @@
-"""Cluster mode (sinks/cluster.py): every migration rendered ON CLUSTER with Replicated*/Distributed
-tables, checked three ways:
+"""Cluster mode (sinks/cluster.py): every table description rendered ON CLUSTER with
+Replicated*/Distributed tables, checked three ways:
 
-1. structurally, against the single-server statements they come from;
+1. structurally, against the descriptions they come from (sinks/tables.py) and the single-server DDL;
 2. for syntax on current ClickHouse (chdb 26.x): ``formatQuery`` parses a statement without executing
    it, so ON CLUSTER and Replicated engines are accepted although chdb has neither a cluster nor Keeper;
 3. for meaning, by running a single-node image of the rendered DDL in chdb (ON CLUSTER removed,
    Replicated* -> its plain engine, Distributed -> a Merge table over the same local table) and the
    project's own progress queries on it, by the original table names.
+
+What today's rendering must equal, statement for statement, is tests/unit/test_schema_golden.py.
 """
 
 from __future__ import annotations
@@ -19,39 +21,36 @@ from typing import Any
 import pytest
 from highland.catalog.loader import default_catalog
 from highland.catalog.models import Kind
-from highland.sinks import cluster
+from highland.sinks import tables
 from highland.sinks.cluster import (
     LAYOUTS,
-    RANDOM_KEY,
-    CreateMaterializedView,
-    CreateTable,
-    CreateView,
-    Everywhere,
-    Sharded,
+    add_column,
     bootstrap_statements,
+    create_materialized_view,
+    create_table,
     local_name,
-    parse,
-    render_cluster,
 )
 from highland.sinks.daily_series import rebuild
-from highland.sinks.migrate import load_migrations, migrate, render, render_for
+from highland.sinks.migrate import load_migrations, migrate, schema_statements
+from highland.sinks.migrations import fill_observations_by_series
+from highland.sinks.migrations.operations import CreateMaterializedView, CreateTable, CreateView
 from highland.sinks.progress import latest_events_sql, query_actuals, reference_actuals
+from highland.sinks.tables import Column, Engine, Everywhere, MaterializedView, Sharded, Table
 from highland.sinks.topology import Topology
 
 from highland.settings import Settings
 
 CLUSTER = "highland_cluster"
 DB = "hl"
+ON_CLUSTER = Topology(CLUSTER)
 
-STATEMENTS = [(m.name, s) for m in load_migrations() for s in m.statements]
-STATEMENT_IDS = [f"{name}:{i}" for i, (name, _) in enumerate(STATEMENTS)]
+OPERATIONS = [(m, op) for m in load_migrations() for op in m.operations]
+OPERATION_IDS = [f"{m.name}:{i}" for i, (m, _) in enumerate(OPERATIONS)]
+CREATED = [op.table for _, op in OPERATIONS if isinstance(op, CreateTable)]
 
 
 def all_cluster_statements(database: str = DB) -> list[str]:
-    rendered = bootstrap_statements(database, CLUSTER)
-    for _, statement in STATEMENTS:
-        rendered += render_cluster(statement, database, CLUSTER)
-    return rendered
+    return bootstrap_statements(database, CLUSTER) + schema_statements(database, Topology(CLUSTER))
 
 
 def squash(sql: str) -> str:
@@ -60,85 +59,71 @@ def squash(sql: str) -> str:
 
 # --- 1. structure -----------------------------------------------------------------------------------
 
-def test_the_parser_understands_every_migration_statement():
-    kinds = {type(parse(s)) for _, s in STATEMENTS}  # parse() raises on anything else
-    assert CreateTable in kinds
-    assert kinds <= {CreateTable, CreateMaterializedView, CreateView}
+def test_every_table_a_migration_creates_is_described_with_a_layout():
+    assert {t.name for t in CREATED} | {"schema_migrations"} == set(tables.TABLES) == set(LAYOUTS)
 
 
-def test_every_table_of_the_migrations_has_a_layout():
-    tables = {p.name for _, s in STATEMENTS if isinstance(p := parse(s), CreateTable)}
-    assert tables <= set(LAYOUTS)
-    assert set(LAYOUTS) - tables == {"schema_migrations"}  # created by migrate() itself
-
-
-@pytest.mark.parametrize(("name", "statement"), STATEMENTS, ids=STATEMENT_IDS)
-def test_each_statement_is_rendered_for_the_cluster(name: str, statement: str):
-    parsed = parse(statement)
-    out = render_cluster(statement, DB, CLUSTER)
+@pytest.mark.parametrize(("migration", "op"), OPERATIONS, ids=OPERATION_IDS)
+def test_each_operation_is_rendered_for_the_cluster(migration: Any, op: Any):
+    out = op.statements(DB, ON_CLUSTER, migration.version)
     assert all(f" ON CLUSTER {CLUSTER}" in s for s in out)
-    assert all("{db}" not in s for s in out)
-    if isinstance(parsed, CreateTable):
-        _check_table(parsed, out)
-    elif isinstance(parsed, CreateMaterializedView):
-        _check_materialized_view(parsed, out)
-    else:
-        assert out == [f"CREATE VIEW IF NOT EXISTS {DB}.{parsed.name} ON CLUSTER {CLUSTER} AS\n"
-                       + render(parsed.select, DB)]
+    single = op.statements(DB, Topology(), migration.version)
+    assert not any("ON CLUSTER" in s or "Replicated" in s or "Distributed" in s for s in single)
+    if isinstance(op, CreateTable):
+        _check_table(op.table, out, single)
+    elif isinstance(op, CreateMaterializedView):
+        _check_materialized_view(op.view, out)
+    elif isinstance(op, CreateView):
+        [view] = single
+        assert out == [view.replace(f"{DB}.{op.view.name} AS", f"{DB}.{op.view.name} ON CLUSTER {CLUSTER} AS", 1)]
 
 
-def _engine_args(parsed: CreateTable, path: str) -> str:
-    extra = f", {parsed.engine_args}" if parsed.engine_args else ""
-    return f"Replicated{parsed.engine}('{path}', '{{replica}}'{extra})"
-
-
-def _check_table(parsed: CreateTable, out: list[str]) -> None:
-    layout = LAYOUTS[parsed.name]
+def _check_table(table: Table, out: list[str], single: list[str]) -> None:
+    layout = LAYOUTS[table.name]
     data = out[0]
-    assert render(parsed.columns, DB) in data  # columns exactly as in the migration
-    assert squash(parsed.clauses) in squash(data)  # ORDER BY / PARTITION BY kept
+    [plain] = single
+    assert table.body() in data and table.body() in plain  # the columns, as described
+    for clause in table.clauses():  # ORDER BY / PARTITION BY / SETTINGS kept
+        assert f"\n{clause}" in data and f"\n{clause}" in plain
+    extra = "".join(f", {a}" for a in table.engine.arguments())
     if isinstance(layout, Everywhere):
         assert len(out) == 1
-        assert data.startswith(f"CREATE TABLE IF NOT EXISTS {DB}.{parsed.name} ON CLUSTER {CLUSTER}\n")
-        assert _engine_args(parsed, f"/clickhouse/tables/all/{DB}/{parsed.name}") in data
+        assert data.startswith(f"CREATE TABLE IF NOT EXISTS {DB}.{table.name} ON CLUSTER {CLUSTER}\n")
+        path = f"/clickhouse/tables/all/{DB}/{table.name}"
+        assert f"Replicated{table.engine.name}('{path}', '{{replica}}'{extra})" in data
         return
-    local = local_name(parsed.name)
+    local = local_name(table.name)
     assert len(out) == 2
     assert data.startswith(f"CREATE TABLE IF NOT EXISTS {DB}.{local} ON CLUSTER {CLUSTER}\n")
-    assert _engine_args(parsed, f"/clickhouse/tables/{{shard}}/{DB}/{local}") in data
-    assert out[1] == (f"CREATE TABLE IF NOT EXISTS {DB}.{parsed.name} ON CLUSTER {CLUSTER} AS {DB}.{local}\n"
+    assert f"Replicated{table.engine.name}('/clickhouse/tables/{{shard}}/{DB}/{local}', '{{replica}}'{extra})" in data
+    assert out[1] == (f"CREATE TABLE IF NOT EXISTS {DB}.{table.name} ON CLUSTER {CLUSTER} AS {DB}.{local}\n"
                       f"ENGINE = Distributed({CLUSTER}, {DB}, {local}, {layout.key})")
 
 
-def _check_materialized_view(parsed: CreateMaterializedView, out: list[str]) -> None:
-    assert len(out) == 1
-    sql = out[0]
-    assert sql.startswith(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DB}.{parsed.name} ON CLUSTER {CLUSTER} "
-                          f"TO {DB}.{local_name(parsed.target)} AS\n")
-    for source in parsed.sources():
-        assert re.search(rf"\bFROM {DB}\.{local_name(source)}\b", sql)
-        assert not re.search(rf"\b{DB}\.{source}\b", sql)  # never the Distributed name
+def _check_materialized_view(view: MaterializedView, out: list[str]) -> None:
+    [sql] = out
+    assert sql.startswith(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DB}.{view.name} ON CLUSTER {CLUSTER} "
+                          f"TO {DB}.{local_name(view.target.name)} AS\n")
+    assert f"FROM {DB}.{local_name(view.source.name)}\n" in sql
+    assert f"{DB}.{view.source.name}\n" not in sql  # never the Distributed name
     # The target's rows are placed by the source's key, so its Distributed key must not claim one.
-    assert LAYOUTS[parsed.target] == Sharded(RANDOM_KEY)
+    assert LAYOUTS[view.target.name] == Sharded()
 
 
 def test_events_are_sharded_by_observation_so_revisions_meet_on_one_shard():
-    assert LAYOUTS["events"] == Sharded("cityHash64(agency, event_id)")
+    assert LAYOUTS["events"] == Sharded(("agency", "event_id"))
+    assert LAYOUTS["events"].key == "cityHash64(agency, event_id)"
     # ... and that is the key of the deduplication every actual() query groups by.
     assert "GROUP BY agency, event_id" in squash(latest_events_sql(DB))
 
 
 def test_sharding_keys_of_replacing_tables_are_within_their_order_by():
     """Rows a ReplacingMergeTree replaces (same ORDER BY key) must sit on the same shard."""
-    for _, statement in STATEMENTS:
-        parsed = parse(statement)
-        if not isinstance(parsed, CreateTable) or parsed.engine != "ReplacingMergeTree":
-            continue
-        layout = LAYOUTS[parsed.name]
-        if isinstance(layout, Sharded):
-            key_columns = set(re.findall(r"\b(\w+)\b(?!\s*\()", layout.key))
-            order_by = set(re.findall(r"\w+", parsed.clauses.split("ORDER BY", 1)[1]))
-            assert key_columns and key_columns <= order_by, parsed.name
+    replacing = [t for t in tables.TABLES.values() if t.engine.name == "ReplacingMergeTree"]
+    assert replacing
+    for table in replacing:
+        if isinstance(table.layout, Sharded):
+            assert table.layout.columns and set(table.layout.columns) <= set(table.order_by), table.name
 
 
 def test_bootstrap_creates_the_database_and_a_replicated_schema_migrations_table():
@@ -148,39 +133,50 @@ def test_bootstrap_creates_the_database_and_a_replicated_schema_migrations_table
     assert f"ReplicatedMergeTree('/clickhouse/tables/all/{DB}/schema_migrations', '{{replica}}')" in second
 
 
-def test_single_server_rendering_is_unchanged():
-    for _, statement in STATEMENTS:
-        assert render_for(statement, DB) == [render(statement, DB)]
-        assert render_for(statement, DB, None) == [render(statement, DB)]
+def test_a_column_added_later_is_left_out_of_the_create_and_added_in_its_place():
+    table = Table("t", (Column("a", "String"), Column("b", "UInt8", default="1", since=9), Column("c", "String")),
+                  Engine("ReplacingMergeTree"), ("a",), Sharded(("a",)))
+    assert "b UInt8" not in create_table(table, DB, CLUSTER, version=8)[0]
+    assert "    b UInt8 DEFAULT 1,\n" in create_table(table, DB, CLUSTER, version=9)[0]
+    assert add_column(table, table.column("b"), DB, CLUSTER) == [
+        f"ALTER TABLE {DB}.t_local ON CLUSTER {CLUSTER} ADD COLUMN IF NOT EXISTS b UInt8 DEFAULT 1 AFTER a",
+        f"ALTER TABLE {DB}.t ON CLUSTER {CLUSTER} ADD COLUMN IF NOT EXISTS b UInt8 DEFAULT 1 AFTER a",
+    ]
+    everywhere = Table("e", table.columns, table.engine, ("a",), Everywhere())
+    assert add_column(everywhere, table.column("b"), DB, CLUSTER) == [
+        f"ALTER TABLE {DB}.e ON CLUSTER {CLUSTER} ADD COLUMN IF NOT EXISTS b UInt8 DEFAULT 1 AFTER a"]
 
 
-@pytest.mark.parametrize(("statement", "message"), [
-    ("ALTER TABLE {db}.events ADD COLUMN x UInt8", "cannot render"),
-    ("CREATE TABLE IF NOT EXISTS {db}.mystery (a String) ENGINE = ReplacingMergeTree ORDER BY a", "no cluster layout"),
-    ("CREATE TABLE IF NOT EXISTS {db}.events (a String) ENGINE = Log", "no Replicated"),
-    ("CREATE TABLE IF NOT EXISTS {db}.events (a String, b String) ENGINE = ReplacingMergeTree ORDER BY a",
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: Engine("Log"), "no Replicated"),
+    (lambda: Engine("SummingMergeTree", version="v"), "no version column"),
+    (lambda: Table("x", (Column("a", "String"),), Engine("ReplacingMergeTree", "v"), ("a",), Everywhere()),
+     "version column"),
+    (lambda: Table("x", (Column("a", "String"),), Engine("MergeTree"), ("a",), Sharded(("a", "b"))),
      "unknown columns"),
-    ("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.mv TO {db}.plan_versions AS SELECT 1 FROM {db}.events",
-     "must be sharded"),
-    ("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.mv TO {db}.event_windows_1m AS SELECT 1 FROM {db}.plan_versions",
-     "sharded tables only"),
+    (lambda: Table("x", (Column("a", "String"), Column("a", "UInt8")), Engine("MergeTree"), ("a",), Everywhere()),
+     "duplicate"),
 ])
-def test_statements_cluster_mode_cannot_render_safely_are_refused(statement: str, message: str):
+def test_descriptions_cluster_mode_cannot_render_safely_are_refused(make: Any, message: str):
     with pytest.raises(ValueError, match=message):
-        render_cluster(statement, DB, CLUSTER)
+        make()
 
 
-def test_a_materialized_view_target_with_a_deterministic_key_is_refused(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setitem(cluster.LAYOUTS, "event_windows_1m", Sharded("cityHash64(agency, indicator, region)"))
-    statement = next(s for _, s in STATEMENTS if "event_windows_1m_mv" in s)
-    with pytest.raises(ValueError, match="must be rand"):
-        render_cluster(statement, DB, CLUSTER)
+@pytest.mark.parametrize(("view", "message"), [
+    (MaterializedView("mv", tables.EVENTS, tables.PLAN_VERSIONS, "SELECT 1 FROM {source}"), "must be sharded"),
+    (MaterializedView("mv", tables.PLAN_VERSIONS, tables.EVENT_WINDOWS_1M, "SELECT 1 FROM {source}"),
+     "sharded tables only"),
+    (MaterializedView("mv", tables.EVENTS, tables.DAILY_SERIES, "SELECT 1 FROM {source}"), "must be rand"),
+])
+def test_materialized_views_cluster_mode_cannot_render_safely_are_refused(view: MaterializedView, message: str):
+    with pytest.raises(ValueError, match=message):
+        create_materialized_view(view, DB, CLUSTER)
 
 
-@pytest.mark.parametrize("name", ["my-cluster", "a b", "x;DROP", ""])
+@pytest.mark.parametrize("name", ["my-cluster", "a b", "x;DROP", "", "1x", "é"])
 def test_cluster_and_database_names_must_be_identifiers(name: str):
     with pytest.raises(ValueError, match="plain identifier"):
-        render_cluster(STATEMENTS[0][1], DB, name)
+        create_table(tables.EVENTS, DB, name)
     with pytest.raises(ValueError, match="plain identifier"):
         bootstrap_statements(name, CLUSTER)
 
@@ -211,7 +207,7 @@ def test_migrate_routes_statements_by_the_cluster_setting(monkeypatch: pytest.Mo
     if cluster_name:
         assert ddl == all_cluster_statements()
     else:
-        assert ddl[2:] == [render(s, DB) for _, s in STATEMENTS]
+        assert ddl[2:] == schema_statements(DB)
         assert not any("ON CLUSTER" in s or "Replicated" in s for s in client.executed)
     inserts = [s for s in client.executed if s.startswith("INSERT")]
     assert inserts == [f"INSERT INTO {DB}.schema_migrations (version, name) VALUES"] * len(load_migrations())
@@ -229,10 +225,8 @@ def test_migration_0007_moves_the_observations_on_a_cluster_through_the_local_ta
     """On a cluster, 0007's data step empties the new table's shards, copies through the Distributed
     names, then drops 0006's Distributed table and its shards' tables -- each statement in a form
     current ClickHouse parses."""
-    from highland.sinks.migrate import DATA_STEPS
-
     client = InstallAtVersion6()
-    DATA_STEPS[7](client, DB, CLUSTER)
+    fill_observations_by_series(client, DB, ON_CLUSTER)
     changes = [sql for sql in client.executed if not sql.startswith(("EXISTS", "SELECT"))]
     assert changes == [
         f"TRUNCATE TABLE IF EXISTS {DB}.observations_by_series_local ON CLUSTER {CLUSTER}",
@@ -309,7 +303,19 @@ class ChdbClient:
         if params:
             sql = sql % {k: self._literal(v) for k, v in params.items()}
         result = self.session.query(sql, "JSONCompact").data()
-        return [tuple(row) for row in json.loads(result)["data"]] if result.strip() else []
+        if not result.strip():
+            return []
+        answer = json.loads(result)
+        types = [column["type"] for column in answer["meta"]]
+        return [tuple(map(self._value, types, row)) for row in answer["data"]]
+
+    @staticmethod
+    def _value(kind: str, value: Any) -> Any:
+        """As the driver hands it out: DateTime('UTC') an aware datetime, DateTime a naive one."""
+        if isinstance(value, str) and kind.startswith("DateTime"):
+            moment = datetime.fromisoformat(value)
+            return moment.replace(tzinfo=UTC) if kind == "DateTime('UTC')" else moment
+        return value
 
     @staticmethod
     def _literal(value: Any) -> str:
@@ -347,7 +353,7 @@ def test_single_node_image_has_every_table_and_view(chdb_session: Any, single_no
     for name, layout in LAYOUTS.items():
         assert name in tables
         assert (local_name(name) in tables) == isinstance(layout, Sharded)
-    views = {p.name for _, s in STATEMENTS if isinstance(p := parse(s), CreateView | CreateMaterializedView)}
+    views = {op.view.name for _, op in OPERATIONS if isinstance(op, CreateView | CreateMaterializedView)}
     assert views <= tables
 
 

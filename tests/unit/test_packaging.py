@@ -20,6 +20,6 @@ def test_the_wheel_holds_only_the_highland_namespace_and_its_data(tmp_path: Path
     for layer in ("catalog", "ingest", "streams", "sinks", "dashboards", "stack"):
         assert f"highland/{layer}/__init__.py" in names, layer
     assert "highland/catalog/data/plan.yaml" in names
-    assert "highland/sinks/migrations/0001_events.sql" in names
+    assert "highland/sinks/migrations/__init__.py" in names
     assert "highland/stack/templates/clickhouse-config.xml" in names
     assert "highland/stack/templates/kafka-pom.xml" in names

@@ -1,0 +1,65 @@
+"""Every migration, in order: typed operations over the table descriptions of sinks/tables.py.
+
+Versions and names are what ``schema_migrations`` records, so a database migrated before these were
+written in Python (when they were ``NNNN_name.sql`` files) is recognised: never renumber or rename a
+shipped migration. How to add one: docs/schema.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from highland.sinks import tables as t
+from highland.sinks.migrations.operations import (
+    CreateMaterializedView,
+    CreateTable,
+    CreateView,
+    DropTable,
+    Migration,
+    RunData,
+)
+from highland.sinks.topology import Topology
+
+
+def fill_observations_by_series(client: Any, db: str, topology: Topology) -> None:
+    """Migration 0007's data step: copy 0006's ``observations`` into ``observations_by_series`` and
+    drop it; or, on an install that had events before 0006 ever ran, build the per-day series from
+    the events (their memory use is what SQL alone cannot bound: ``rebuild`` goes in chunks)."""
+    from highland.catalog.loader import default_catalog
+    from highland.sinks.daily_series import rebuild
+
+    new, old = t.OBSERVATIONS_BY_SERIES, t.OBSERVATIONS_0006
+    [(old_exists,)] = client.execute(f"EXISTS TABLE {db}.{old.name}")
+    if old_exists:
+        # A copy cut short by a crash is started again from an empty table, never appended to. Only
+        # then: on a cluster, 18.16 forwards a TRUNCATE to the leader replica as `default` without a
+        # password, which the local stack refuses (docs/clickhouse-dialect.md, "leader-forwarding").
+        [(copied,)] = client.execute(f"SELECT count() FROM {db}.{new.name}")
+        if copied:
+            client.execute(f"TRUNCATE TABLE IF EXISTS {topology.mutable(db, new.name)}")
+        columns = ", ".join(old.names)
+        client.execute(f"INSERT INTO {db}.{new.name} ({columns}) SELECT {columns} FROM {db}.{old.name}")
+        DropTable(old).apply(client, db, topology, 7)
+    [(events,)] = client.execute(f"SELECT count() FROM {db}.{t.EVENTS.name}")
+    [(rows,)] = client.execute(f"SELECT count() FROM {db}.{new.name}")
+    if events and not rows:
+        rebuild(client, db, default_catalog().plan.timezone)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "0001_events", (CreateTable(t.EVENTS),)),
+    Migration(2, "0002_dead_letters_tokens", (CreateTable(t.DEAD_LETTERS), CreateTable(t.AGENCY_TOKENS))),
+    Migration(3, "0003_live_windows", (
+        CreateTable(t.EVENT_WINDOWS_1M), CreateMaterializedView(t.EVENT_WINDOWS_1M_MV),
+        CreateTable(t.EVENT_WINDOWS_1H), CreateMaterializedView(t.EVENT_WINDOWS_1H_MV))),
+    Migration(4, "0004_alerts", (CreateTable(t.ALERTS),)),
+    Migration(5, "0005_plan_tables", (
+        CreateTable(t.PLAN_VERSIONS), CreateTable(t.PLAN_INDICATORS), CreateTable(t.PLAN_TRAJECTORY),
+        CreateTable(t.PLAN_DISTRICTS), CreateView(t.PLAN_INDICATORS_CURRENT), CreateView(t.PLAN_TRAJECTORY_CURRENT),
+        CreateView(t.PLAN_DISTRICTS_CURRENT))),
+    Migration(6, "0006_daily_series", (CreateTable(t.OBSERVATIONS_0006), CreateTable(t.DAILY_SERIES))),
+    # The observations again, ordered by numbers; the rows of 0006's table moved over, which is dropped.
+    Migration(7, "0007_observations_by_series", (
+        CreateTable(t.OBSERVATIONS_BY_SERIES), RunData(fill_observations_by_series))),
+    Migration(8, "0008_token_lifecycle", (CreateTable(t.AGENCY_TOKEN_EXPIRY), CreateTable(t.AGENCY_TOKEN_USES))),
+)
