@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from highland.settings import Settings
-from highland.stack import broker, clickhouse_server, kafka
+from highland.stack import broker, clickhouse_server, cluster, kafka
 from highland.stack.private import private_folder, write_private
 from highland.stack.processes import Service, port_open
 
@@ -28,6 +28,14 @@ LOCAL_DEFAULTS: dict[str, dict[str, str]] = {
     "tansu": {"HIGHLAND_PRODUCER_IDEMPOTENCE": "false"},
     "kafka": {},
 }
+
+# What `stack up --cluster` writes into local.env, so every later command (push, worker, verify, ...)
+# finds the cluster by its settings alone; `stack up --single` removes them (highland/stack/cluster.py).
+def cluster_env(settings: Settings) -> dict[str, str]:
+    return {"HIGHLAND_CLICKHOUSE_CLUSTER": cluster.NAME, "HIGHLAND_BROKER": "kafka",
+            "HIGHLAND_KAFKA_BOOTSTRAP": kafka.cluster_bootstrap(settings),
+            "HIGHLAND_TOPIC_REPLICATION": str(kafka.CLUSTER_NODES)}
+
 
 LOSS_ON_RESTART = {
     "memory": "a broker restart LOSES every message and committed offset (ClickHouse keeps its rows)",
@@ -70,6 +78,18 @@ def ensure_secrets(settings: Settings) -> dict[str, str]:
     return values
 
 
+def remember_topology(settings: Settings, as_cluster: bool) -> None:
+    """Write (or remove) the cluster stack's settings in local.env."""
+    path = env_file(settings)
+    values = ensure_secrets(settings)
+    wanted = cluster_env(settings)
+    kept = {k: v for k, v in values.items() if k not in wanted}
+    if as_cluster:
+        kept.update(wanted)
+    if kept != values:
+        write_private(path, "".join(f"{k}={v}\n" for k, v in kept.items()))
+
+
 def with_secrets(settings: Settings) -> Settings:
     """The settings re-read now that the local env file exists (the environment still wins)."""
     ensure_secrets(settings)
@@ -83,14 +103,30 @@ class UpReport:
     migrations_applied: list[str]
 
 
-def up(settings: Settings) -> UpReport:
+def up(settings: Settings, as_cluster: bool | None = None) -> UpReport:
+    """Start what is missing. ``as_cluster``: True the cluster stack (three Kafka brokers, ZooKeeper,
+    2 x 2 ClickHouse servers), False one broker and one server, None whichever local.env names."""
     from highland.sinks.migrate import migrate
     from highland.topics import ensure_topics
 
-    _refuse_the_other_broker(settings)  # before local.env gets the other broker's defaults
+    if as_cluster is None:
+        as_cluster = settings.clickhouse_cluster == cluster.NAME
+    _refuse_the_other_stack(settings, as_cluster)
+    if not as_cluster:
+        _refuse_the_other_broker(settings)  # before local.env gets the other broker's defaults
     private_folder(settings.state_dir)  # 700, also an older stack's folder
+    if as_cluster:
+        settings = settings.model_copy(update={"broker": "kafka"})  # the quorum's defaults in local.env
+    remember_topology(settings, as_cluster)
     settings = with_secrets(settings)
     admin_password = ensure_secrets(settings)["HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD"]
+    if as_cluster:
+        started = list(kafka.start_cluster(settings))
+        started += cluster.start(settings, admin_password)
+        created = ensure_topics(settings)
+        applied = migrate(settings)  # ON CLUSTER: settings.clickhouse_cluster is set by now
+        _sync_plan(settings)
+        return UpReport(started, created, applied)
     started = []
     if settings.broker == "kafka":
         if kafka.start(settings):
@@ -106,6 +142,19 @@ def up(settings: Settings) -> UpReport:
     applied = migrate(settings)
     _sync_plan(settings)
     return UpReport(started, created, applied)
+
+
+def _refuse_the_other_stack(settings: Settings, as_cluster: bool) -> None:
+    """The single server and the cluster's first server share ports (as the single broker and the
+    quorum's first node do): one of the two stacks at a time."""
+    singles = [clickhouse_server.service(settings), kafka.service(settings), broker.broker_service(settings)]
+    clustered = [*(s.service for s in cluster.servers(settings)), cluster.zookeeper_service(settings),
+                 *(n.service for n in kafka.cluster_nodes(settings))]
+    running = [svc.name for svc in (singles if as_cluster else clustered) if svc.pid() is not None]
+    if running:
+        was, now = ("single-node", "--cluster") if as_cluster else ("cluster", "--single")
+        raise RuntimeError(f"the {was} stack still runs ({', '.join(running)}): `highland stack down` "
+                           f"before `highland stack up {now}`")
 
 
 def _refuse_the_other_broker(settings: Settings) -> None:
@@ -151,17 +200,24 @@ def down(settings: Settings) -> list[str]:
         stopped.append("broker")
     if clickhouse_server.service(settings).stop(grace_s=15.0):
         stopped.append("clickhouse")
+    # The cluster stack's processes, whichever stack local.env names now.
+    stopped += cluster.stop(settings)
+    stopped += kafka.stop_cluster(settings)
     return stopped
 
 
 def status(settings: Settings) -> list[dict[str, object]]:
-    """One row per component: what runs, where, and its pid if the stack started it."""
+    """One row per component: what runs, where, its pid if the stack started it, and its role."""
+    if settings.clickhouse_cluster == cluster.NAME:
+        return _cluster_status(settings)
     ch = clickhouse_server.service(settings)
     worker_pid = worker_service(settings).pid()
     rows: list[dict[str, object]] = [
         _broker_row(settings),
         {
             "component": "clickhouse",
+            "name": "clickhouse",
+            "role": {"cluster": None, "shard": None, "replica": None},  # one server, no cluster
             "address": f"{settings.clickhouse_host}:{settings.clickhouse_port} "
                        f"(http {settings.clickhouse_http_port})",
             "pid": ch.pid(),
@@ -170,11 +226,12 @@ def status(settings: Settings) -> list[dict[str, object]]:
         },
     ]
     if worker_pid is not None:
-        rows.append({"component": "worker", "address": f"group {settings.consumer_group}", "pid": worker_pid,
-                     "answers": True, "detail": f"log {worker_service(settings).log_file}"})
+        rows.append(_worker_row(settings, worker_pid))
     if settings.broker == "tansu" and settings.broker_storage == "s3":
         rows.append({
             "component": "s3",
+            "name": "s3",
+            "role": {"storage": "Tansu"},
             "address": f"127.0.0.1:{settings.s3_port}",
             "pid": broker.s3_service(settings).pid(),
             "answers": port_open(settings.s3_port),
@@ -193,5 +250,27 @@ def _broker_row(settings: Settings) -> dict[str, object]:
     else:
         pid = broker.broker_service(settings).pid()
         detail = f"Tansu, storage {settings.broker_storage}: {LOSS_ON_RESTART[settings.broker_storage]}"
-    return {"component": "broker", "address": settings.kafka_bootstrap, "pid": pid, "answers": port_open(port),
-            "broker": settings.broker, "detail": detail}
+    return {"component": "broker", "name": settings.broker, "address": settings.kafka_bootstrap, "pid": pid,
+            "role": {"broker": 1}, "answers": port_open(port), "broker": settings.broker, "detail": detail}
+
+
+def _worker_row(settings: Settings, pid: int) -> dict[str, object]:
+    return {"component": "worker", "name": "worker", "address": f"group {settings.consumer_group}", "pid": pid,
+            "role": {"group": settings.consumer_group}, "answers": True,
+            "detail": f"log {worker_service(settings).log_file}"}
+
+
+def _cluster_status(settings: Settings) -> list[dict[str, object]]:
+    """The cluster stack: each Kafka node, ZooKeeper, each ClickHouse server (its shard and replica)."""
+    rows: list[dict[str, object]] = [{
+        "component": "broker", "name": node.service.name, "address": node.address, "pid": node.service.pid(),
+        "role": {"broker": node.node_id, "controller": node.node_id}, "answers": port_open(node.client_port),
+        "broker": "kafka",
+        "detail": f"Apache Kafka {kafka.version()} (KRaft quorum of {kafka.CLUSTER_NODES}, controller on "
+                  f"127.0.0.1:{node.controller_port}), state {node.home}",
+    } for node in kafka.cluster_nodes(settings)]
+    rows += cluster.status(settings)
+    worker_pid = worker_service(settings).pid()
+    if worker_pid is not None:
+        rows.append(_worker_row(settings, worker_pid))
+    return rows
