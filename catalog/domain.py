@@ -36,10 +36,20 @@ class ProgressRow:
     pct_of_target: float | None
     status: str
     projected: float | None
-    last_observed_at: str | None
+    last_observed_at: str | None  # the latest observation at or before the as-of day, any year
+    # The feed stopped: nothing observed for longer than the indicator's reporting cadence before the
+    # as-of day (``is_stale``); ``last_observed_at`` says since when.
+    stale: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def is_stale(cadence_days: int, last_report: date | None, as_of: date) -> bool:
+    """A feed is stale as of D when its latest observation at or before D is more than its cadence
+    (the catalog's ``cadence_days``: 31 monthly, 92 quarterly, 366 yearly) before D, in the plan's
+    calendar. A feed that never reported is not stale: it has no data (docs/i18n.md, "Stale")."""
+    return last_report is not None and (as_of - last_report).days > cadence_days
 
 
 @dataclass(frozen=True)

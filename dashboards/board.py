@@ -15,15 +15,17 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from types import FrameType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from clickhouse_driver.errors import Error as ClickHouseError
 from clickhouse_driver.errors import ServerException
+from highland.catalog import i18n
 from highland.catalog.domain import ProgressRow
-from highland.catalog.loader import default_catalog
+from highland.catalog.i18n import Lang
+from highland.catalog.loader import catalog_at
 from highland.catalog.models import Catalog
 from highland.catalog.trajectory import performance
 from highland.sinks.alerts import list_alerts
@@ -36,10 +38,11 @@ from rich.text import Text
 
 from highland.settings import Settings
 
-STATUS_STYLE = {"on_track": "green", "at_risk": "yellow", "off_track": "red", "no_data": "dim"}
-# Worst first. no_data goes last: it says nothing about the plan (a silent feed is a "stale" alert),
-# and early in a rollout most indicators have no data and would push the real problems off screen.
-STATUS_ORDER = {"off_track": 0, "at_risk": 1, "on_track": 2, "no_data": 3}
+STATUS_STYLE = {"on_track": "green", "at_risk": "yellow", "off_track": "red", "pending": "cyan", "no_data": "dim"}
+# Worst first. pending (a baseline still taken from data) and no_data go last: neither says anything
+# about the plan (a silent feed is a "stale" alert), and early in a rollout most indicators have no
+# data and would push the real problems off screen.
+STATUS_ORDER = {"off_track": 0, "at_risk": 1, "on_track": 2, "pending": 3, "no_data": 4}
 TREND_WINDOW = timedelta(days=30)
 # A change of the performance ratio smaller than this is "the same": rounding and tiny revisions
 # must not make arrows flicker.
@@ -56,7 +59,11 @@ COLUMNS: list[tuple[str, int, bool]] = [
     ("actual", 9, False), ("expected", 9, True), ("%tgt", 6, False), ("30d", 3, False),
     ("last update", 11, True),
 ]
-STATUS_WIDTH = 9  # "off_track"
+STATUS_WIDTH = 9  # "off_track"; the Chinese words take 6 cells, the board keeps one layout
+# Header keys (catalog/i18n.py LABELS) of the columns above, in the reader's language.
+COLUMN_LABEL = {"actual": "actual", "expected": "expected", "%tgt": "pct_target", "30d": "trend",
+                "last update": "last_report"}
+STALE_MARK = "!"  # before the last report's date of a feed that stopped (docs/board.md)
 CODE_PREFIX = re.compile(r"^Code: \d+\.\s*")  # clickhouse-driver's error-code prefix
 
 
@@ -147,16 +154,18 @@ def fmt_pct(p: float | None) -> str:
 
 
 def as_local(value: datetime | str, tz: ZoneInfo) -> datetime:
-    """ClickHouse hands out naive DateTimes in the server's zone, which is UTC for Highland."""
-    dt = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(tz)
+    """The stores hand out aware instants (read as DateTime('UTC')); a naive one is UTC."""
+    return i18n.aware(value).astimezone(tz)
 
 
-def fmt_last(value: str | None, as_of: date, tz: ZoneInfo) -> str:
-    """``MM-DD HH:MM`` in the as-of year; older data shows only its date (the year matters more)."""
+def fmt_last(value: str | None, as_of: date, tz: ZoneInfo, stale: bool = False) -> str:
+    """``MM-DD HH:MM`` in the as-of year; older data shows only its date (the year matters more).
+    A feed that stopped shows ``!`` and the date of its last report."""
     if value is None:
         return "—"
     local = as_local(value, tz)
+    if stale:
+        return f"{STALE_MARK}{local:%Y-%m-%d}"
     return local.strftime("%m-%d %H:%M") if local.year == as_of.year else local.strftime("%Y-%m-%d")
 
 
@@ -191,62 +200,87 @@ def line(text: Text, width: int) -> Text:
     return text
 
 
-def header(view: View, width: int, as_of: date | None) -> list[Text]:
+def zone_name(moment: datetime, lang: Lang) -> str:
+    """北京时间 in Chinese for the plan's zone; else the zone's abbreviation (CST)."""
+    if lang == "zh" and str(moment.tzinfo) == "Asia/Shanghai":
+        return i18n.ZONE_NAME["zh"]
+    return moment.tzname() or ""
+
+
+def header(view: View, width: int, as_of: date | None, lang: Lang = "en") -> list[Text]:
     snap = view.snapshot
-    title = Text("Highland board", style="bold")
+    title = Text(i18n.label(lang, "board_title"), style="bold")
     shown_day = snap.as_of if snap else as_of  # the figures' date, even if they are from a while ago
-    title.append(f" · as of {shown_day.isoformat() if shown_day else '—'}")
-    when = f"refreshed {snap.fetched_at:%H:%M:%S %Z}" if snap else "not refreshed yet"
-    gap = max(width - title.cell_len - len(when), 1)
+    title.append(f" · {i18n.label(lang, 'as_of')} {shown_day.isoformat() if shown_day else '—'}")
+    when = (f"{i18n.label(lang, 'refreshed')} {snap.fetched_at:%H:%M:%S} {zone_name(snap.fetched_at, lang)}" if snap
+            else i18n.label(lang, "not_refreshed"))
+    gap = max(width - title.cell_len - i18n.cells(when), 1)
     first = title + Text(" " * gap) + Text(when)
     if not view.error:
-        return [line(first, width), line(counts(snap, live=view.retry_s is not None), width)]
-    retry = f" — retrying every {view.retry_s:g} s" if view.retry_s else ""
-    banner = Text(f"ClickHouse {view.problem} at {view.target}{retry}", style="bold white on red")
-    reason = Text(("showing the last good refresh · " if snap else "") + view.error, style="red")
+        return [line(first, width), line(counts(snap, live=view.retry_s is not None, lang=lang), width)]
+    problem = "refused" if view.problem != "unreachable" else "unreachable"
+    retry = i18n.label(lang, "retrying", s=f"{view.retry_s:g}") if view.retry_s else ""
+    banner = Text(i18n.label(lang, problem, target=view.target) + retry, style="bold white on red")
+    reason = Text((i18n.label(lang, "last_good") if snap else "") + view.error, style="red")
     return [line(first, width), line(banner, width), line(reason, width)]
 
 
-def counts(snap: Snapshot | None, live: bool) -> Text:
+def counts(snap: Snapshot | None, live: bool, lang: Lang = "en") -> Text:
+    """The number of indicators per status, then the feeds that stopped (they keep a status)."""
     text = Text()
     for status, style in STATUS_STYLE.items():
         n = sum(1 for r in snap.rows if r.row.status == status) if snap else 0
-        text.append(f"{status} {n}", style=style)
+        text.append(f"{i18n.status_word(lang, status)} {n}", style=style)
         text.append("  ")
-    text.append(f"of {len(snap.rows) if snap else 0}" + (" · Ctrl-C quits" if live else ""))
+    stale = sum(r.row.stale for r in snap.rows) if snap else 0
+    text.append(f"{i18n.status_word(lang, 'stale')} {stale} ({STALE_MARK})", style="red" if stale else "")
+    text.append("  ")
+    text.append(f"{i18n.label(lang, 'of')} {len(snap.rows) if snap else 0}"
+                + (f" · {i18n.label(lang, 'quit')}" if live else ""))
     return text
 
 
-def indicator_table(rows: list[BoardRow], width: int, as_of: date, tz: ZoneInfo) -> Table:
+def indicator_table(rows: list[BoardRow], width: int, as_of: date, tz: ZoneInfo, lang: Lang = "en",
+                    catalog: Catalog | None = None) -> Table:
+    """Widths in terminal cells (rich measures a CJK character as two), so Chinese names line up."""
     columns = fixed_columns(width)
     table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, expand=True, width=width,
                   show_edge=False, header_style="bold")
-    table.add_column("status", width=STATUS_WIDTH, no_wrap=True)
-    table.add_column("indicator", ratio=1, no_wrap=True, overflow="ellipsis")
+    table.add_column(i18n.label(lang, "status"), width=STATUS_WIDTH, no_wrap=True)
+    table.add_column(i18n.label(lang, "indicator"), ratio=1, no_wrap=True, overflow="ellipsis")
     for name, w, _ in columns:
-        table.add_column(name, width=w, no_wrap=True, overflow="ellipsis", justify="right")
+        table.add_column(i18n.label(lang, COLUMN_LABEL[name]), width=w, no_wrap=True, overflow="ellipsis",
+                         justify="right")
     for item in rows:
         r = item.row
         cells = {"actual": fmt_value(r.actual), "expected": fmt_value(r.expected),
                  "%tgt": fmt_pct(r.pct_of_target), "30d": item.trend,
-                 "last update": fmt_last(r.last_observed_at, as_of, tz)}
-        table.add_row(Text(r.status, style=STATUS_STYLE.get(r.status, "")), r.indicator,
+                 "last update": Text(fmt_last(r.last_observed_at, as_of, tz, r.stale),
+                                     style="bold red" if r.stale else "")}
+        name = i18n.indicator_name(catalog, r.indicator, lang) if catalog else r.indicator
+        table.add_row(Text(i18n.status_word(lang, r.status), style=STATUS_STYLE.get(r.status, "")), Text(name),
                       *(cells[name] for name, _, _ in columns), style="dim" if r.status == "no_data" else None)
     return table
 
 
-def alert_line(alert: dict[str, Any], width: int, tz: ZoneInfo) -> Text:
-    text = Text(f"{as_local(alert['created_at'], tz):%m-%d %H:%M} {alert['indicator']} {alert['old_status']} → ")
-    text.append(alert["new_status"], style=STATUS_STYLE.get(alert["new_status"], "bold"))
-    if alert.get("detail"):
+def alert_line(alert: dict[str, Any], width: int, tz: ZoneInfo, lang: Lang = "en",
+               catalog: Catalog | None = None) -> Text:
+    name = i18n.indicator_name(catalog, alert["indicator"], lang) if catalog else alert["indicator"]
+    text = Text(f"{as_local(alert['created_at'], tz):%m-%d %H:%M} {name} "
+                f"{i18n.status_word(lang, alert['old_status'])} → ")
+    text.append(i18n.status_word(lang, alert["new_status"]), style=STATUS_STYLE.get(alert["new_status"], "bold"))
+    detail = i18n.alert_detail(alert, catalog, lang) if catalog else str(alert.get("detail") or "")
+    if detail:
         # One alert, one line: a multi-line detail would break the height budget of the frame.
-        text.append("  " + " ".join(str(alert["detail"]).split()), style="dim")
+        text.append("  " + " ".join(detail.split()), style="dim")
     return line(text, width)
 
 
-def frame(view: View, width: int, height: int | None, as_of: date | None, tz: ZoneInfo) -> RenderableType:
-    """The whole board for a terminal of ``width`` x ``height`` (height None: show every row)."""
-    top = header(view, width, as_of)
+def frame(view: View, width: int, height: int | None, as_of: date | None, tz: ZoneInfo, lang: Lang = "en",
+          catalog: Catalog | None = None) -> RenderableType:
+    """The whole board for a terminal of ``width`` x ``height`` (height None: show every row), in
+    ``lang`` with the catalog's names (without a catalog: the codes)."""
+    top = header(view, width, as_of, lang)
     parts: list[RenderableType] = [*top]
     snap = view.snapshot
     if snap is None:
@@ -254,12 +288,12 @@ def frame(view: View, width: int, height: int | None, as_of: date | None, tz: Zo
     alerts = snap.alerts[:MAX_ALERT_LINES]
     # table header + alerts title + the alert lines (or "none")
     shown = row_budget(height, len(snap.rows), len(top) + 2 + max(len(alerts), 1))
-    parts.append(indicator_table(snap.rows[:shown], width, snap.as_of, tz))
+    parts.append(indicator_table(snap.rows[:shown], width, snap.as_of, tz, lang, catalog))
     if shown < len(snap.rows):
-        parts.append(line(Text(f"+{len(snap.rows) - shown} more (worst shown first; all: highland progress)",
-                               style="italic"), width))
-    parts.append(line(Text("Latest alerts (newest first)", style="bold underline"), width))
-    parts += [alert_line(a, width, tz) for a in alerts] or [line(Text("none", style="dim"), width)]
+        parts.append(line(Text(i18n.label(lang, "more", n=len(snap.rows) - shown), style="italic"), width))
+    parts.append(line(Text(i18n.label(lang, "latest_alerts"), style="bold underline"), width))
+    parts += ([alert_line(a, width, tz, lang, catalog) for a in alerts]
+              or [line(Text(i18n.label(lang, "none"), style="dim"), width)])
     return Group(*parts)
 
 
@@ -270,7 +304,7 @@ class Board:
 
     def __init__(self, settings: Settings, as_of: date | None, refresh_s: float, once: bool = False) -> None:
         self.settings = settings
-        self.catalog = default_catalog()
+        self.catalog = catalog_at(settings.catalog_dir)
         self.tz = ZoneInfo(self.catalog.plan.timezone)
         self.fixed_as_of = as_of
         self.refresh_s = refresh_s
@@ -297,7 +331,7 @@ class Board:
 
     def render(self, console: Console, fit_height: bool) -> RenderableType:
         height = console.size.height if fit_height else None
-        return frame(self.view, console.size.width, height, self.as_of(), self.tz)
+        return frame(self.view, console.size.width, height, self.as_of(), self.tz, self.settings.lang, self.catalog)
 
 
 def describe(exc: BaseException) -> str:

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # Set to a cluster name to create Replicated*/Distributed tables ON CLUSTER.
     clickhouse_cluster: str | None = None
 
+    # --- What people read ---------------------------------------------------------------------
+    # The language of the CLI's tables, the board, the dashboards and the alert texts (docs/i18n.md):
+    # zh by default (the readers are Chongqing's duty staff and officials), en for codes and English.
+    lang: Literal["zh", "en"] = "zh"
+
     # --- Worker ------------------------------------------------------------------------------
     # Up to this many events per batch (one ClickHouse write each); a batch closes at most
     # worker_batch_seconds after its first event, so a quiet feed is not held back.

@@ -27,10 +27,16 @@ def store(client: Any, db: str, alerts: list[Alert]) -> None:
                        [tuple(getattr(a, c) for c in ALERT_COLUMNS) for a in alerts])
 
 
+# Instants are read as DateTime('UTC'): the driver then hands out aware datetimes, the same whatever
+# the server's own zone (docs/clickhouse-dialect.md, "server-time-zone").
+SELECTED = ", ".join("toTimeZone(created_at, 'UTC') AS created_utc" if c == "created_at" else c
+                     for c in ALERT_COLUMNS)
+
+
 def list_alerts(client: Any, db: str, limit: int = 200) -> list[dict[str, Any]]:
     """Newest first; one row per alert_id however often it was written."""
     rows = client.execute(
-        f"SELECT {', '.join(ALERT_COLUMNS)} FROM {db}.alerts "
+        f"SELECT {SELECTED} FROM {db}.alerts "
         "ORDER BY created_at DESC, seq DESC LIMIT 1 BY alert_id LIMIT %(limit)s", {"limit": limit})
     return [asdict(Alert(*r)) for r in rows]
 
@@ -39,9 +45,7 @@ def last_arrivals(client: Any, db: str, catalog: Catalog) -> dict[str, datetime]
     """When each indicator last received an event from its owning agency (minute precision)."""
     owners = {i.code: i.agency for i in catalog.indicators}
     rows = client.execute(
-        f"SELECT indicator, agency, max(window_start) FROM {db}.event_windows_1m GROUP BY indicator, agency")
-    out: dict[str, datetime] = {}
-    for indicator, agency, latest in rows:
-        if owners.get(indicator) == agency:
-            out[indicator] = latest.astimezone(UTC) if latest.tzinfo else latest.replace(tzinfo=UTC)
-    return out
+        f"SELECT indicator, agency, toTimeZone(max(window_start), 'UTC') FROM {db}.event_windows_1m "
+        "GROUP BY indicator, agency")
+    return {indicator: latest.astimezone(UTC) for indicator, agency, latest in rows
+            if owners.get(indicator) == agency}

@@ -77,9 +77,15 @@ def _store_one(client: Any, db: str, record: Positioned) -> bool:
         return False
 
 
+# received_at read as DateTime('UTC'): an aware datetime whatever the server's zone
+# (docs/clickhouse-dialect.md, "server-time-zone").
+SELECTED = ", ".join("toTimeZone(received_at, 'UTC') AS received_utc" if c == "received_at" else c
+                     for c in COLUMNS)
+
+
 def list_dead_letters(client: Any, db: str, limit: int = 200) -> list[dict[str, Any]]:
     rows = client.execute(
-        f"SELECT {', '.join(COLUMNS)} FROM {db}.dead_letters "
+        f"SELECT {SELECTED} FROM {db}.dead_letters "
         "ORDER BY received_at DESC, dlq_partition, dlq_offset DESC LIMIT 1 BY dlq_partition, dlq_offset "
         "LIMIT %(limit)s", {"limit": limit})
     return [dict(zip(COLUMNS, r, strict=True)) for r in rows]

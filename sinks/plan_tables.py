@@ -114,7 +114,7 @@ def sync_plan_tables(client: Any, db: str, catalog: Catalog) -> PlanSync:
     # Recorded last: until this row exists, readers keep the previous version's complete rows.
     seq = (recorded[0][1] + 1) if recorded else 1
     client.execute(f"INSERT INTO {db}.plan_versions (version, seq, synced_at, indicators, trajectory_rows) VALUES",
-                   [(rows.version, seq, datetime.now(UTC).replace(tzinfo=None, microsecond=0),
+                   [(rows.version, seq, datetime.now(UTC).replace(microsecond=0),  # aware: right in any server zone
                      len(rows.indicators), len(rows.trajectory))])
     _drop_superseded(client, db, rows.version, recorded)
     return result

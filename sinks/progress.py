@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from highland.catalog.domain import ProgressRow
+from highland.catalog.domain import ProgressRow, is_stale
 from highland.catalog.models import Catalog, Direction, Indicator, Kind
 from highland.catalog.trajectory import Status, expected, projected, status
 
@@ -52,7 +53,7 @@ def flow_totals_sql(db: str, tz: str, flows: list[str]) -> str:
                sumIf(val, toYear(obs, '{tz}') = %(year)s AND toDate(obs, '{tz}') <= %(as_of)s) AS ytd,
                sumIf(val, toYear(obs, '{tz}') = %(year)s - 1) AS prior_year,
                countIf(toYear(obs, '{tz}') = %(year)s AND toDate(obs, '{tz}') <= %(as_of)s) AS n,
-               maxIf(obs, toDate(obs, '{tz}') <= %(as_of)s) AS last_observed
+               toTimeZone(maxIf(obs, toDate(obs, '{tz}') <= %(as_of)s), 'UTC') AS last_observed
         FROM ({latest_events_sql(db)})
         WHERE ind IN {_in_list(flows)}
         GROUP BY ind
@@ -65,7 +66,7 @@ def level_values_sql(db: str, tz: str, levels: list[str]) -> str:
     Latest = greatest observed_at; on a tie the greatest revision, then event_id (deterministic).
     """
     return f"""
-        SELECT ind, sum(latest) AS total, count() AS regions, max(last_obs) AS last_observed
+        SELECT ind, sum(latest) AS total, count() AS regions, toTimeZone(max(last_obs), 'UTC') AS last_observed
         FROM (
             SELECT ind, reg,
                    argMax(val, (obs, last_revision, event_id)) AS latest,
@@ -101,7 +102,7 @@ def daily_flow_totals_sql(db: str, flows: list[str]) -> str:
                sumIf(total, toYear(d) = %(year)s) AS ytd,
                sumIf(total, toYear(d) = %(year)s - 1) AS prior_year,
                sumIf(n, toYear(d) = %(year)s) AS n_ytd,
-               maxIf(close_obs, n > 0) AS last_observed
+               toTimeZone(maxIf(close_obs, n > 0), 'UTC') AS last_observed
         FROM ({daily_sql(db, f"indicator IN {_in_list(flows)} AND day <= %(as_of)s")})
         GROUP BY ind
     """
@@ -111,7 +112,7 @@ def daily_level_values_sql(db: str, levels: list[str]) -> str:
     """Per (indicator, region) the close of the latest day at or before D with a live observation,
     summed over regions."""
     return f"""
-        SELECT ind, sum(latest) AS total, count() AS regions, max(last_obs) AS last_observed
+        SELECT ind, sum(latest) AS total, count() AS regions, toTimeZone(max(last_obs), 'UTC') AS last_observed
         FROM (
             SELECT ind, reg, argMax(close, d) AS latest, max(close_obs) AS last_obs
             FROM ({daily_sql(db, f"indicator IN {_in_list(levels)} AND day <= %(as_of)s")})
@@ -134,31 +135,39 @@ def _kinds(catalog: Catalog) -> tuple[list[str], list[str]]:
     return flows, [i.code for i in catalog.indicators if i.kind is not Kind.FLOW]
 
 
-def query_actuals(client: Any, db: str, catalog: Catalog, as_of: date) -> dict[str, Actual]:
-    """actual(D) per indicator with data, from the per-day series."""
-    flows, others = _kinds(catalog)
+def _read(client: Any, flows_sql: str, levels_sql: str, as_of: date) -> tuple[dict[str, Actual], dict[str, datetime]]:
+    """actual(D) per indicator with data, and the latest observation at or before D of every
+    indicator that ever reported (a flow silent all of D's year has no actual but has a last report)."""
     params = {"year": as_of.year, "as_of": as_of}
     out: dict[str, Actual] = {}
-    for code, ytd, prior, n, last in client.execute(daily_flow_totals_sql(db, flows), params):
+    seen: dict[str, datetime] = {}
+    for code, ytd, prior, n, last in client.execute(flows_sql, params):
+        if last is not None and last.timestamp() > 0:  # maxIf over no row gives the epoch, not NULL
+            seen[code] = last
         if n:  # a flow with no observation in D's year yet has no data (not a zero)
             out[code] = Actual(ytd, last, prior)
-    for code, value, _regions, last in client.execute(daily_level_values_sql(db, others), params):
+    for code, value, _regions, last in client.execute(levels_sql, params):
         out[code] = Actual(value, last)
-    return out
+        seen[code] = last
+    return out, seen
+
+
+def query_series(client: Any, db: str, catalog: Catalog, as_of: date) -> tuple[dict[str, Actual], dict[str, datetime]]:
+    """``query_actuals`` and the last report of every indicator, in the same two reads."""
+    flows, others = _kinds(catalog)
+    return _read(client, daily_flow_totals_sql(db, flows), daily_level_values_sql(db, others), as_of)
+
+
+def query_actuals(client: Any, db: str, catalog: Catalog, as_of: date) -> dict[str, Actual]:
+    """actual(D) per indicator with data, from the per-day series."""
+    return query_series(client, db, catalog, as_of)[0]
 
 
 def reference_actuals(client: Any, db: str, catalog: Catalog, as_of: date) -> dict[str, Actual]:
     """The same numbers straight from ``events`` (every event deduplicated at query time)."""
     tz = catalog.plan.timezone
     flows, others = _kinds(catalog)
-    params = {"year": as_of.year, "as_of": as_of}
-    out: dict[str, Actual] = {}
-    for code, ytd, prior, n, last in client.execute(flow_totals_sql(db, tz, flows), params):
-        if n:  # a flow with no observation in D's year yet has no data (not a zero)
-            out[code] = Actual(ytd, last, prior)
-    for code, value, _regions, last in client.execute(level_values_sql(db, tz, others), params):
-        out[code] = Actual(value, last)
-    return out
+    return _read(client, flow_totals_sql(db, tz, flows), level_values_sql(db, tz, others), as_of)[0]
 
 
 def _period(ind: Indicator, as_of: date) -> str:
@@ -176,19 +185,24 @@ def _pct_of_target(ind: Indicator, actual: float | None) -> float | None:
     return 100.0 * actual / target if target else None
 
 
-def progress_row(catalog: Catalog, ind: Indicator, as_of: date, found: Actual | None) -> ProgressRow:
+def progress_row(catalog: Catalog, ind: Indicator, as_of: date, found: Actual | None,
+                 last_report: datetime | None = None) -> ProgressRow:
+    """``last_report``: the latest observation at or before D, when there is none in ``found``
+    (a flow that has not reported in D's year)."""
     actual = found.value if found else None
     prior = found.prior_year if found else None
     exp = expected(ind, as_of, prior)
     st = status(ind, actual, exp, catalog.thresholds_for(ind))
-    last = found.last_observed.isoformat() if found and found.last_observed else None
+    seen = found.last_observed if found and found.last_observed else last_report
+    reported = seen.astimezone(ZoneInfo(catalog.plan.timezone)).date() if seen else None
     return ProgressRow(
         indicator=ind.code, name_en=ind.name_en, kind=ind.kind.value, unit=ind.unit, agency=ind.agency,
         period=_period(ind, as_of), actual=actual, expected=exp, target=ind.target.value,
         target_year=ind.target.year, baseline=ind.baseline.value if ind.baseline else None,
         pct_of_target=_pct_of_target(ind, actual), status=st.value,
         projected=projected(ind, as_of, actual, exp) if st is not Status.NO_DATA else None,
-        last_observed_at=last,
+        last_observed_at=seen.isoformat() if seen else None,
+        stale=is_stale(ind.cadence_days, reported, as_of),
     )
 
 
@@ -199,5 +213,5 @@ def default_as_of(catalog: Catalog, today: date) -> date:
 
 
 def progress(client: Any, db: str, catalog: Catalog, as_of: date) -> list[ProgressRow]:
-    found = query_actuals(client, db, catalog, as_of)
-    return [progress_row(catalog, ind, as_of, found.get(ind.code)) for ind in catalog.indicators]
+    found, seen = query_series(client, db, catalog, as_of)
+    return [progress_row(catalog, ind, as_of, found.get(ind.code), seen.get(ind.code)) for ind in catalog.indicators]

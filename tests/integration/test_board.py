@@ -130,10 +130,13 @@ class Terminal:
 
 
 @contextmanager
-def board_terminal(settings: Settings, tmp: Path, name: str) -> Iterator[Terminal]:
+def board_terminal(settings: Settings, tmp: Path, name: str, lang: str = "en") -> Iterator[Terminal]:
+    """The board in a tmux pane; in English unless ``lang`` says otherwise (the figures checked here
+    are the same in both languages; test_board_zh.py checks the Chinese board)."""
     env = worker_env(settings, name, tmp) | {
         "HIGHLAND_CLICKHOUSE_READER_PASSWORD": settings.clickhouse_reader_password.get_secret_value(),
         "HIGHLAND_CLICKHOUSE_PORT": str(settings.clickhouse_port),
+        "HIGHLAND_LANG": lang,
     }
     # After the board ends, the shell prints its exit status and keeps the pane open to be read.
     command = (f"{shlex.quote(sys.executable)} -m highland board --as-of {AS_OF} --refresh 1; "
