@@ -39,18 +39,24 @@ def _print_json(data: object) -> None:
 # --- stack ----------------------------------------------------------------------------------------
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    as_cluster: Annotated[bool | None, typer.Option(
+        "--cluster/--single",
+        help="--cluster: three Kafka brokers, ZooKeeper and 2 shards x 2 replicas of ClickHouse; "
+             "--single: one broker, one server; unset: as the last `up` (docs/local-stack.md)")] = None,
+) -> None:
     """Install what is missing, start broker and ClickHouse, create topics, apply migrations."""
     from highland.stack import local
 
     try:
-        report = local.up(get_settings())
+        report = local.up(get_settings(), as_cluster)
     except RuntimeError as exc:  # a broker that cannot be resolved, started or reached: its own words
         err.print(f"[red]error:[/] stack up: {exc}")
         raise typer.Exit(2) from None
     out.print(f"started: {', '.join(report.started) or 'nothing (already running)'}")
     out.print(f"topics created: {', '.join(report.topics_created) or 'none (all exist)'}")
     out.print(f"migrations applied: {', '.join(report.migrations_applied) or 'none (up to date)'}")
+    get_settings.cache_clear()  # `up` may have written the stack's topology into local.env
     _print_status()
 
 
@@ -99,7 +105,7 @@ def demo_cmd() -> None:
 def setup_cmd() -> None:
     """Create the topics, apply the ClickHouse migrations and load the plan tables, on whatever
     Kafka and ClickHouse the settings name (production's one-off step; `stack up` does it locally)."""
-    from highland.catalog.loader import default_catalog
+    from highland.catalog.loader import catalog_at
     from highland.sinks.client import connect
     from highland.sinks.migrate import migrate
     from highland.sinks.plan_tables import sync_plan_tables
@@ -108,7 +114,7 @@ def setup_cmd() -> None:
     settings = get_settings()
     out.print(f"topics created: {', '.join(ensure_topics(settings)) or 'none (all exist)'}")
     out.print(f"migrations applied: {', '.join(migrate(settings)) or 'none (up to date)'}")
-    sync_plan_tables(connect(settings), settings.clickhouse_database, default_catalog())
+    sync_plan_tables(connect(settings), settings.clickhouse_database, catalog_at(get_settings().catalog_dir))
     out.print("plan tables: in sync with the catalog")
 
 
@@ -130,12 +136,12 @@ def progress_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Per indicator: actual vs. the plan's trajectory, status and projection."""
-    from highland.catalog.loader import default_catalog
+    from highland.catalog.loader import catalog_at
     from highland.sinks.client import connect
     from highland.sinks.progress import default_as_of, progress
 
     settings = get_settings()
-    catalog = default_catalog()
+    catalog = catalog_at(get_settings().catalog_dir)
     day = _parse_date(as_of) or default_as_of(
         catalog, datetime.now(ZoneInfo(catalog.plan.timezone)).date())
     rows = progress(connect(settings), settings.clickhouse_database, catalog, day)
@@ -156,41 +162,28 @@ def verify_cmd(
                                                           "(stop the workers first)")] = False,
 ) -> None:
     """Check the plan numbers against their definition: the per-day series the worker keeps vs. every
-    event deduplicated at query time (slow: it reads all events). Exit 1 on any difference."""
-    from highland.catalog.loader import default_catalog
+    event deduplicated at query time (slow: it reads all events), actuals and the baselines taken from
+    data. Exit 1 on any difference."""
+    from highland.catalog.loader import catalog_at
     from highland.sinks.client import connect
     from highland.sinks.daily_series import rebuild
-    from highland.sinks.progress import default_as_of, query_actuals, reference_actuals
+    from highland.sinks.progress import default_as_of
+    from highland.sinks.verification import differences
 
     settings = get_settings()
-    catalog = default_catalog()
+    catalog = catalog_at(get_settings().catalog_dir)
     client, db = connect(settings), settings.clickhouse_database
     days = [d for d in (_parse_date(a) for a in as_of or []) if d] or [
         default_as_of(catalog, datetime.now(ZoneInfo(catalog.plan.timezone)).date())]
     if repair:
         rebuild(client, db, catalog.plan.timezone)
-    wrong = 0
-    for day in days:
-        fast, slow = query_actuals(client, db, catalog, day), reference_actuals(client, db, catalog, day)
-        for code in sorted(fast.keys() | slow.keys()):
-            got, want = fast.get(code), slow.get(code)
-            if not _same_actual(got, want):
-                wrong += 1
-                out.print(f"{day} {code}: series {got} vs events {want}")
-    out.print(f"{wrong} difference(s) over {len(days)} date(s) and {len(catalog.indicators)} indicators")
+    wrong = differences(client, db, catalog, days)
+    for line in wrong:
+        out.print(line, markup=False, highlight=False)
+    out.print(f"{len(wrong)} difference(s) over {len(days)} date(s) and {len(catalog.indicators)} indicators "
+              "(and their baselines taken from data)")
     if wrong:
         raise typer.Exit(1)
-
-
-def _same_actual(a: object, b: object) -> bool:
-    """Equal, sums compared to 1e-9 (float addition in another order)."""
-    from highland.sinks.progress import Actual
-
-    if not (isinstance(a, Actual) and isinstance(b, Actual)):
-        return a == b
-    return a.last_observed == b.last_observed and all(
-        x == y or (x is not None and y is not None and abs(x - y) <= 1e-9 * max(1.0, abs(y)))
-        for x, y in ((a.value, b.value), (a.prior_year, b.prior_year)))
 
 
 def _num(v: float | None) -> str:
@@ -231,7 +224,7 @@ def push_cmd(
     --dry-run, would be accepted). Exit 1: rows rejected; 2: nothing was sent (bad file, no broker)."""
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from highland.catalog.loader import default_catalog
+    from highland.catalog.loader import catalog_at
     from highland.ingest.producer import BrokerUnavailable
     from highland.ingest.push import push_files
 
@@ -241,7 +234,7 @@ def push_cmd(
         _fail(message)
 
     settings = get_settings()
-    catalog = default_catalog()
+    catalog = catalog_at(get_settings().catalog_dir)
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         fail(f"no such file: {', '.join(missing)}")
@@ -280,10 +273,10 @@ def template_cmd(
     out_path: Annotated[Path | None, typer.Option("--out", help="default: <agency>-template.<format>")] = None,
 ) -> None:
     """A file to fill in and push: the agency's indicators, units and regions, Chinese headers."""
-    from highland.catalog.loader import default_catalog
+    from highland.catalog.loader import catalog_at
     from highland.ingest.template import write_template
 
-    catalog = default_catalog()
+    catalog = catalog_at(get_settings().catalog_dir)
     if not catalog.is_agency(agency):
         _fail(f"{agency!r} is not a registered agency (see catalog/data/agencies.yaml)")
     if fmt not in ("xlsx", "csv"):
@@ -341,12 +334,12 @@ app.add_typer(tokens_app, name="tokens")
 @tokens_app.command("issue")
 def tokens_issue(agency: Annotated[str, typer.Option("--agency")]) -> None:
     """Issue a token for an agency; it is printed once and stored only as a hash."""
-    from highland.catalog.loader import default_catalog
+    from highland.catalog.loader import catalog_at
     from highland.sinks.client import connect
     from highland.sinks.tokens import issue
 
     settings = get_settings()
-    if not default_catalog().is_agency(agency):
+    if not catalog_at(get_settings().catalog_dir).is_agency(agency):
         _fail(f"{agency!r} is not a registered agency")
     sys.stdout.write(issue(connect(settings), settings.clickhouse_database, agency) + "\n")
 
@@ -368,14 +361,14 @@ def gateway_cmd(
     port: Annotated[int | None, typer.Option("--port")] = None,
 ) -> None:
     """The HTTP gateway: POST /v1/events with an agency bearer token; GET /health."""
-    from highland.catalog.loader import default_catalog
+    from highland.catalog.loader import catalog_at
     from highland.ingest.gateway import serve
     from highland.sinks.tokens import verifier
 
     settings = get_settings()
     host, port = host or settings.gateway_host, port or settings.gateway_port
     err.print(f"gateway listening on http://{host}:{port}/v1/events")
-    serve(settings, default_catalog(), verifier(settings), host, port)
+    serve(settings, catalog_at(get_settings().catalog_dir), verifier(settings), host, port)
 
 
 @app.command("alerts")
@@ -392,10 +385,10 @@ def alerts_cmd(
     if as_json:
         _print_json(rows)
         return
-    from highland.catalog.loader import default_catalog
+    from highland.catalog.loader import catalog_at
     from highland.dashboards.terminal import alerts_table
 
-    out.print(alerts_table(rows, default_catalog(), settings.lang))
+    out.print(alerts_table(rows, catalog_at(get_settings().catalog_dir), settings.lang))
 
 
 @app.command("dlq")
@@ -413,12 +406,12 @@ def dlq_cmd(
     if as_json:
         _print_json(rows)
         return
-    from highland.catalog.loader import default_catalog
+    from highland.catalog.loader import catalog_at
     from highland.dashboards.terminal import dlq_summary, dlq_table
     from highland.ingest.names import REASON_ZH
 
     reasons = {r.value: text for r, text in REASON_ZH.items()}
-    out.print(dlq_table(rows, default_catalog(), settings.lang, reasons))
+    out.print(dlq_table(rows, catalog_at(get_settings().catalog_dir), settings.lang, reasons))
     counts = counts_by_reason(client, settings.clickhouse_database)
     out.print(dlq_summary(counts, settings.lang, reasons), markup=False, highlight=False)
 
@@ -433,6 +426,40 @@ def board_cmd(
     from highland.dashboards.board import run_board
 
     run_board(get_settings(), as_of=_parse_date(as_of), refresh_s=refresh, once=once)
+
+
+@app.command("report")
+def report_cmd(
+    out_path: Annotated[Path, typer.Option("--out", help="FILE.html or FILE.pdf")],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="YYYY-MM-DD (default: as `progress`)")] = None,
+    period: Annotated[str, typer.Option("--period", help="month | quarter | year")] = "month",
+    lang: Annotated[str, typer.Option("--lang", help="zh | en")] = "zh",
+) -> None:
+    """A monthly, quarterly or yearly report (月报 / 季报 / 年报) as HTML or PDF (docs/reports.md)."""
+    from highland.catalog.loader import catalog_at
+    from highland.dashboards.report import Period, gather
+    from highland.dashboards.report_render import LANGUAGES, render_html, render_pdf
+    from highland.sinks.client import connect
+    from highland.sinks.progress import default_as_of
+
+    if period not in {p.value for p in Period}:
+        _fail(f"--period must be one of: {', '.join(p.value for p in Period)}")
+    if lang not in LANGUAGES:
+        _fail(f"--lang must be one of: {', '.join(LANGUAGES)}")
+    if out_path.suffix.lower() not in {".html", ".pdf"}:
+        _fail("--out must end in .html or .pdf")
+    settings = get_settings()
+    catalog = catalog_at(get_settings().catalog_dir)
+    now = datetime.now(ZoneInfo(catalog.plan.timezone))
+    day = _parse_date(as_of) or default_as_of(catalog, now.date())
+    report = gather(connect(settings), settings.clickhouse_database, catalog, day, Period(period))
+    html = render_html(report, catalog, lang, now)
+    if out_path.suffix.lower() == ".pdf":
+        out_path.write_bytes(render_pdf(html))
+    else:
+        out_path.write_text(html, encoding="utf-8")
+    out.print(f"wrote {out_path}: {len(report.entries)} indicators, {len(report.slipped)} slipped, "
+              f"{len(report.stopped)} stopped feeds", markup=False)
 
 
 @dashboards_app.command("build")
@@ -459,23 +486,53 @@ def dashboards_publish(
         out.print(line)
 
 
-@app.command("catalog")
-def catalog_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Validate the plan catalog and list its indicators."""
-    from highland.catalog.loader import default_catalog
+catalog_app = typer.Typer(help="The plan catalog: list the one in use, check a folder (docs/catalog.md).")
+app.add_typer(catalog_app, name="catalog")
 
-    catalog = default_catalog()
+
+@catalog_app.callback(invoke_without_command=True)
+def catalog_cmd(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the plan catalog in use (HIGHLAND_CATALOG_DIR, else the 13th plan shipped)."""
+    from highland.catalog.loader import CatalogError, catalog_at
+
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        catalog = catalog_at(get_settings().catalog_dir)
+    except CatalogError as exc:
+        _fail(f"the catalog in HIGHLAND_CATALOG_DIR is broken:\n{exc}", code=1)
     if as_json:
         _print_json([i.model_dump(mode="json") for i in catalog.indicators])
         return
     table = Table("indicator", "kind", "unit", "baseline", "target", "path", "agency")
     for i in catalog.indicators:
-        base = f"{_num(i.baseline.value)} ({i.baseline.year})" if i.baseline else "—"
+        stated = i.baseline.stated
+        base = f"{_num(stated)} ({i.baseline.year})" if stated is not None else f"from data ({i.baseline.year})"
         table.add_row(i.code, i.kind.value, i.unit, base, f"{_num(i.target.value)} ({i.target.year})",
                       i.trajectory.value, i.agency)
     out.print(table)
-    out.print(f"{len(catalog.indicators)} indicators, {len(catalog.agencies)} agencies, "
+    out.print(f"{catalog.plan.code} {catalog.plan.baseline_year}-{catalog.plan.target_year}: "
+              f"{len(catalog.indicators)} indicators, {len(catalog.agencies)} agencies, "
               f"{len(catalog.districts)} districts")
+
+
+@catalog_app.command("validate")
+def catalog_validate(directory: Annotated[Path, typer.Argument(help="a folder with plan.yaml, agencies.yaml, "
+                                                                     "districts.yaml")]) -> None:
+    """Check a catalog folder before pointing HIGHLAND_CATALOG_DIR at it: every problem as file:line,
+    exit 1 if there is any."""
+    from highland.catalog.loader import load_catalog, validate_catalog
+
+    problems = validate_catalog(directory)
+    for line in problems:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        out.print(f"{len(problems)} problem(s)", markup=False)
+        raise typer.Exit(1)
+    catalog = load_catalog(directory)
+    out.print(f"{directory}: valid: {catalog.plan.code} ({catalog.plan.document}), "
+              f"{catalog.plan.baseline_year}-{catalog.plan.target_year}, {len(catalog.indicators)} indicators, "
+              f"{len(catalog.agencies)} agencies, {len(catalog.districts)} districts", markup=False, highlight=False)
 
 
 def main() -> None:
