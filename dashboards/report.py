@@ -1,0 +1,150 @@
+"""Monthly, quarterly and yearly reports (月报 / 季报 / 年报) for the officials who read them.
+
+A report is the numbers of ``highland progress`` on one day, told for a period: the summary counts,
+the indicators that slipped during the period first, every indicator with its actual, expected and
+target and a small chart of its path, and the feeds that stopped reporting. This module gathers and
+orders those facts; dashboards/report_render.py turns them into HTML or PDF (docs/reports.md).
+
+"Slipped" compares each indicator's status on the day before the period began with its status on
+the report's day: a move to a worse status (on_track < at_risk < off_track) is a slip. An indicator
+without data at the start (no_data) that arrives off track also slipped: it was never on track.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from enum import StrEnum
+from typing import Any
+
+from highland.catalog.domain import ProgressRow
+from highland.catalog.models import Catalog
+from highland.sinks.progress import progress
+
+
+class Period(StrEnum):
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+
+# Worse is larger. no_data is not on the scale: an indicator cannot slip into silence (a silent
+# feed is reported as stopped instead), and one that gains data off track slipped from "unknown".
+SEVERITY = {"on_track": 0, "at_risk": 1, "off_track": 2}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One sample of an indicator's path: actual and expected on ``day`` (either may be unknown)."""
+
+    day: date
+    actual: float | None
+    expected: float | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One indicator in a report: its numbers on the report's day, its status at the period's
+    start, and the path of actual and expected up to the report's day."""
+
+    row: ProgressRow
+    status_before: str
+    path: tuple[Point, ...]
+    stopped_since: date | None  # the last observation's date when the feed stopped, else None
+
+    @property
+    def slipped(self) -> bool:
+        now = SEVERITY.get(self.row.status)
+        if now is None:
+            return False
+        before = SEVERITY.get(self.status_before)
+        return now > 0 and (before is None or now > before)
+
+
+@dataclass(frozen=True)
+class Report:
+    as_of: date
+    period: Period
+    start: date  # first day of the period
+    entries: tuple[Entry, ...]  # slipped first (worst first), then by status, then catalog order
+
+    @property
+    def slipped(self) -> tuple[Entry, ...]:
+        return tuple(e for e in self.entries if e.slipped)
+
+    @property
+    def stopped(self) -> tuple[Entry, ...]:
+        return tuple(e for e in self.entries if e.stopped_since is not None)
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in ("on_track", "at_risk", "off_track", "no_data")}
+        for e in self.entries:
+            out[e.row.status] += 1
+        return out
+
+
+def period_start(as_of: date, period: Period) -> date:
+    """The first day of the month, quarter or year that holds ``as_of``."""
+    if period is Period.MONTH:
+        return as_of.replace(day=1)
+    if period is Period.QUARTER:
+        return date(as_of.year, 3 * ((as_of.month - 1) // 3) + 1, 1)
+    return date(as_of.year, 1, 1)
+
+
+def sample_days(first: date, as_of: date) -> list[date]:
+    """Month ends from ``first``'s month through the month before ``as_of``, then ``as_of`` itself:
+    the chart's x positions."""
+    days: list[date] = []
+    cursor = first.replace(day=1)
+    while True:
+        nxt = (cursor.replace(day=28) + timedelta(days=4)).replace(day=1)
+        end = nxt - timedelta(days=1)
+        if end >= as_of:
+            break
+        days.append(end)
+        cursor = nxt
+    days.append(as_of)
+    return days
+
+
+def stopped_since(row: ProgressRow, cadence_days: int, as_of: date) -> date | None:
+    """The feed's last observation date when more than one reporting cadence has passed since it
+    by ``as_of``; None for a feed that reports on time or never reported (that is no_data)."""
+    if row.last_observed_at is None:
+        return None
+    last = date.fromisoformat(row.last_observed_at[:10])
+    return last if (as_of - last).days > cadence_days else None
+
+
+def _order(entries: list[Entry]) -> tuple[Entry, ...]:
+    rank = {"off_track": 0, "at_risk": 1, "on_track": 2, "no_data": 3}
+    return tuple(sorted(entries, key=lambda e: (not e.slipped, rank[e.row.status])))  # stable: catalog order
+
+
+def build(catalog: Catalog, as_of: date, period: Period, now: list[ProgressRow], before: list[ProgressRow],
+          paths: dict[str, list[Point]]) -> Report:
+    """Assemble a report from progress rows on the report's day and on the day before its period."""
+    status_before = {r.indicator: r.status for r in before}
+    entries = []
+    for row in now:
+        ind = catalog.indicator(row.indicator)
+        cadence = ind.cadence_days if ind else 0
+        entries.append(Entry(row, status_before.get(row.indicator, "no_data"),
+                             tuple(paths.get(row.indicator, ())), stopped_since(row, cadence, as_of)))
+    return Report(as_of, period, period_start(as_of, period), _order(entries))
+
+
+def gather(client: Any, db: str, catalog: Catalog, as_of: date, period: Period) -> Report:
+    """Read every number a report needs: progress on each sample day from the plan's first year."""
+    first = date(catalog.plan.baseline_year + 1, 1, 1)
+    days = sample_days(first, as_of) if as_of >= first else [as_of]
+    paths: dict[str, list[Point]] = {i.code: [] for i in catalog.indicators}
+    rows_on: dict[date, list[ProgressRow]] = {}
+    for day in days:
+        rows_on[day] = progress(client, db, catalog, day)
+        for r in rows_on[day]:
+            paths[r.indicator].append(Point(day, r.actual, r.expected))
+    start = period_start(as_of, period)
+    before = progress(client, db, catalog, start - timedelta(days=1))
+    return build(catalog, as_of, period, rows_on[as_of], before, paths)

@@ -1,0 +1,159 @@
+"""`highland report`: a quarterly report as an official reads it, in Chinese and English, as PDF and HTML.
+
+A known feed is written into the test's own database: one indicator slips during the quarter, one
+feed stops, one stays on track. The report is rendered through the CLI, the PDF's text is read back
+with poppler's pdftotext, its images counted with pdfimages and its pages turned into PNG with
+pdftoppm. Statuses are derived here from the catalog's trajectory, not from dashboards/report.py.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from highland.catalog.loader import default_catalog
+from highland.catalog.trajectory import expected
+from highland.ingest.events import Accepted, validate
+from highland.sinks.client import connect
+from highland.sinks.writer import write_events
+from PIL import Image
+
+from highland.settings import Settings
+from tests.integration.support import Positioned, as_batch, dumps, event, worker_env
+
+pytestmark = pytest.mark.integration
+CATALOG = default_catalog()
+AS_OF = date(2019, 6, 30)  # the report's day: Q2 2019
+Q1_END = date(2019, 3, 31)  # the day before the quarter began
+# Debian packages the test reads the PDF with, and the fonts a Chinese PDF needs (docs/reports.md).
+PACKAGES = ("poppler-utils", "fonts-noto-cjk")
+
+SLIPPING = CATALOG.indicator("backbone_interconnect_bw")  # on track at Q1's end, off track at Q2's
+STOPPING = CATALOG.indicator("direct_connect_cities")  # on track, then silent after mid-March
+STEADY = CATALOG.indicator("internet_plus_index")  # on track throughout
+assert SLIPPING and STOPPING and STEADY
+
+
+def at(indicator_code: str, day: date, share: float) -> float:
+    ind = CATALOG.indicator(indicator_code)
+    assert ind is not None
+    value = expected(ind, day, None)
+    assert value is not None
+    return round(value * share, 3)
+
+
+def feed() -> list[dict]:
+    return [
+        event("bb-q1", SLIPPING.agency, SLIPPING.code, at(SLIPPING.code, Q1_END, 1.0), SLIPPING.unit,
+              "2019-03-20T10:00:00+08:00"),
+        event("bb-q2", SLIPPING.agency, SLIPPING.code, at(SLIPPING.code, AS_OF, 0.5), SLIPPING.unit,
+              "2019-06-20T10:00:00+08:00"),
+        event("dc-q1", STOPPING.agency, STOPPING.code, at(STOPPING.code, Q1_END, 1.2), STOPPING.unit,
+              "2019-03-15T10:00:00+08:00"),
+        event("ipi-q1", STEADY.agency, STEADY.code, at(STEADY.code, Q1_END, 1.1), STEADY.unit,
+              "2019-03-01T09:00:00+08:00"),
+        event("ipi-q2", STEADY.agency, STEADY.code, at(STEADY.code, AS_OF, 1.1), STEADY.unit,
+              "2019-06-25T09:00:00+08:00"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def poppler() -> None:
+    missing = [p for p, tool in zip(PACKAGES, ("pdftotext", "fc-list"), strict=True) if not shutil.which(tool)]
+    fonts = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True).stdout \
+        if shutil.which("fc-list") else ""
+    if missing or not fonts.strip():
+        if not shutil.which("apt-get"):
+            pytest.fail(f"the report test needs Debian packages {PACKAGES}")
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES], check=True,
+                       capture_output=True)
+
+
+def write(settings: Settings) -> None:
+    batch = []
+    for offset, e in enumerate(feed()):
+        verdict = validate(dumps(e), CATALOG)
+        assert isinstance(verdict, Accepted), verdict
+        batch.append(Positioned(verdict, 0, offset))
+    write_events(connect(settings), settings.clickhouse_database, as_batch(batch), datetime.now(UTC),
+                 CATALOG.plan.timezone)
+
+
+def report(settings: Settings, out: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "highland", "report", "--as-of", AS_OF.isoformat(),
+                           "--period", "quarter", "--out", str(out), *args],
+                          env=worker_env(settings, "report", out.parent), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def pdf_text(path: Path) -> str:
+    return subprocess.run(["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def section(text: str, heading: str, next_heading: str) -> str:
+    return text.split(heading, 1)[1].split(next_heading, 1)[0]
+
+
+def test_a_quarterly_pdf_in_chinese_lists_the_slipped_first_the_stopped_feeds_and_a_chart_per_indicator(
+        isolated: Settings, tmp_path: Path, poppler: None) -> None:
+    write(isolated)
+    pdf = tmp_path / "季报.pdf"
+    said = report(isolated, pdf)
+    assert "1 slipped, 1 stopped" in said
+
+    text = pdf_text(pdf)
+    assert f"{CATALOG.plan.title_zh} 监测季报（2019年第2季度）" in text.replace("\n", "")
+    slipped = section(text, "本期进度下滑的指标", "停止报送的数据源")
+    assert SLIPPING.name_zh in slipped and "达到进度" in slipped and "明显滞后" in slipped
+    assert STEADY.name_zh not in slipped and STOPPING.name_zh not in slipped
+    stopped = section(text, "停止报送的数据源", "全部指标")
+    assert STOPPING.name_zh in stopped and "2019-03-15" in stopped
+    assert SLIPPING.name_zh not in stopped
+    # Every indicator appears once in the full list, the slipped one first.
+    everything = text.split("全部指标", 1)[1]
+    positions = {i.code: everything.find(i.code) for i in CATALOG.indicators}
+    assert all(p >= 0 for p in positions.values()), [c for c, p in positions.items() if p < 0]
+    assert positions[SLIPPING.code] == min(positions.values())
+    summary = section(text, "总体情况", "本期进度下滑的指标")
+    assert re.search(r"明显滞后:\s*1\b", summary) and re.search(r"达到进度:\s*2\b", summary), summary
+    assert re.search(rf"暂无数据:\s*{len(CATALOG.indicators) - 3}\b", summary), summary
+
+    listed = subprocess.run(["pdfimages", "-list", str(pdf)], check=True, capture_output=True,
+                            text=True).stdout.splitlines()[2:]
+    images = [line for line in listed if line.split()[2] == "image"]  # not their transparency masks
+    assert len(images) == len(CATALOG.indicators)  # one chart per indicator
+
+    subprocess.run(["pdftoppm", "-r", "40", "-png", str(pdf), str(tmp_path / "page")], check=True)
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert pages
+    for page in pages:
+        with Image.open(page) as img:
+            lo, hi = img.convert("L").getextrema()
+            assert lo < 128 < hi, f"{page.name} is blank"  # something is printed on every page
+
+
+def test_the_same_report_in_english_as_one_html_file(isolated: Settings, tmp_path: Path) -> None:
+    write(isolated)
+    html_path = tmp_path / "report.html"
+    report(isolated, html_path, "--lang", "en")
+    html = html_path.read_text(encoding="utf-8")
+    assert f"{CATALOG.plan.title_en}: quarterly report, 2019 Q2" in html
+    assert html.count('data-indicator="') == len(CATALOG.indicators)
+    assert html.count("data:image/png;base64,") == len(CATALOG.indicators)
+    slipped = html.split("Indicators that slipped this period", 1)[1].split("Feeds that stopped", 1)[0]
+    assert SLIPPING.name_en in slipped and STEADY.name_en not in slipped
+
+
+def test_an_unknown_period_or_output_is_refused_with_a_reason(isolated: Settings, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "highland", "report", "--period", "week", "--out",
+                           str(tmp_path / "r.pdf")], env=worker_env(isolated, "report", tmp_path),
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "--period must be one of: month, quarter, year" in done.stdout + done.stderr

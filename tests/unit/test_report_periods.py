@@ -1,0 +1,49 @@
+"""A report's period, its chart's sample days and what counts as a slip (dashboards/report.py)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from highland.catalog.domain import ProgressRow
+from highland.dashboards.report import Entry, Period, period_start, sample_days, stopped_since
+
+
+@pytest.mark.parametrize(("as_of", "period", "start"), [
+    (date(2019, 6, 30), Period.MONTH, date(2019, 6, 1)),
+    (date(2019, 6, 30), Period.QUARTER, date(2019, 4, 1)),
+    (date(2019, 1, 1), Period.QUARTER, date(2019, 1, 1)),
+    (date(2019, 12, 31), Period.QUARTER, date(2019, 10, 1)),
+    (date(2019, 8, 15), Period.YEAR, date(2019, 1, 1)),
+])
+def test_a_period_starts_on_the_first_day_of_its_month_quarter_or_year(as_of: date, period: Period,
+                                                                       start: date) -> None:
+    assert period_start(as_of, period) == start
+
+
+def test_a_chart_samples_every_month_end_then_the_report_day() -> None:
+    assert sample_days(date(2019, 1, 1), date(2019, 4, 10)) == [
+        date(2019, 1, 31), date(2019, 2, 28), date(2019, 3, 31), date(2019, 4, 10)]
+    # A report on a month's last day does not sample that day twice.
+    assert sample_days(date(2020, 1, 1), date(2020, 2, 29)) == [date(2020, 1, 31), date(2020, 2, 29)]
+
+
+def row(status: str, last: str | None = None) -> ProgressRow:
+    return ProgressRow("x", "X", "level", "u", "a", "as of", 1.0, 1.0, 2.0, 2020, None, 50.0, status, None, last)
+
+
+@pytest.mark.parametrize(("before", "now", "slipped"), [
+    ("on_track", "at_risk", True), ("on_track", "off_track", True), ("at_risk", "off_track", True),
+    ("no_data", "at_risk", True), ("no_data", "off_track", True),
+    ("no_data", "on_track", False), ("off_track", "off_track", False), ("off_track", "at_risk", False),
+    ("at_risk", "on_track", False), ("on_track", "no_data", False),
+])
+def test_a_slip_is_a_move_to_a_worse_status_during_the_period(before: str, now: str, slipped: bool) -> None:
+    assert Entry(row(now), before, (), None).slipped is slipped
+
+
+def test_a_feed_stopped_when_more_than_one_cadence_passed_since_its_last_observation() -> None:
+    as_of = date(2019, 6, 30)
+    assert stopped_since(row("on_track", "2019-05-30T10:00:00+08:00"), 31, as_of) is None  # 31 days: on time
+    assert stopped_since(row("on_track", "2019-05-29T10:00:00+08:00"), 31, as_of) == date(2019, 5, 29)
+    assert stopped_since(row("no_data"), 31, as_of) is None  # never reported: no data, not stopped
