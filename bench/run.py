@@ -163,7 +163,8 @@ class WorkerRun:
 def worker_rate(settings: Settings, n: int, workers: int, tmp: Path) -> WorkerRun:
     env = {**os.environ, **worker_environment(settings)}
     procs = [subprocess.Popen([sys.executable, "-m", "highland", "worker"],
-                              env={**env, "HIGHLAND_WORKER_DATA_DIR": str(tmp / f"faust-{i}")}, cwd=ROOT,
+                              env={**env, "HIGHLAND_WORKER_DATA_DIR": str(tmp / f"faust-{i}"),
+                                   "HIGHLAND_WORKER_WEB_PORT": str(settings.worker_web_port + i)}, cwd=ROOT,
                               stdout=(tmp / f"worker-{i}.log").open("wb"), stderr=subprocess.STDOUT)
              for i in range(workers)]
     ps = [psutil.Process(p.pid) for p in procs]
@@ -221,6 +222,7 @@ def freshness(settings: Settings, rate: int, seconds: float, workers: int,
     env = {**os.environ, **worker_environment(settings)}
     procs = [subprocess.Popen([sys.executable, "-m", "highland", "worker"],
                               env={**env, "HIGHLAND_WORKER_DATA_DIR": str(tmp / f"fresh-{i}"),
+                                   "HIGHLAND_WORKER_WEB_PORT": str(settings.worker_web_port + i),
                                    "HIGHLAND_WORKER_BATCH_SECONDS": "0.2"}, cwd=ROOT,
                               stdout=(tmp / f"fresh-{i}.log").open("wb"), stderr=subprocess.STDOUT)
              for i in range(workers)]

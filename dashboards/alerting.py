@@ -7,16 +7,21 @@ so one rule yields one alert instance per indicator, labelled with the owning ag
 The rule model here is the provisioning API's (what publish.py sends, validated in tests against the
 SDK's alerting Rule schema); `file_groups` reshapes it into the provisioning file format.
 The rule SQL contains no `$`: Grafana interpolates environment variables in provisioning files.
+Each rule links to the dashboard panel that shows what it fires on (the annotations
+``__dashboardUid__`` and ``__panelId__``, which Grafana accepts only together), so a notification and
+Grafana's alert list open the right view.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from highland.catalog.models import Catalog
+from highland.dashboards import definitions
 from highland.dashboards import queries as q
-from highland.dashboards.panels import DATASOURCE_UID, query
+from highland.dashboards.panels import DATASOURCE_UID, query, tidy
 
 Json = dict[str, Any]
 FOLDER_UID = "highland"
@@ -34,17 +39,33 @@ class RuleSpec:
     sql: str
     severity: str
     summary: str
+    dashboard_uid: str
+    panel_id: int
+
+
+def panel_id(board: Json, sql: str) -> int:
+    """The id of the one panel of ``board`` whose query is ``sql`` (found by what it shows, not by
+    its title, which is translated)."""
+    [found] = [panel["id"] for panel in board["panels"]
+               if any(t.get("rawSql") == tidy(sql) for t in panel.get("targets", []))]
+    return int(found)
+
+
+def _link(sql: q.Sql, dashboard_uid: str, panel_sql: Callable[[q.Sql], str]) -> tuple[str, int]:
+    return dashboard_uid, panel_id(definitions.BUILDERS[dashboard_uid](sql), panel_sql(sql))
 
 
 def rule_specs(sql: q.Sql) -> list[RuleSpec]:
     which = '{{ index .Labels "indicator" }} ({{ index .Labels "agency" }})'
+    plan = _link(sql, definitions.OVERVIEW_UID, lambda s: q.overview_sql(s, s.as_of_dashboard))
+    feeds = _link(sql, definitions.FEEDS_UID, q.feed_freshness_sql)
     return [
         RuleSpec("highland-off-track", "Indicator off track", q.rule_status_sql(sql, "off_track"), "critical",
-                 f"{which} is off track: below the at-risk threshold of its plan path."),
+                 f"{which} is off track: below the at-risk threshold of its plan path.", *plan),
         RuleSpec("highland-at-risk", "Indicator at risk", q.rule_status_sql(sql, "at_risk"), "warning",
-                 f"{which} is at risk: between the at-risk and on-track thresholds of its plan path."),
+                 f"{which} is at risk: between the at-risk and on-track thresholds of its plan path.", *plan),
         RuleSpec("highland-stale-feed", "Feed stale", q.rule_stale_sql(sql), "warning",
-                 f"{which}: no event for longer than the feed's cadence."),
+                 f"{which}: no event for longer than the feed's cadence.", *feeds),
     ]
 
 
@@ -77,7 +98,8 @@ def api_rule(spec: RuleSpec) -> Json:
         "for": "5m",
         "isPaused": False,
         "labels": {"team": "highland", "severity": spec.severity},
-        "annotations": {"summary": spec.summary},
+        "annotations": {"summary": spec.summary, "__dashboardUid__": spec.dashboard_uid,
+                        "__panelId__": str(spec.panel_id)},
     }
 
 

@@ -24,7 +24,7 @@ import yaml
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaTimeoutError
 from highland.dashboards import alerting
-from highland.dashboards.build import datasource
+from highland.dashboards.build import datasource, prometheus_datasource
 from highland.dashboards.panels import DATASOURCE_UID
 
 from highland.settings import Settings
@@ -60,6 +60,7 @@ def publish_changes(settings: Settings, out_dir: Path) -> list[str]:
         lines = [f"grafana {settings.grafana_url}: version {api.health.check().get('version', '?')}",
                  sync_plan(settings)]
         lines.append(upsert_datasource(api, settings))
+        lines.append(upsert_prometheus(api, settings))
         lines.append(ensure_folder(api))
         lines += [upsert_dashboard(api, board) for board in boards]
         lines += [upsert_rule(api, rule) for rule in rules]
@@ -75,13 +76,13 @@ def publish_changes(settings: Settings, out_dir: Path) -> list[str]:
 
 
 def sync_plan(settings: Settings) -> str:
-    from highland.catalog.loader import default_catalog
+    from highland.catalog.loader import catalog_at
     from highland.sinks.client import connect
     from highland.sinks.plan_tables import sync_plan_tables
 
     try:
         client = connect(settings)
-        result = sync_plan_tables(client, settings.clickhouse_database, default_catalog())
+        result = sync_plan_tables(client, settings.clickhouse_database, catalog_at(settings.catalog_dir))
     except Exception as exc:  # the driver raises many types; all mean "could not sync"
         raise PublishError(f"could not sync the plan tables into ClickHouse at {settings.clickhouse_host}:"
                            f"{settings.clickhouse_port}/{settings.clickhouse_database}: {exc}") from exc
@@ -135,6 +136,20 @@ def upsert_datasource(api: GrafanaApi, settings: Settings) -> str:
         return f"datasource {DATASOURCE_UID}: unchanged"
     api.datasource.update_datasource_by_uid(DATASOURCE_UID, payload)
     return f"datasource {DATASOURCE_UID}: updated"
+
+
+def upsert_prometheus(api: GrafanaApi, settings: Settings) -> str:
+    """The pipeline dashboard's Prometheus (no secret: it is reached inside the deployment)."""
+    wanted = prometheus_datasource(settings)
+    uid = wanted["uid"]
+    existing = _get_or_none(lambda: api.datasource.get_datasource_by_uid(uid))
+    if existing is None:
+        api.datasource.create_datasource(wanted)
+        return f"datasource {uid}: created"
+    if not _differs(wanted, existing):
+        return f"datasource {uid}: unchanged"
+    api.datasource.update_datasource_by_uid(uid, wanted)
+    return f"datasource {uid}: updated"
 
 
 def ensure_folder(api: GrafanaApi) -> str:

@@ -92,10 +92,12 @@ class Settings(BaseSettings):
     # A batch still being written (or its dead letters stored) after this long is reported stuck:
     # logged, counted, shown by the worker's /health (docs/streams.md, "Poison records and liveness").
     worker_stuck_after_s: float = Field(30.0, gt=0)
+    # The Faust web server: the worker's /health and /metrics (docs/streams.md, "Metrics"). On by
+    # default, so every worker can be probed and scraped; each worker on one host needs a port of its
+    # own. worker_web_host is 0.0.0.0 in a container, where probes and Prometheus come from outside.
     worker_web_port: int = 26066
-    # The Faust web server, with the worker's /health. Off by default: each worker on one host
-    # needs a port of its own.
-    worker_web_enabled: bool = False
+    worker_web_host: str = "127.0.0.1"
+    worker_web_enabled: bool = True
     worker_data_dir: Path | None = None  # Faust's data folder; default <state_dir>/faust
     # How often the group's evaluator recomputes statuses and feed freshness.
     alert_check_seconds: float = Field(5.0, gt=0)
@@ -147,6 +149,9 @@ class Settings(BaseSettings):
     # grafana_url is what the publisher reaches, often an address a phone cannot.
     grafana_public_url: str | None = None
     dashboards_out: Path = Path("build/grafana")
+    # The Prometheus that scrapes every worker's and gateway's /metrics, as Grafana reaches it: the
+    # "pipeline health" dashboard's datasource (dashboards/pipeline.py, deploy/prometheus/).
+    prometheus_url: str = "http://127.0.0.1:9090"
 
     # --- Local stack (development and CI only) -----------------------------------------------
     state_dir: Path = Field(default_factory=_default_state_dir)
@@ -187,7 +192,7 @@ def get_settings() -> Settings:
 WORKER_FIELDS = (
     "kafka_bootstrap", "clickhouse_port", "clickhouse_database", "clickhouse_password", "topic_events",
     "topic_dlq", "topic_alerts", "consumer_group", "worker_batch_size", "worker_writers", "alert_check_seconds",
-    "alert_webhook_url", "notify", "worker_stuck_after_s", "worker_web_enabled", "worker_web_port",
+    "alert_webhook_url", "notify", "worker_stuck_after_s", "worker_web_enabled", "worker_web_port", "worker_web_host",
     "catalog_dir",
 )
 

@@ -37,7 +37,7 @@ from aiokafka import ConsumerRecord
 from clickhouse_driver.errors import Error as ClickHouseError
 from faust.app.base import BootStrategy
 from faust.types import EventT
-from highland.catalog.loader import default_catalog
+from highland.catalog.loader import catalog_at
 from highland.catalog.models import Catalog
 from highland.ingest import wire
 from highland.ingest.dead_letters import DeadLetter, dead_letter, unreadable
@@ -164,6 +164,7 @@ class Prepared(NamedTuple):
     rejected: int
     received_at: datetime
     records: list[ConsumerRecord]  # as read: the raw payload of an event the store refuses
+    reasons: dict[str, int]  # rejected records by reason
 
 
 def _origin(msg: ConsumerRecord) -> str:
@@ -247,7 +248,7 @@ class _Worker(faust.Worker):
 
 
 def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
-    catalog = catalog or default_catalog()
+    catalog = catalog or catalog_at(settings.catalog_dir)
     app = faust.App(
         settings.consumer_group + FAUST_GROUP_SUFFIX,
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers],
@@ -263,7 +264,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         stream_wait_empty=False,
         web_enabled=settings.worker_web_enabled,
         web_port=settings.worker_web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.worker_web_host,
         store="memory://",
         datadir=str(settings.worker_data_dir or settings.state_dir / "faust"),
     )
@@ -291,7 +292,10 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
             rejected += split(records[start:start + PREPARE_SLICE], catalog, now, accepted)
         if rejected:
             await send_dead_letters(rejected)
-        return Prepared(accepted.columns(), len(records), len(rejected), now, records)
+        reasons: dict[str, int] = {}
+        for letter in rejected:
+            reasons[letter.reason.value] = reasons.get(letter.reason.value, 0) + 1
+        return Prepared(accepted.columns(), len(records), len(rejected), now, records, reasons)
 
     async def write_prepared(batch: Prepared, lease: Lease) -> None:
         started = time.monotonic()
@@ -306,12 +310,20 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
                                 row.offset, row.error)
                 await send_dead_letters(poison_letters(batch, poisoned))
         result = WriteResult.of_parts([r for part in parts for r in part.results])
-        health.counters.batches_written += 1
-        health.counters.events_stored += result.inserted
-        health.counters.poison_dead_lettered += len(poisoned)
-        health.counters.events_rejected += batch.rejected
+        counters = health.counters
+        counters.batches_written += 1
+        counters.records_consumed += batch.read
+        counters.events_accepted += batch.read - batch.rejected
+        counters.events_stored += result.inserted
+        counters.poison_dead_lettered += len(poisoned)
+        counters.events_rejected += batch.rejected
+        counters.dead_letters_sent += batch.rejected + len(poisoned)
+        for reason, count in batch.reasons.items():
+            health.rejected_by_reason[reason] = health.rejected_by_reason.get(reason, 0) + count
         metrics.batch_events.observe(batch.read)
         metrics.write_seconds.observe(time.monotonic() - started)
+        metrics.storage_delay.observe((datetime.now(UTC) - batch.received_at).total_seconds(),
+                                      batch.read - batch.rejected - len(poisoned))
         log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected, %d poison",
                  batch.read, result.inserted, result.skipped, batch.rejected, len(poisoned))
 

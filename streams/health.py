@@ -24,9 +24,15 @@ class Counters:
     """Since the worker started."""
 
     batches_written: int = 0  # events batches written and committed
+    # Per batch written: every record read, what the validator accepted and rejected (rejected =
+    # read - accepted, each dead-lettered with its reason), and every dead letter the worker sent
+    # (the rejected, and the poison records below). A batch read again after a rebalance counts again.
+    records_consumed: int = 0
+    events_accepted: int = 0
     events_stored: int = 0
     events_rejected: int = 0  # by the validator, dead-lettered with its reason
     poison_dead_lettered: int = 0  # accepted events the store refused for their content
+    dead_letters_sent: int = 0
     dead_letters_stored: int = 0
     dead_letters_sanitized: int = 0  # stored in a sanitized form (unreadable, or unstorable as sent)
     dead_letters_skipped: int = 0  # not storable even sanitized: logged and left
@@ -64,6 +70,7 @@ class Health:
     stuck_after_s: float
     counters: Counters = field(default_factory=Counters)
     watches: dict[str, Watch] = field(default_factory=dict)
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)  # sums to counters.events_rejected
 
     def watch(self, name: str) -> Watch:
         return self.watches.setdefault(name, Watch(name))
@@ -93,4 +100,5 @@ class Health:
             "batch_age_s": ages,
             "stuck_batch_age_s": max((ages[name] for name in stuck), default=0.0),
             "counters": asdict(self.counters),
+            "rejected_by_reason": dict(self.rejected_by_reason),
         }

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -72,15 +74,29 @@ def worker_env(settings: Settings, name: str, tmp: Path) -> dict[str, str]:
     return {**os.environ, **worker_environment(settings), "HIGHLAND_WORKER_DATA_DIR": str(tmp / f"faust-{name}")}
 
 
+def free_port() -> int:
+    """A port nobody listens on now (a fixed one collides with a test's other workers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class WorkerProcess:
-    """A real `highland worker` subprocess."""
+    """A real `highland worker` subprocess, its /health and /metrics on a port of its own (``web_port``)."""
 
     def __init__(self, settings: Settings, name: str, tmp: Path) -> None:
         self.log_path = tmp / f"worker-{name}.log"
         self._log = self.log_path.open("ab")
+        self.web_port = free_port()
+        env = {**worker_env(settings, name, tmp), "HIGHLAND_WORKER_WEB_PORT": str(self.web_port)}
         self.proc = subprocess.Popen([sys.executable, "-m", "highland", "worker", "--loglevel", "info"],
-                                     env=worker_env(settings, name, tmp), cwd=ROOT, stdout=self._log,
+                                     env=env, cwd=ROOT, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    def get(self, path: str) -> bytes:
+        """GET ``path`` from the worker's web server (/health, /metrics)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=5) as answer:
+            return answer.read()  # type: ignore[no-any-return]
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc.poll() is None:

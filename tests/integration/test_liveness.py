@@ -11,7 +11,6 @@ import random
 import signal
 import string
 import time
-import urllib.request
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -289,13 +288,12 @@ def test_fuzz_random_records_on_both_topics_never_stop_or_change_the_good_ones(l
 
 # --- health, stuck batches, crashes ---------------------------------------------------------------
 
-def health(settings: Settings) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{settings.worker_web_port}/health", timeout=5) as answer:
-        return json.loads(answer.read())  # type: ignore[no-any-return]
+def health(worker: WorkerProcess) -> dict[str, Any]:
+    return json.loads(worker.get("/health"))  # type: ignore[no-any-return]
 
 
 def test_the_workers_health_shows_its_counters_and_a_stuck_batch(live: Settings, tmp_path):
-    live = live.model_copy(update={"worker_web_enabled": True, "worker_stuck_after_s": 2.0})
+    live = live.model_copy(update={"worker_stuck_after_s": 2.0})
     worker = ready_worker(live, tmp_path)
     pid = clickhouse_server.service(live).pid()
     try:
@@ -307,10 +305,10 @@ def test_the_workers_health_shows_its_counters_and_a_stuck_batch(live: Settings,
                  worker.log)
         # The rows show in ClickHouse before the batch's write has returned (its later steps) and been
         # counted; on Apache Kafka the dead letters are stored within that gap: wait for both counts.
-        wait_for(lambda: (c := health(live)["counters"])["dead_letters_stored"] == 3
+        wait_for(lambda: (c := health(worker)["counters"])["dead_letters_stored"] == 3
                  and c["events_stored"] == len(first), 30, "the forged ones, the reject and the batch counted",
                  worker.log)
-        report = health(live)
+        report = health(worker)
         assert report["status"] == "ok" and report["stuck_batch_age_s"] == 0.0
         counters = report["counters"]
         assert counters["batches_written"] >= 1 and counters["events_stored"] == len(first)
@@ -322,17 +320,17 @@ def test_the_workers_health_shows_its_counters_and_a_stuck_batch(live: Settings,
         later = good_events("h-later", 5, rng)
         send(live, live.topic_events, [dumps(e) for e in later])
         def events_stuck() -> bool:  # logged and counted by a once-a-second check: up to 1 s after it shows
-            report = health(live)
+            report = health(worker)
             return ("events" in report["stuck"] and report["counters"]["stuck_batches"] == 1
                     and "events batch stuck for" in worker.log(tail=10**6))
 
         wait_for(events_stuck, 30, "the stuck batch in /health", worker.log)
-        stuck = health(live)
+        stuck = health(worker)
         assert stuck["status"] == "stuck" and stuck["stuck"] == ["events"] and stuck["stuck_batch_age_s"] > 2.0
         os.kill(pid, signal.SIGCONT)
         wait_for(lambda: stored_values(live, "h-later-") == sent_values(later), 60, "the stuck batch written",
                  worker.log)
-        wait_for(lambda: health(live)["status"] == "ok", 10, "health back to ok", worker.log)
+        wait_for(lambda: health(worker)["status"] == "ok", 10, "health back to ok", worker.log)
     finally:
         os.kill(pid, signal.SIGCONT)
         worker.kill(signal.SIGTERM)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -98,7 +97,6 @@ def test_the_worker_group_repairs_drift_while_it_runs_and_raises_an_alert(isolat
     for key, value in {"HIGHLAND_AUDIT_SECONDS": "1", "HIGHLAND_AUDIT_GRACE_SECONDS": "0",
                        "HIGHLAND_AUDIT_CONFIRM_SECONDS": "1", "HIGHLAND_AUDIT_SWEEP_KEYS": "100000"}.items():
         monkeypatch.setenv(key, value)
-    isolated = isolated.model_copy(update={"worker_web_enabled": True})
     client, name = connect(isolated), isolated.clickhouse_database
     feed = messy_feed(53)
 
@@ -138,18 +136,14 @@ def test_the_worker_group_repairs_drift_while_it_runs_and_raises_an_alert(isolat
         assert indicator in {i for i, _ in repairs}, repairs
         assert "ecommerce_turnover" in {i for i, _ in repairs}, repairs
         print(f"drift repaired in {time.monotonic() - started:.1f} s")
-        url = f"http://127.0.0.1:{isolated.worker_web_port}/health"
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            counters = json.loads(answer.read())["self_check"]
+        counters = json.loads(worker.get("/health"))["self_check"]
         assert counters["rows_repaired"] >= 1 and counters["days_repaired"] >= 1, counters
         assert counters["rounds"] >= 1 and counters["keys_checked"] > 0, counters
 
         # The same tallies as Prometheus metrics, in Prometheus' own text format: every record sent was
         # read once (one worker, no restart), and the counters match /health.
-        with urllib.request.urlopen(f"http://127.0.0.1:{isolated.worker_web_port}/metrics", timeout=5) as answer:
-            families = {f.name: f for f in text_string_to_metric_families(answer.read().decode())}
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            health = json.loads(answer.read())
+        families = {f.name: f for f in text_string_to_metric_families(worker.get("/metrics").decode())}
+        health = json.loads(worker.get("/health"))
 
         def value(family: str, sample: str) -> float:
             return next(s.value for s in families[family].samples if s.name == sample)

@@ -21,6 +21,7 @@ from highland.dashboards import alerting, definitions
 from highland.dashboards.build import build_all, sql_for
 from highland.dashboards.macros import MacroError, TimeRange, expand, expand_macros, interpolate_variables
 from highland.dashboards.panels import DATASOURCE, SCHEMA_VERSION
+from highland.dashboards.pipeline import PIPELINE_UID
 
 from highland.settings import Settings
 
@@ -162,8 +163,8 @@ def test_build_writes_every_provisioning_file_and_no_secret(tmp_path: Path):
     assert names == sorted([
         "provisioning/datasources/clickhouse.yaml", "provisioning/dashboards/highland.yaml",
         "provisioning/alerting/rules.yaml", "provisioning/alerting/contact-points.yaml",
-        "provisioning/alerting/notification-policies.yaml", *(f"dashboards/{uid}.json" for uid in (
-            definitions.OVERVIEW_UID, definitions.INDICATOR_UID, definitions.FEEDS_UID, definitions.ALERTS_UID))])
+        "provisioning/alerting/notification-policies.yaml", *(f"{kind}/{uid}.json" for kind in ("dashboards", "import")
+                                                              for uid in (*definitions.BUILDERS, PIPELINE_UID))])
     text = "".join(p.read_text(encoding="utf-8") for p in written)
     assert "reader-secret-7f3a" not in text and "token-secret-91c2" not in text
 
@@ -174,16 +175,15 @@ def test_build_writes_every_provisioning_file_and_no_secret(tmp_path: Path):
     assert source["secureJsonData"] == {"password": "$HIGHLAND_CLICKHOUSE_READER_PASSWORD"}
 
     provider = yaml.safe_load((tmp_path / "provisioning/dashboards/highland.yaml").read_text())["providers"][0]
-    assert provider["type"] == "file" and Path(provider["options"]["path"]) == (tmp_path / "dashboards").resolve()
+    assert provider["type"] == "file"  # its path and folder: tests/unit/test_grafana_provisioning.py
     # Grafana expands $VARS in provisioning files: the rules must carry none
     assert "$" not in (tmp_path / "provisioning/alerting/rules.yaml").read_text()
 
 
 def test_build_is_deterministic(tmp_path: Path):
-    first = {p.name: p.read_bytes() for p in build_all(SETTINGS, tmp_path / "a")}
-    second = {p.name: p.read_bytes() for p in build_all(SETTINGS, tmp_path / "b")}
-    first.pop("highland.yaml"), second.pop("highland.yaml")  # holds its own absolute path
-    assert first == second
+    first = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in build_all(SETTINGS, tmp_path / "a")}
+    second = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in build_all(SETTINGS, tmp_path / "b")}
+    assert first == second  # no file names the folder it was built in
 
 
 def test_rules_file_holds_the_api_rules_in_file_form(tmp_path: Path, rules: list[dict[str, Any]]):

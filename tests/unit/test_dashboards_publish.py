@@ -156,8 +156,10 @@ def test_first_publish_creates_everything_with_the_expected_payloads(grafana: tu
     lines = publish_changes(settings, tmp_path)
     assert lines == [
         f"grafana {url}: version 12.1.1", "plan tables: synced (stub)", "datasource highland-clickhouse: created",
+        "datasource highland-prometheus: created",
         "folder highland: created", "dashboard highland-alerts: created", "dashboard highland-feeds: created",
         "dashboard highland-indicator: created", "dashboard highland-overview: created",
+        "dashboard highland-pipeline: created",
         "alert rule highland-off-track: created", "alert rule highland-at-risk: created",
         "alert rule highland-stale-feed: created", "rule group highland-plan: interval set to 60s"]
     source = state.datasources["highland-clickhouse"]
