@@ -166,7 +166,7 @@ def alert_detail(alert: dict[str, Any], catalog: Catalog, lang: Lang) -> str:
         share = f"（完成预期的 {actual / wanted:.1%}）" if wanted else ""
         return f"实际 {_number(actual)} {unit}，预期 {_number(wanted)} {unit}{share}，截至 {alert['as_of']}"
     since = alert_since(str(alert["detail"]))
-    when = f"{local_time(since, tz)}（{zone_note(lang, tz)}）" if since else ""
+    when = report_day(since, tz).isoformat() if since else ""  # the plan's calendar day
     if alert["kind"] == "stale":
         cadence = f"（报送周期 {ind.cadence_days} 天）" if ind else ""
         return (f"自 {when} 起未收到数据" if since else "已超过报送周期未收到数据") + cadence
