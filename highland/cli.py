@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -210,8 +211,15 @@ def worker_cmd(
 @app.command("push")
 def push_cmd(
     files: Annotated[list[Path], typer.Argument(help="CSV, .xlsx or JSON Lines (docs/agencies.md, Files)")],
-    agency: Annotated[str, typer.Option("--agency", help="the agency pushing; events must be its own")],
-    token: Annotated[str | None, typer.Option("--token", help="verify this agency token first")] = None,
+    agency: Annotated[str | None, typer.Option("--agency", help="the agency pushing (default: the token's); "
+                                                                "events must be its own")] = None,
+    gateway: Annotated[str | None, typer.Option("--gateway", help="push through this gateway, e.g. "
+                                                                  "https://gw.example (default: HIGHLAND_GATEWAY_URL; "
+                                                                  "unset: straight to Kafka)")] = None,
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="a file holding the agency token "
+                                                                         "(default: HIGHLAND_TOKEN_FILE, "
+                                                                         "else HIGHLAND_TOKEN)")] = None,
+    token: Annotated[str | None, typer.Option("--token", hidden=True)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate only: nothing is sent, no service "
                                                              "is needed")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
@@ -227,21 +235,32 @@ def push_cmd(
     from highland.catalog.loader import catalog_at
     from highland.ingest.producer import BrokerUnavailable
     from highland.ingest.push import push_files
+    from highland.ingest.push_gateway import Gateway as GatewayClient
+    from highland.ingest.push_gateway import GatewayUnavailable, Unauthenticated, push_through_gateway
 
     def fail(message: str) -> None:
         if as_json:  # a script reading stdout gets JSON whatever happens
             _print_json({"ok": False, "error": message})
         _fail(message)
 
+    if token is not None:  # never used: a secret in the arguments is in every `ps` on the machine
+        fail("--token is removed: a secret on the command line is visible to every user of the machine; "
+             "put the token in a file (--token-file, or HIGHLAND_TOKEN_FILE) or in HIGHLAND_TOKEN")
     settings = get_settings()
     catalog = catalog_at(get_settings().catalog_dir)
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         fail(f"no such file: {', '.join(missing)}")
-    if not catalog.is_agency(agency):
+    if agency is not None and not catalog.is_agency(agency):
         fail(f"{agency!r} is not a registered agency (see catalog/data/agencies.yaml)")
-    if token is not None and not dry_run:  # a dry run touches no service, the token store included
-        _check_token(settings, agency, token)
+    url, secret = gateway or settings.gateway_url, ""
+    if dry_run:  # offline: no token store, no gateway; the agency is the one named
+        if agency is None:
+            fail("--dry-run checks offline, so it needs --agency (no token store is asked)")
+    else:
+        secret = _agency_token(settings, token_file, fail)
+        agency = _pushing_agency(settings, url, secret, agency, fail)
+    assert agency is not None
     columns = (SpinnerColumn(), TextColumn("{task.description}"), MofNCompleteColumn(),
                TextColumn("rows  {task.fields[rate]}"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
@@ -252,10 +271,16 @@ def push_cmd(
             bar.update(task, advance=rows, rate=f"{bar.tasks[0].completed / elapsed:,.0f}/s")
 
         try:
-            summary = push_files(files, agency, settings, catalog, on_progress=advance, dry_run=dry_run,
-                                 encoding=encoding, sheet=sheet)
+            if url and not dry_run:
+                summary = push_through_gateway(files, GatewayClient(url, secret), catalog, on_progress=advance,
+                                               encoding=encoding, sheet=sheet)
+            else:
+                summary = push_files(files, agency, settings, catalog, on_progress=advance, dry_run=dry_run,
+                                     encoding=encoding, sheet=sheet)
         except BrokerUnavailable as exc:
             fail(f"broker unavailable: {exc}")
+        except (Unauthenticated, GatewayUnavailable) as exc:
+            fail(str(exc))
         except ValueError as exc:
             fail(str(exc))
     if as_json:
@@ -317,13 +342,50 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _check_token(settings: Settings, agency: str, token: str) -> None:
-    from highland.sinks.client import connect
-    from highland.sinks.tokens import agency_of
+def _agency_token(settings: Settings, token_file: Path | None, fail: Callable[[str], None]) -> str:
+    """The agency token of a push: from --token-file, HIGHLAND_TOKEN_FILE or HIGHLAND_TOKEN."""
+    path = token_file or settings.token_file
+    secret = ""
+    if path is not None:
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            fail(f"cannot read the token file {path}: {exc.strerror}")
+        if path.stat().st_mode & 0o077:
+            err.print(f"warning: {path} can be read by other users; `chmod 600 {path}`", markup=False)
+    elif settings.token is not None:
+        secret = settings.token.get_secret_value().strip()
+    if not secret:
+        fail("no agency token: put it in a file (--token-file PATH, or HIGHLAND_TOKEN_FILE) or in HIGHLAND_TOKEN "
+             "(an administrator issues it: `highland tokens issue --agency A`)")
+    return secret
 
-    owner = agency_of(connect(settings), settings.clickhouse_database, token)
-    if owner != agency:
-        _fail(f"unauthenticated: the token is not a valid token of {agency!r}")
+
+def _pushing_agency(settings: Settings, url: str | None, secret: str, named: str | None,
+                    fail: Callable[[str], None]) -> str:
+    """The agency the token belongs to, which decides whose rows a push may carry: asked of the
+    gateway (``url``), else of the token store. ``named`` (--agency) must agree with it."""
+    from highland.ingest.push_gateway import Gateway as GatewayClient
+    from highland.ingest.push_gateway import GatewayUnavailable, Unauthenticated
+
+    owner: str | None = None
+    if url:
+        try:
+            owner = GatewayClient(url, secret).agency()
+        except (Unauthenticated, GatewayUnavailable) as exc:
+            fail(str(exc))
+    else:
+        from highland.sinks.tokens import Verifier, token_hash
+
+        store = Verifier(settings)
+        owner = store(secret)
+        if owner is not None:
+            store.record_use(token_hash(secret), owner)
+    if owner is None:
+        fail("unauthenticated: the token is unknown, revoked or expired")
+    if named is not None and named != owner:
+        fail(f"forbidden_agency: the token is {owner!r}'s, not {named!r}'s")
+    return str(owner)
 
 
 tokens_app = typer.Typer(help="Agency bearer tokens for the HTTP gateway (stored hashed).",
@@ -331,9 +393,51 @@ tokens_app = typer.Typer(help="Agency bearer tokens for the HTTP gateway (stored
 app.add_typer(tokens_app, name="tokens")
 
 
+def _expiry(text: str | None, option: str) -> datetime | None:
+    """A moment from --expires: a duration from now (90d, 12h, 30m, 45s) or an ISO date or time
+    (a date or time without an offset is in the plan's zone, Asia/Shanghai)."""
+    import re
+    from datetime import UTC, timedelta
+
+    if text is None:
+        return None
+    duration = re.fullmatch(r"\s*(\d+)\s*([dhms])\s*", text)
+    if duration:
+        seconds = int(duration.group(1)) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[duration.group(2)]
+        return datetime.now(UTC) + timedelta(seconds=seconds)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: a duration (90d, 12h, 30m, 45s) or a date (2027-06-30)",
+                                 param_hint=option) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+
+
+def _deliver_token(token: str, out_file: Path | None) -> None:
+    """The clear text, once: to stdout, or into a new file of mode 600 (what --token-file reads)."""
+    import os
+
+    if out_file is None:
+        sys.stdout.write(token + "\n")
+        return
+    try:
+        fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _fail(f"{out_file} exists: the token was not written (remove it, or choose another --out)")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    err.print(f"token written to {out_file} (mode 600)", markup=False)
+
+
 @tokens_app.command("issue")
-def tokens_issue(agency: Annotated[str, typer.Option("--agency")]) -> None:
-    """Issue a token for an agency; it is printed once and stored only as a hash."""
+def tokens_issue(
+    agency: Annotated[str, typer.Option("--agency")],
+    expires: Annotated[str | None, typer.Option("--expires", help="90d, 12h, … or a date; default: "
+                                                                  "until revoked")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="write the token to this new file "
+                                                                "(mode 600) instead of stdout")] = None,
+) -> None:
+    """Issue a token for an agency; it is shown once and stored only as a hash."""
     from highland.catalog.loader import catalog_at
     from highland.sinks.client import connect
     from highland.sinks.tokens import issue
@@ -341,18 +445,85 @@ def tokens_issue(agency: Annotated[str, typer.Option("--agency")]) -> None:
     settings = get_settings()
     if not catalog_at(get_settings().catalog_dir).is_agency(agency):
         _fail(f"{agency!r} is not a registered agency")
-    sys.stdout.write(issue(connect(settings), settings.clickhouse_database, agency) + "\n")
+    until = _expiry(expires, "--expires")
+    _deliver_token(issue(connect(settings), settings.clickhouse_database, agency, until), out_file)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    agency: Annotated[str | None, typer.Option("--agency", help="only this agency's")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="also revoked and expired tokens")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Tokens: id, agency, state, created, expires, last used (never the secret)."""
+    from highland.sinks.client import connect
+    from highland.sinks.tokens import list_tokens
+
+    settings = get_settings()
+    rows = [t.as_dict() for t in list_tokens(connect(settings), settings.clickhouse_database, agency)]
+    rows = [r for r in rows if show_all or r["state"] == "valid"]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("id", "agency", "state", "created (UTC)", "expires (UTC)", "last used (UTC)")
+    for r in rows:
+        table.add_row(*(str(r[k] or "—")[:19].replace("T", " ") for k in
+                        ("id", "agency", "state", "created_at", "expires_at", "last_used_at")))
+    out.print(table)
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(agency: Annotated[str, typer.Option("--agency")]) -> None:
-    """Revoke every token of an agency."""
+def tokens_revoke(
+    token_id: Annotated[str | None, typer.Argument(help="the id `tokens list` shows")] = None,
+    agency: Annotated[str | None, typer.Option("--agency", help="revoke every token of this agency")] = None,
+) -> None:
+    """Revoke one token by its id, or every token of an agency (--agency)."""
     from highland.sinks.client import connect
-    from highland.sinks.tokens import revoke_all
+    from highland.sinks.tokens import TokenError, revoke, revoke_all
 
     settings = get_settings()
-    n = revoke_all(connect(settings), settings.clickhouse_database, agency)
-    out.print(f"revoked {n} token(s) of {agency}")
+    if (token_id is None) == (agency is None):
+        _fail("name one token id, or --agency for all of an agency's tokens")
+    client = connect(settings)
+    if agency is not None:
+        n = revoke_all(client, settings.clickhouse_database, agency)
+        out.print(f"revoked {n} token(s) of {agency}", markup=False)
+        return
+    try:
+        token = revoke(client, settings.clickhouse_database, str(token_id))
+    except TokenError as exc:
+        _fail(str(exc))
+    out.print(f"revoked token {token.id} of {token.agency}", markup=False)
+
+
+@tokens_app.command("rotate")
+def tokens_rotate(
+    token_id: Annotated[str, typer.Argument(help="the id `tokens list` shows")],
+    expires: Annotated[str | None, typer.Option("--expires", help="of the new token: 90d, 12h, … or a "
+                                                                  "date; default: until revoked")] = None,
+    keep_old: Annotated[str | None, typer.Option("--keep-old", help="leave the old token valid this much "
+                                                                    "longer (e.g. 1d) instead of revoking "
+                                                                    "it now")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="write the new token to this new file "
+                                                                "(mode 600) instead of stdout")] = None,
+) -> None:
+    """A new token for the same agency; the old one revoked (or kept valid for --keep-old)."""
+    from datetime import UTC
+
+    from highland.sinks.client import connect
+    from highland.sinks.tokens import TokenError, rotate
+
+    settings = get_settings()
+    grace = _expiry(keep_old, "--keep-old")
+    try:
+        token, old = rotate(connect(settings), settings.clickhouse_database, token_id, _expiry(expires, "--expires"),
+                            None if grace is None else grace - datetime.now(UTC))
+    except TokenError as exc:
+        _fail(str(exc))
+    err.print(f"token {old.id} of {old.agency} " + ("revoked" if grace is None else
+                                                    f"valid until {grace.isoformat(timespec='seconds')}"),
+              markup=False)
+    _deliver_token(token, out_file)
 
 
 @app.command("gateway")
@@ -360,7 +531,8 @@ def gateway_cmd(
     host: Annotated[str | None, typer.Option("--host")] = None,
     port: Annotated[int | None, typer.Option("--port")] = None,
 ) -> None:
-    """The HTTP gateway: POST /v1/events with an agency bearer token; GET /health."""
+    """The HTTP gateway: POST /v1/events and GET /v1/dead-letters with an agency bearer token;
+    GET /health, /openapi.yaml (docs/agencies.md)."""
     from highland.catalog.loader import catalog_at
     from highland.ingest.gateway import serve
     from highland.sinks.tokens import verifier
@@ -368,7 +540,9 @@ def gateway_cmd(
     settings = get_settings()
     host, port = host or settings.gateway_host, port or settings.gateway_port
     err.print(f"gateway listening on http://{host}:{port}/v1/events")
-    serve(settings, catalog_at(get_settings().catalog_dir), verifier(settings), host, port)
+    store = verifier(settings)  # one connection: token checks, "last used" notes, dead letters
+    serve(settings, catalog_at(get_settings().catalog_dir), store, host, port,
+          record_use=store.record_use, read_dead_letters=store.dead_letters)
 
 
 @app.command("alerts")

@@ -141,6 +141,17 @@ class Settings(BaseSettings):
     gateway_token_cache_seconds: float = Field(1.0, gt=0)
     gateway_rate_events_per_s: float = Field(5_000.0, gt=0)
     gateway_rate_burst_events: int = Field(20_000, ge=1)
+    # "Last used" of `highland tokens list`: a door notes a token's use at most this often per token
+    # and process, so requests never become one ClickHouse write each.
+    token_use_record_seconds: float = Field(60.0, gt=0)
+
+    # --- An agency's `highland push` (docs/agencies.md, "Pushing") ------------------------------
+    # Its bearer token, from a file (token_file, or push --token-file) or this variable; never from
+    # the command line, where every user of the machine can read it. gateway_url: push through this
+    # gateway (push --gateway) instead of straight to Kafka.
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    gateway_url: str | None = None
 
     # --- Grafana -----------------------------------------------------------------------------
     grafana_url: str = "http://127.0.0.1:3000"

@@ -97,7 +97,7 @@ def rejected_path(path: Path) -> Path:
     return path.with_name(path.name + ".rejected.jsonl")
 
 
-class _RejectLog:
+class RejectLog:
     """``<file>.rejected.jsonl``, created only when the first row of that file is rejected."""
 
     def __init__(self, source: Path) -> None:
@@ -130,7 +130,7 @@ def push_files(paths: list[Path], agency: str, settings: Settings, catalog: Cata
     names = Names.of(catalog)
     # Every file is opened and its encoding settled before anything is sent: a wrong encoding in
     # the third file must not leave the first two half-pushed.
-    plans = [_file_report(path, encoding, sheet) for path in paths]
+    plans = [file_report(path, encoding, sheet) for path in paths]
     if dry_run:
         for path, report in zip(paths, plans, strict=True):
             _validate_file(path, report, agency, catalog, names, summary, None, on_progress)
@@ -145,7 +145,7 @@ def push_files(paths: list[Path], agency: str, settings: Settings, catalog: Cata
     return summary
 
 
-def _file_report(path: Path, encoding: str | None, sheet: str | None) -> FileReport:
+def file_report(path: Path, encoding: str | None, sheet: str | None) -> FileReport:
     kind = file_format(path)
     report = FileReport(file=path.name, format=kind)
     if kind == "csv":
@@ -160,7 +160,7 @@ def _validate_file(path: Path, report: FileReport, agency: str, catalog: Catalog
                    summary: PushSummary, producer: EventProducer | None,
                    on_progress: Callable[[int], None] | None) -> None:
     summary.files.append(report)
-    log = _RejectLog(path) if producer is not None else None
+    log = RejectLog(path) if producer is not None else None
     now = datetime.now(UTC)
     n = 0
     for n, row in enumerate(read_rows(path, encoding=report.encoding, sheet=report.sheet, names=names), 1):

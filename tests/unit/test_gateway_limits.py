@@ -89,7 +89,7 @@ class FakeClient:
         self.broken, self.active, self.max_concurrent = False, 0, 0
         self._lock = threading.Lock()
 
-    def execute(self, _sql: str, _params: dict) -> list:
+    def execute(self, sql: str, _params: dict) -> list:
         if self.broken:
             raise ConnectionError("gone")
         with self._lock:
@@ -98,7 +98,7 @@ class FakeClient:
         time.sleep(0.001)
         with self._lock:
             self.active -= 1
-        return [("cq_commerce",)]
+        return [] if "agency_token_expiry" in sql else [("cq_commerce",)]  # a token without an expiry
 
     def disconnect(self) -> None:
         pass
