@@ -47,6 +47,12 @@ def chdb_session():
 def pytest_addoption(parser):
     parser.addoption("--long", action="store_true", default=False,
                      help="run the long fault-injection suite (1 M events, many faults)")
+    parser.addoption("--cluster", action="store_true", default=False,
+                     help="run every test of tests/cluster (make test runs those marked cluster_ci)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cluster_ci: a cluster test of the representative set make test runs")
 
 
 @pytest.fixture(scope="session")
