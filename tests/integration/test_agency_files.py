@@ -14,7 +14,7 @@ from highland.sinks.progress import progress
 
 from highland.settings import Settings
 from tests.integration.support import WorkerProcess, wait_for
-from tests.integration.test_ingest import highland
+from tests.integration.test_ingest import as_agency, highland
 from tests.unit.test_files import CHINESE_HEADER, excel_workbook
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ def test_a_gb18030_csv_and_an_xlsx_push_exactly(isolated: Settings, tmp_path):
     gb.write_bytes((CHINESE_HEADER + CSV_ROWS).encode("gb18030"))
     book = excel_workbook(tmp_path / "电子商务.xlsx", XLSX_ROWS)
     for path in (gb, book):
-        result = highland(isolated, "push", str(path), "--agency", "cq_commerce")
+        result = highland(isolated, "push", str(path), "--agency", "cq_commerce", env=as_agency(isolated))
         assert result.returncode == 0, result.stdout + result.stderr
     assert "encoding gb18030 (detected)" in highland(isolated, "push", str(gb), "--agency", "cq_commerce",
                                                      "--dry-run").stdout

@@ -45,10 +45,16 @@ def dead_letters(settings: Settings) -> list[DeadLetter]:
     return [DeadLetter.model_validate_json(m.value) for m in read_topic(settings, settings.topic_dlq)]
 
 
-def highland(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = worker_env(settings, "cli", Path("/tmp"))
+def highland(settings: Settings, *args: str, timeout: float = 120,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**worker_env(settings, "cli", Path("/tmp")), **(env or {})}
     return subprocess.run([sys.executable, "-m", "highland", *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=timeout)
+
+
+def as_agency(settings: Settings, agency: str = "cq_commerce") -> dict[str, str]:
+    """The environment of an agency's push: a token of its own in HIGHLAND_TOKEN, never an argument."""
+    return {"HIGHLAND_TOKEN": issue(connect(settings), settings.clickhouse_database, agency)}
 
 
 def jsonl(path: Path, rows: list) -> Path:
@@ -61,7 +67,7 @@ def test_push_csv_sends_accepted_rows_with_key_timestamp_and_header(isolated: Se
     csv.write_text("event_id,revision,agency,indicator,region,value,unit,observed_at\n"
                    "c1,0,cq_commerce,ecommerce_turnover,,1200,亿元,2019-01-31T00:00:00+08:00\n"
                    "c2,1,cq_commerce,ecommerce_turnover,chongqing,50000,万元,2019-02-28T00:00:00+08:00\n")
-    result = highland(isolated, "push", str(csv), "--agency", "cq_commerce")
+    result = highland(isolated, "push", str(csv), "--agency", "cq_commerce", env=as_agency(isolated))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "accepted: 2" in result.stdout and "rejected: 0" in result.stdout
     messages = sorted(read_topic(isolated, isolated.topic_events), key=lambda m: m.timestamp)
@@ -77,7 +83,8 @@ def test_a_mixed_file_delivers_good_rows_and_dead_letters_every_bad_one(isolated
     rows: list = []
     for i, row in enumerate(bad.values()):
         rows += [row, {**GOOD, "event_id": f"good-{i}"}]  # every bad row has a good one behind it
-    result = highland(isolated, "push", str(jsonl(tmp_path / "mixed.jsonl", rows)), "--agency", "cq_commerce")
+    result = highland(isolated, "push", str(jsonl(tmp_path / "mixed.jsonl", rows)), "--agency", "cq_commerce",
+                      env=as_agency(isolated))
     assert result.returncode == 1
     assert f"accepted: {len(bad)}" in result.stdout
     for name in bad:
@@ -95,7 +102,7 @@ def test_a_mixed_file_delivers_good_rows_and_dead_letters_every_bad_one(isolated
 def test_push_names_an_unreachable_broker_and_does_not_hang(isolated: Settings, tmp_path):
     dead = isolated.model_copy(update={"kafka_bootstrap": "127.0.0.1:1", "producer_max_block_s": 2.0})
     env = {**worker_env(dead, "cli", tmp_path), "HIGHLAND_KAFKA_BOOTSTRAP": "127.0.0.1:1",
-           "HIGHLAND_PRODUCER_MAX_BLOCK_S": "2"}
+           "HIGHLAND_PRODUCER_MAX_BLOCK_S": "2", **as_agency(isolated)}
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "highland", "push", str(jsonl(tmp_path / "a.jsonl", [GOOD])),
                              "--agency", "cq_commerce"], capture_output=True, text=True, env=env, cwd=ROOT,
