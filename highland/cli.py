@@ -103,9 +103,19 @@ def demo_cmd() -> None:
 
 
 @app.command("setup")
-def setup_cmd() -> None:
+def setup_cmd(
+    wait: Annotated[float, typer.Option("--wait", help="first wait up to this many seconds for Kafka and "
+                                        "ClickHouse to answer (a deployment starts its parts in any order)")] = 0,
+) -> None:
     """Create the topics, apply the ClickHouse migrations and load the plan tables, on whatever
     Kafka and ClickHouse the settings name (production's one-off step; `stack up` does it locally)."""
+    if wait > 0:
+        from highland.wait import wait_for_services
+
+        try:
+            wait_for_services(get_settings(), wait, say=out.print)
+        except TimeoutError as exc:
+            _fail(str(exc), code=1)
     from highland.catalog.loader import catalog_at
     from highland.sinks.client import connect
     from highland.sinks.migrate import migrate

@@ -80,7 +80,8 @@ def host_ports(service: dict[str, Any]) -> list[str]:
 
 
 def highland_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {n: s for n, s in services.items() if "build" in s}
+    """The services running the Highland image (Grafana is built too, from deploy/grafana/)."""
+    return {n: s for n, s in services.items() if str(s.get("image", "")).startswith("highland:")}
 
 
 def clickhouse_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -299,14 +300,14 @@ def test_keeper_is_a_three_node_ensemble(services: dict[str, dict[str, Any]]):
 
 def test_grafana_gets_the_plugin_the_provisioning_and_every_variable_it_expands(services: dict[str, dict[str, Any]]):
     grafana = services["grafana"]
-    assert grafana["image"].startswith("grafana/grafana:")
+    # Built from deploy/grafana/ with the plugin inside; nothing installed at start (no internet).
+    assert grafana["build"]["context"] == "../grafana" and (COMPOSE_DIR / "../grafana/Dockerfile").is_file()
     grafana_env = env(grafana)
-    assert "grafana-clickhouse-datasource" in grafana_env["GF_INSTALL_PLUGINS"]
+    assert "GF_INSTALL_PLUGINS" not in grafana_env and grafana_env["GF_PLUGINS_PREINSTALL_DISABLED"] == "true"
     missing = grafana_env_refs() - set(grafana_env)
     assert not missing, f"Grafana would expand these to empty strings: {sorted(missing)}"
     out_dir = env(services["dashboards"])["HIGHLAND_DASHBOARDS_OUT"]
     assert grafana_env["GF_PATHS_PROVISIONING"] == f"{out_dir}/provisioning"
-    # The dashboard provider names an absolute path: both containers mount the volume there.
     assert f"grafana-provisioning:{out_dir}" in services["dashboards"]["volumes"]
     assert f"grafana-provisioning:{out_dir}:ro" in grafana["volumes"]
     assert services["dashboards"]["command"] == ["dashboards", "build"]
@@ -353,8 +354,9 @@ def test_k8s_config_is_settings_and_deployments_reference_it_and_the_secret():
     assert config["data"]["HIGHLAND_TOPIC_REPLICATION"] == "3"
     assert config["data"]["HIGHLAND_CLICKHOUSE_CLUSTER"]
     assert not any(re.search(r"PASSWORD|TOKEN", k) for k in config["data"])  # secrets live in the Secret
-    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
-    assert {"highland-worker", "highland-gateway"} <= set(deployments)
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] in ("Deployment", "Job")
+                   and o["spec"]["template"]["spec"]["containers"][0]["image"] == "highland"}
+    assert {"highland-worker", "highland-gateway", "highland-schema"} <= set(deployments)
     for deployment in deployments.values():
         [container] = deployment["spec"]["template"]["spec"]["containers"]
         sources = container["envFrom"]
