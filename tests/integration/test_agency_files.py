@@ -1,6 +1,7 @@
 """Files as agencies have them, pushed for real (issue 16): a GB18030 CSV and an .xlsx, both with
-Chinese headers and the catalog's Chinese names, as Excel writes them, go through `highland push`
-and a real worker; the stored number equals the sum computed by hand."""
+Chinese headers and the catalog's Chinese names, as Excel writes them, go through `highland push`,
+straight to Kafka and through the gateway, and a real worker; the stored number equals the sum
+computed by hand."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from highland.sinks.progress import progress
 
 from highland.settings import Settings
 from tests.integration.support import WorkerProcess, wait_for
-from tests.integration.test_ingest import as_agency, highland
+from tests.integration.test_ingest import GatewayProcess, as_agency, highland
 from tests.unit.test_files import CHINESE_HEADER, excel_workbook
 
 pytestmark = pytest.mark.integration
@@ -30,13 +31,21 @@ XLSX_ROWS = [
 EXPECTED_2019 = 1250 + 5 + 300 + 2.5
 
 
-def test_a_gb18030_csv_and_an_xlsx_push_exactly(isolated: Settings, tmp_path):
+@pytest.mark.parametrize("door", ["kafka", "gateway"])
+def test_a_gb18030_csv_and_an_xlsx_push_exactly(isolated: Settings, tmp_path, door: str):
     gb = tmp_path / "电子商务.csv"
     gb.write_bytes((CHINESE_HEADER + CSV_ROWS).encode("gb18030"))
     book = excel_workbook(tmp_path / "电子商务.xlsx", XLSX_ROWS)
-    for path in (gb, book):
-        result = highland(isolated, "push", str(path), "--agency", "cq_commerce", env=as_agency(isolated))
-        assert result.returncode == 0, result.stdout + result.stderr
+    gateway = GatewayProcess(isolated, tmp_path) if door == "gateway" else None
+    through = ["--gateway", f"http://127.0.0.1:{gateway.port}"] if gateway else []
+    try:
+        for path in (gb, book):
+            result = highland(isolated, "push", str(path), *through, env=as_agency(isolated))
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert "accepted: 2" in result.stdout or "accepted: 3" in result.stdout
+    finally:
+        if gateway:
+            gateway.stop()
     assert "encoding gb18030 (detected)" in highland(isolated, "push", str(gb), "--agency", "cq_commerce",
                                                      "--dry-run").stdout
     worker = WorkerProcess(isolated, "files", tmp_path)
