@@ -320,7 +320,7 @@ def dead_letters_by_reason_sql(q: Sql) -> str:
 
 def dead_letters_per_hour_sql(q: Sql) -> str:
     return f"""
-        SELECT toStartOfHour(received_at) AS time, reason, count() AS letters
+        SELECT toStartOfHour(received_at, '{q.tz}') AS time, reason, count() AS letters
         FROM ({_dead_letters(q, 'received_at, reason, dlq_partition, dlq_offset')})
         GROUP BY time, reason
         ORDER BY time, reason"""
@@ -341,7 +341,7 @@ def alerts_timeline_sql(q: Sql) -> str:
 
 def alerts_per_day_sql(q: Sql) -> str:
     return f"""
-        SELECT toStartOfDay(created_at) AS time, new_status, count() AS alerts_count
+        SELECT toStartOfDay(created_at, '{q.tz}') AS time, new_status, count() AS alerts_count
         FROM (SELECT created_at, new_status, alert_id FROM {q.db}.alerts
               WHERE $__timeFilter(created_at) LIMIT 1 BY alert_id)
         GROUP BY time, new_status

@@ -53,13 +53,16 @@ def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def render_config(settings: Settings, admin_password: str) -> Path:
-    """Write config.xml and users.xml into ``<state_dir>/clickhouse`` and return the config path."""
+def render_config(settings: Settings, admin_password: str, timezone: str = "UTC") -> Path:
+    """Write config.xml and users.xml into ``<state_dir>/clickhouse`` and return the config path.
+
+    The local stack's server runs in UTC; ``timezone`` runs one in another zone (tests prove that what
+    a person reads does not depend on it: docs/clickhouse-dialect.md, "server-time-zone")."""
     root = settings.state_dir / "clickhouse"
     for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
         private_folder(root / sub)  # the server, started under a umask of 077, keeps it so below
     config = (TEMPLATES / "clickhouse-config.xml").read_text().format(
-        root=root, tcp_port=settings.clickhouse_port, http_port=settings.clickhouse_http_port,
+        root=root, tcp_port=settings.clickhouse_port, http_port=settings.clickhouse_http_port, timezone=timezone,
     )
     users = (TEMPLATES / "clickhouse-users.xml").read_text().format(
         admin_sha256=_sha256(admin_password),
@@ -73,7 +76,7 @@ def render_config(settings: Settings, admin_password: str) -> Path:
     return root / "config.xml"
 
 
-def start(settings: Settings, admin_password: str, timeout_s: float = 60.0) -> int | None:
+def start(settings: Settings, admin_password: str, timeout_s: float = 60.0, timezone: str = "UTC") -> int | None:
     """Start the server unless ours already runs; return the pid we started, or None."""
     svc = service(settings)
     if svc.pid() is not None:
@@ -83,7 +86,7 @@ def start(settings: Settings, admin_password: str, timeout_s: float = 60.0) -> i
     exe = install() if settings.install_missing else binary()
     if exe is None:
         raise RuntimeError("clickhouse-server is not installed (HIGHLAND_INSTALL_MISSING=false)")
-    config = render_config(settings, admin_password)
+    config = render_config(settings, admin_password, timezone)
     pid = svc.start([exe, f"--config-file={config}"], cwd=config.parent)
     wait_until(lambda: _answers(settings), timeout_s, "ClickHouse", log=svc)
     return pid
