@@ -40,6 +40,11 @@ class ProgressRow:
     # The feed stopped: nothing observed for longer than the indicator's reporting cadence before the
     # as-of day (``is_stale``); ``last_observed_at`` says since when.
     stale: bool = False
+    # Where ``baseline`` comes from (catalog/trajectory.py BaselineSource): "plan", "reported" (the
+    # agency's value for the end of the baseline year), "first_report" or "pending" (taken from data,
+    # none yet); ``baseline_day`` is the day of the reported value.
+    baseline_source: str = "plan"
+    baseline_day: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,15 +10,18 @@ import math
 from datetime import date
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Self
+from typing import Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 CITY_WIDE = "chongqing"
 # The largest value (in the indicator's unit) an event may carry unless the catalog says otherwise
 # (CONTRACT §1.1): a bound on every accepted value keeps every sum of them finite.
 DEFAULT_MAX_VALUE = 1e15
 CODE_PATTERN = r"^[a-z][a-z0-9_]*$"
+# Validation context key: the caller checks reference_problems itself (catalog/loader.py).
+REFERENCES_CHECKED_BY_CALLER = "references_checked_by_caller"
 
 
 class Kind(StrEnum):
@@ -58,6 +61,32 @@ class YearValue(_Strict):
         return v
 
 
+# A baseline the plan does not state: the system takes it from the data (docs/numbers.md,
+# "Baselines from data"): the agency's reported value for the end of the baseline year, or else
+# its first report.
+FROM_DATA = "from_data"
+
+
+class Baseline(_Strict):
+    """The value the path starts from at the end of ``year``: a number the plan states, or
+    ``from_data`` where the plan states none."""
+
+    year: int = Field(ge=1990, le=2100)
+    value: float | Literal["from_data"]
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float | str) -> float | str:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @property
+    def stated(self) -> float | None:
+        """The plan's own number, None where it is taken from data."""
+        return None if isinstance(self.value, str) else self.value
+
+
 class Thresholds(_Strict):
     on_track: float = Field(gt=0)
     at_risk: float = Field(gt=0)
@@ -78,7 +107,7 @@ class Indicator(_Strict):
     unit_aliases: dict[str, float] = Field(default_factory=dict)
     kind: Kind
     direction: Direction = Direction.UP
-    baseline: YearValue | None = None
+    baseline: Baseline
     target: YearValue
     trajectory: Shape = Shape.LINEAR
     annual_growth: float | None = None
@@ -91,9 +120,6 @@ class Indicator(_Strict):
     max_value: float = Field(default=DEFAULT_MAX_VALUE, gt=0, allow_inf_nan=False)
     thresholds: Thresholds | None = None
     note: str | None = None
-    # Year whose end the path starts from when there is no baseline; the catalog fills it in
-    # from the plan's baseline year.
-    start_year: int | None = None
 
     @field_validator("unit_aliases")
     @classmethod
@@ -107,15 +133,8 @@ class Indicator(_Strict):
     def _coherent(self) -> Self:
         if self.regional and self.kind is not Kind.LEVEL:
             raise ValueError("only a level can be regional (a city-wide flow/index is never summed)")
-        if self.baseline is not None:
-            if self.baseline.value is None:
-                raise ValueError("baseline.value is required when a baseline is given")
-            if self.baseline.year >= self.target.year:
-                raise ValueError("baseline.year must be before target.year")
-        elif self.start_year is None:
-            raise ValueError("an indicator without a baseline needs start_year (the catalog sets it)")
-        elif self.start_year >= self.target.year:
-            raise ValueError("start_year must be before target.year")
+        if self.baseline.year >= self.target.year:
+            raise ValueError("baseline.year must be before target.year")
         if self.trajectory is Shape.GROWTH:
             if self.annual_growth is None:
                 raise ValueError("trajectory 'growth' needs annual_growth")
@@ -123,20 +142,19 @@ class Indicator(_Strict):
                 raise ValueError("trajectory 'growth' applies to flows only")
         elif self.target.value is None:
             raise ValueError("target.value is required unless trajectory is 'growth'")
-        if self.trajectory is Shape.COMPOUND and (
-            self.baseline is None or not self.baseline.value or self.baseline.value <= 0
-        ):
-            raise ValueError("trajectory 'compound' needs a positive baseline value")
+        if self.trajectory is Shape.COMPOUND and not (self.baseline.stated or 0) > 0:
+            raise ValueError("trajectory 'compound' needs a positive baseline value stated by the plan")
         if self.unit in self.unit_aliases:
             raise ValueError(f"unit {self.unit!r} must not be listed among its own aliases")
         return self
 
     @property
     def path_start_year(self) -> int:
-        if self.baseline is not None:
-            return self.baseline.year
-        assert self.start_year is not None  # enforced by _coherent
-        return self.start_year
+        return self.baseline.year
+
+    @property
+    def baseline_from_data(self) -> bool:
+        return self.baseline.stated is None
 
     def factor_for(self, unit: str) -> float | None:
         """Factor converting a value in ``unit`` into the indicator's unit; None if unknown."""
@@ -164,9 +182,24 @@ class Plan(_Strict):
     document: str
     published: date
     timezone: str
-    baseline_year: int
-    target_year: int
+    baseline_year: int = Field(ge=1990, le=2100)
+    target_year: int = Field(ge=1990, le=2100)
     default_thresholds: Thresholds
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {zone!r} (an IANA name such as Asia/Shanghai)") from None
+        return zone
+
+    @model_validator(mode="after")
+    def _period(self) -> Self:
+        if self.baseline_year >= self.target_year:
+            raise ValueError("baseline_year must be before target_year")
+        return self
 
 
 class Catalog(_Strict):
@@ -175,32 +208,13 @@ class Catalog(_Strict):
     agencies: tuple[Agency, ...]
     districts: tuple[District, ...]
 
-    @model_validator(mode="before")
-    @classmethod
-    def _start_years(cls, data: Any) -> Any:
-        """Indicators without a baseline start their path at the plan's baseline year."""
-        if isinstance(data, dict) and isinstance(data.get("plan"), dict):
-            start = data["plan"].get("baseline_year")
-            for ind in data.get("indicators") or ():
-                if isinstance(ind, dict) and ind.get("baseline") is None:
-                    ind.setdefault("start_year", start)
-        return data
-
     @model_validator(mode="after")
-    def _references(self) -> Self:
-        for what, items in (("indicator", self.indicators), ("agency", self.agencies),
-                            ("district", self.districts)):
-            seen: set[str] = set()
-            for item in items:
-                if item.code in seen:
-                    raise ValueError(f"duplicate {what} code {item.code!r}")
-                seen.add(item.code)
-        agencies = {a.code for a in self.agencies}
-        for ind in self.indicators:
-            if ind.agency not in agencies:
-                raise ValueError(f"indicator {ind.code!r}: unknown agency {ind.agency!r}")
-        if CITY_WIDE in {d.code for d in self.districts}:
-            raise ValueError(f"{CITY_WIDE!r} is the city-wide region, not a district")
+    def _references(self, info: ValidationInfo) -> Self:
+        if isinstance(info.context, dict) and info.context.get(REFERENCES_CHECKED_BY_CALLER):
+            return self  # the loader reports them itself, each with its file and line
+        problems = reference_problems(self)
+        if problems:
+            raise ValueError("; ".join(message for _, message in problems))
         return self
 
     # Lookups are built once (the catalog is immutable) and live in the instance __dict__: the
@@ -224,10 +238,42 @@ class Catalog(_Strict):
         return code in self._agency_codes
 
     def region_allowed(self, indicator: Indicator, region: str) -> bool:
-        """Regional indicators are reported per district; all others city-wide only."""
-        if indicator.regional:
-            return region in self._district_codes
-        return region == CITY_WIDE
+        """Every indicator accepts a city-wide report; regional ones also per district (how the two
+        combine without counting twice: docs/numbers.md, "level")."""
+        if region == CITY_WIDE:
+            return True
+        return indicator.regional and region in self._district_codes
 
     def thresholds_for(self, indicator: Indicator) -> Thresholds:
         return indicator.thresholds or self.plan.default_thresholds
+
+
+Location = tuple[str | int, ...]
+
+
+def reference_problems(catalog: Catalog) -> list[tuple[Location, str]]:
+    """What is wrong between the catalog's parts, each with where it is (section, index, field):
+    duplicate codes, unknown agencies, years outside the plan, a district named like the city."""
+    problems: list[tuple[Location, str]] = []
+    for section, items in (("indicators", catalog.indicators), ("agencies", catalog.agencies),
+                           ("districts", catalog.districts)):
+        seen: set[str] = set()
+        for n, item in enumerate(items):
+            if item.code in seen:
+                problems.append(((section, n, "code"), f"duplicate code {item.code!r}"))
+            seen.add(item.code)
+    agencies = {a.code for a in catalog.agencies}
+    plan = catalog.plan
+    for n, ind in enumerate(catalog.indicators):
+        if ind.agency not in agencies:
+            problems.append((("indicators", n, "agency"), f"unknown agency {ind.agency!r}"))
+        if not plan.baseline_year < ind.target.year <= plan.target_year:
+            problems.append((("indicators", n, "target", "year"), f"target year {ind.target.year} is outside "
+                             f"the plan's period ({plan.baseline_year + 1}-{plan.target_year})"))
+        if ind.baseline.year < plan.baseline_year:
+            problems.append((("indicators", n, "baseline", "year"), f"baseline year {ind.baseline.year} is "
+                             f"before the plan's baseline year {plan.baseline_year}"))
+    for n, district in enumerate(catalog.districts):
+        if district.code == CITY_WIDE:
+            problems.append((("districts", n, "code"), f"{CITY_WIDE!r} is the city-wide region, not a district"))
+    return problems

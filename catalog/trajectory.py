@@ -1,21 +1,29 @@
 """The plan's trajectory and the status rules of CONTRACT.md §2, as pure functions.
 
 Time is measured in plan years: position ``p(D)`` is the number of years elapsed since the end
-of the baseline year, counting the current year by the fraction of its days that are over at the
-end of day ``D`` (31 December gives a whole year). The path runs from the baseline value at
-``p = 0`` to the target value at ``p = target.year - baseline.year``.
+of the indicator's baseline year, counting the current year by the fraction of its days that are
+over at the end of day ``D`` (31 December gives a whole year).
+
+The path starts at an ``Anchor`` (a value at a position) and reaches the target value at
+``p = target.year - baseline.year``. The anchor is the plan's baseline at ``p = 0`` where the plan
+states one; where it does not (``baseline: from_data``), the caller resolves it from the data
+(sinks/progress.py): the agency's reported value for the end of the baseline year (``p = 0``), else
+its first report, anchored where that report was (docs/numbers.md, "Baselines from data"). Until
+then the path is unknown and the status is ``pending``.
 
 - level / index / ratio: ``expected(D)`` is the path read at ``p(D)``.
 - flow: the path gives each year's annual total (read at whole positions); ``expected(D)`` is
   that total times the fraction of D's year elapsed.
 
-Before the baseline year the path holds the baseline; after the target year it holds the target
-(the plan states nothing beyond its own period).
+Before the anchor the path holds the anchor's value; after the target year it holds the target
+(the plan states nothing beyond its own period). A flow anchored on a first report has no
+expectation in that report's own year: its total is the anchor, not something measured against it.
 """
 
 from __future__ import annotations
 
 import calendar
+from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
@@ -26,7 +34,31 @@ class Status(StrEnum):
     ON_TRACK = "on_track"
     AT_RISK = "at_risk"
     OFF_TRACK = "off_track"
+    # Data, but no path to measure it against yet: the baseline is taken from data and not known
+    # (a flow in its first reported year) or a growth target has no previous year's total.
+    PENDING = "pending"
     NO_DATA = "no_data"
+
+
+class BaselineSource(StrEnum):
+    PLAN = "plan"  # stated by the plan
+    REPORTED = "reported"  # the agency's reported value for the end of the baseline year
+    FIRST_REPORT = "first_report"  # the agency's first report after the baseline year
+    PENDING = "pending"  # taken from data, and no data yet
+    NONE = "none"  # not needed: a floor held at every date, or a growth rate on last year
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Where a path starts: ``value`` at ``position`` plan years after the baseline year's end.
+
+    ``day`` is the report the value comes from (the last day of the year for a flow's total).
+    """
+
+    position: float
+    value: float
+    source: BaselineSource
+    day: date | None = None
 
 
 def year_fraction(d: date) -> float:
@@ -35,53 +67,69 @@ def year_fraction(d: date) -> float:
     return d.timetuple().tm_yday / days
 
 
-def _baseline(ind: Indicator) -> tuple[int, float]:
-    """(year, value) the path starts from; without a baseline it starts at 0 at the plan's start."""
-    if ind.baseline is not None and ind.baseline.value is not None:
-        return ind.baseline.year, ind.baseline.value
-    return ind.path_start_year, 0.0
+def position(ind: Indicator, as_of: date) -> float:
+    return (as_of.year - 1 - ind.baseline.year) + year_fraction(as_of)
 
 
-def path_value(ind: Indicator, position: float) -> float | None:
-    """The trajectory at ``position`` plan years after the baseline year's end (clamped)."""
+def plan_anchor(ind: Indicator) -> Anchor | None:
+    """The anchor the plan itself states; None where the baseline is taken from data."""
+    stated = ind.baseline.stated
+    return None if stated is None else Anchor(0.0, stated, BaselineSource.PLAN)
+
+
+def anchor_for(ind: Indicator, resolved: Anchor | None = None) -> Anchor | None:
+    """The plan's anchor, else the one resolved from data (None: pending)."""
+    return plan_anchor(ind) or resolved
+
+
+def span(ind: Indicator) -> int:
+    return ind.target.year - ind.baseline.year
+
+
+def path_value(ind: Indicator, at: float, anchor: Anchor | None = None) -> float | None:
+    """The trajectory at position ``at``; None for growth targets and unknown baselines."""
     if ind.trajectory is Shape.GROWTH:
         return None
     target = ind.target.value
     assert target is not None  # guaranteed by the model for every shape but GROWTH
     if ind.trajectory is Shape.FLAT:
         return target
-    base_year, base = _baseline(ind)
-    span = ind.target.year - base_year
-    share = min(max(position / span, 0.0), 1.0)
-    if ind.trajectory is Shape.COMPOUND:
-        return base * (target / base) ** share
-    return base + (target - base) * share
+    start = anchor_for(ind, anchor)
+    if start is None:
+        return None
+    if start.position >= span(ind):
+        return target
+    share = min(max((at - start.position) / (span(ind) - start.position), 0.0), 1.0)
+    if ind.trajectory is Shape.COMPOUND and start.value > 0:
+        return start.value * (target / start.value) ** share
+    return start.value + (target - start.value) * share
 
 
-def position(ind: Indicator, as_of: date) -> float:
-    base_year, _ = _baseline(ind)
-    return (as_of.year - 1 - base_year) + year_fraction(as_of)
+def expected(ind: Indicator, as_of: date, prior_year_actual: float | None = None,
+             anchor: Anchor | None = None) -> float | None:
+    """``expected(D)`` of CONTRACT.md §2; None where the plan gives no number for D yet.
 
-
-def expected(ind: Indicator, as_of: date, prior_year_actual: float | None = None) -> float | None:
-    """``expected(D)`` of CONTRACT.md §2; None where the plan gives no number for D.
-
-    ``prior_year_actual`` is needed only by GROWTH targets (x % more than last year).
+    ``prior_year_actual`` is needed only by GROWTH targets (x % more than last year); ``anchor``
+    only where the baseline is taken from data.
     """
     if ind.kind is Kind.FLOW:
-        annual = annual_expected(ind, as_of.year, prior_year_actual)
+        annual = annual_expected(ind, as_of.year, prior_year_actual, anchor)
         return None if annual is None else annual * year_fraction(as_of)
-    return path_value(ind, position(ind, as_of))
+    return path_value(ind, position(ind, as_of), anchor)
 
 
-def annual_expected(ind: Indicator, year: int, prior_year_actual: float | None = None) -> float | None:
+def annual_expected(ind: Indicator, year: int, prior_year_actual: float | None = None,
+                    anchor: Anchor | None = None) -> float | None:
     """A flow's expected annual total for ``year``."""
     if ind.trajectory is Shape.GROWTH:
         if prior_year_actual is None or ind.annual_growth is None:
             return None
         return prior_year_actual * (1 + ind.annual_growth)
-    base_year, _ = _baseline(ind)
-    return path_value(ind, float(year - base_year))
+    at = float(year - ind.baseline.year)
+    start = anchor_for(ind, anchor)
+    if start is not None and start.source is BaselineSource.FIRST_REPORT and at <= start.position:
+        return None  # the first reported year is the anchor itself
+    return path_value(ind, at, anchor)
 
 
 def performance(ind: Indicator, actual: float, expected_value: float) -> float:
@@ -95,8 +143,10 @@ def performance(ind: Indicator, actual: float, expected_value: float) -> float:
 
 def status(ind: Indicator, actual: float | None, expected_value: float | None,
            thresholds: Thresholds) -> Status:
-    if actual is None or expected_value is None:
+    if actual is None:
         return Status.NO_DATA
+    if expected_value is None:
+        return Status.PENDING
     ratio = performance(ind, actual, expected_value)
     if ratio >= thresholds.on_track:
         return Status.ON_TRACK
@@ -106,13 +156,13 @@ def status(ind: Indicator, actual: float | None, expected_value: float | None,
 
 
 def projected(ind: Indicator, as_of: date, actual: float | None,
-              expected_value: float | None) -> float | None:
+              expected_value: float | None, anchor: Anchor | None = None) -> float | None:
     """The value expected at the target date if the current pace holds.
 
     - flow: the target annual total scaled by today's performance (actual/expected): a feed at
       90 % of its year-to-date path is projected to reach 90 % of the target year's total;
-    - level / index / ratio: the straight line from the baseline through today's actual,
-      extended to the end of the target year (FLAT targets: today's actual).
+    - level / index / ratio: the straight line from the anchor through today's actual, extended to
+      the end of the target year (FLAT targets, or no anchor yet: today's actual).
     """
     if actual is None:
         return None
@@ -121,11 +171,11 @@ def projected(ind: Indicator, as_of: date, actual: float | None,
         if expected_value is None or target is None or expected_value <= 0:
             return None
         return target * (actual / expected_value)
-    if ind.trajectory is Shape.FLAT or target is None:
+    start = anchor_for(ind, anchor)
+    if ind.trajectory is Shape.FLAT or target is None or start is None:
         return actual
-    base_year, base = _baseline(ind)
-    elapsed = position(ind, as_of)
-    span = ind.target.year - base_year
-    if elapsed <= 0 or elapsed >= span:
+    elapsed = position(ind, as_of) - start.position
+    remaining = span(ind) - start.position
+    if elapsed <= 0 or elapsed >= remaining:
         return actual
-    return base + (actual - base) * span / elapsed
+    return start.value + (actual - start.value) * remaining / elapsed

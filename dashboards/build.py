@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from highland.catalog.loader import default_catalog
+from highland.catalog.loader import catalog_at
 from highland.catalog.models import Catalog
 from highland.dashboards import alerting
 from highland.dashboards.definitions import all_dashboards
@@ -154,7 +154,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> Path:
 
 def build_all(settings: Settings, out_dir: Path, catalog: Catalog | None = None) -> list[Path]:
     """Write every provisioning file; returns the paths written. Same input, same bytes."""
-    catalog = catalog or default_catalog()
+    catalog = catalog or catalog_at(settings.catalog_dir)
     sql = sql_for(settings, catalog)
     out_dir = Path(out_dir)
     prov = out_dir / "provisioning"

@@ -19,7 +19,8 @@ DATASOURCE = {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
 FORMAT_TIME_SERIES, FORMAT_TABLE = 0, 1
 
 STATUS_COLOURS = {"on_track": ("on track", "green"), "at_risk": ("at risk", "orange"),
-                  "off_track": ("off track", "red"), "no_data": ("no data", "#8e8e8e")}
+                  "off_track": ("off track", "red"), "pending": ("baseline pending", "#5794f2"),
+                  "no_data": ("no data", "#8e8e8e")}
 FEED_COLOURS = {"fresh": ("fresh", "green"), "stale": ("stale", "red"), "never": ("never reported", "#8e8e8e")}
 
 Json = dict[str, Any]

@@ -76,13 +76,13 @@ def publish_changes(settings: Settings, out_dir: Path) -> list[str]:
 
 
 def sync_plan(settings: Settings) -> str:
-    from highland.catalog.loader import default_catalog
+    from highland.catalog.loader import catalog_at
     from highland.sinks.client import connect
     from highland.sinks.plan_tables import sync_plan_tables
 
     try:
         client = connect(settings)
-        result = sync_plan_tables(client, settings.clickhouse_database, default_catalog())
+        result = sync_plan_tables(client, settings.clickhouse_database, catalog_at(settings.catalog_dir))
     except Exception as exc:  # the driver raises many types; all mean "could not sync"
         raise PublishError(f"could not sync the plan tables into ClickHouse at {settings.clickhouse_host}:"
                            f"{settings.clickhouse_port}/{settings.clickhouse_database}: {exc}") from exc

@@ -77,7 +77,7 @@ class Report:
         return tuple(e for e in self.entries if e.stopped_since is not None)
 
     def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in ("on_track", "at_risk", "off_track", "no_data")}
+        out = {s: 0 for s in ("on_track", "at_risk", "off_track", "pending", "no_data")}
         for e in self.entries:
             out[e.row.status] += 1
         return out
@@ -118,7 +118,7 @@ def stopped_since(row: ProgressRow, cadence_days: int, as_of: date) -> date | No
 
 
 def _order(entries: list[Entry]) -> tuple[Entry, ...]:
-    rank = {"off_track": 0, "at_risk": 1, "on_track": 2, "no_data": 3}
+    rank = {"off_track": 0, "at_risk": 1, "on_track": 2, "pending": 3, "no_data": 4}
     return tuple(sorted(entries, key=lambda e: (not e.slipped, rank[e.row.status])))  # stable: catalog order
 
 

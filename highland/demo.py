@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from highland.catalog.loader import default_catalog
+from highland.catalog.loader import catalog_at
+from highland.catalog.models import Catalog
 from highland.ingest.events import Accepted, validate
 from highland.ingest.files import read_rows
 from highland.ingest.push import push_files
@@ -32,10 +33,9 @@ class DemoReport:
     worker_started: bool = False
 
 
-def expected_observations(files: dict[str, Path]) -> int:
+def expected_observations(files: dict[str, Path], catalog: Catalog) -> int:
     """Distinct (agency, event_id) among the valid rows: the observations the worker will store
     (a superseded revision in the same batch may never be written, so revisions are not counted)."""
-    catalog = default_catalog()
     keys = set()
     for path in files.values():
         for row in read_rows(path):
@@ -52,7 +52,7 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
     say(f"stack: started {', '.join(up.started) or 'nothing (already running)'}")
     report.worker_started = local.start_worker(settings) is not None
     say("worker: started in the background" if report.worker_started else "worker: already running")
-    catalog = default_catalog()
+    catalog = catalog_at(settings.catalog_dir)
     report.files = write_feeds(catalog, settings.state_dir / "demo")
     say(f"feeds: {len(report.files)} agency files of synthetic history 2016-2020 in {settings.state_dir / 'demo'}")
     for agency, path in report.files.items():
@@ -60,7 +60,7 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
         report.accepted += summary.accepted
         report.rejected += sum(summary.rejected.values())
     say(f"pushed: {report.accepted} accepted, {report.rejected} rejected (on purpose: bad rows in the feeds)")
-    want = expected_observations(report.files)
+    want = expected_observations(report.files, catalog)
     client = connect(settings)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -12,13 +12,14 @@ which is what makes it current. Syncing an unchanged catalog writes nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from highland.catalog.models import Catalog, Indicator
-from highland.catalog.trajectory import expected, position, year_fraction
+from highland.catalog.trajectory import Anchor, anchor_for, expected, position, span, year_fraction
+from highland.sinks.baselines import query_baselines
 
 INDICATOR_COLUMNS = ("indicator", "name_zh", "name_en", "section", "unit", "kind", "direction", "trajectory",
                      "baseline", "has_baseline", "path_base", "path_base_year", "target", "has_target",
@@ -65,32 +66,48 @@ def plan_days(catalog: Catalog) -> list[date]:
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def indicator_row(catalog: Catalog, ind: Indicator) -> tuple[Any, ...]:
+def indicator_row(catalog: Catalog, ind: Indicator, resolved: Anchor | None = None) -> tuple[Any, ...]:
     thresholds = catalog.thresholds_for(ind)
-    base_value = ind.baseline.value if ind.baseline is not None else None
-    baseline = base_value if base_value is not None else 0.0
+    anchor = anchor_for(ind, resolved)
+    baseline = anchor.value if anchor is not None else 0.0
     target = ind.target.value
-    # The path starts from the baseline, or from 0 at the end of the plan's baseline year
-    # (catalog/trajectory.py, _baseline): the projection in SQL needs that same start.
+    # path_base is where the path starts (the plan's baseline or the one taken from data): the
+    # projection in SQL needs that same start (catalog/trajectory.py, projected).
     return (ind.code, ind.name_zh, ind.name_en, ind.section, ind.unit, ind.kind.value, ind.direction.value,
-            ind.trajectory.value, baseline, int(base_value is not None), baseline, ind.path_start_year,
+            ind.trajectory.value, baseline, int(anchor is not None), baseline, ind.path_start_year,
             target if target is not None else 0.0, int(target is not None), ind.target.year,
             ind.annual_growth or 0.0, thresholds.on_track, thresholds.at_risk, ind.agency, ind.cadence_days,
             int(ind.regional))
 
 
-def trajectory_rows(ind: Indicator, days: Sequence[date]) -> Iterator[tuple[Any, ...]]:
+def path_position(ind: Indicator, day: date, anchor: Anchor | None) -> float:
+    """How far along its path ``day`` is, in plan years scaled to the whole span: ``position(D)`` for a
+    path anchored at the baseline year's end; for one anchored later (a first report at p0) the
+    elapsed ``p - p0`` stretched by ``span / (span - p0)``, so the dashboards' projection
+    ``path_base + (actual - path_base) * span / position`` is the straight line from that anchor."""
+    whole = span(ind)
+    if anchor is None or anchor.position == 0:
+        return position(ind, day)
+    if anchor.position >= whole:
+        return float(whole)
+    return (position(ind, day) - anchor.position) * whole / (whole - anchor.position)
+
+
+def trajectory_rows(ind: Indicator, days: Sequence[date], anchor: Anchor | None = None) -> Iterator[tuple[Any, ...]]:
     for day in days:
-        value = expected(ind, day)  # None for growth targets: they need last year's actual
+        # None for growth targets (they need last year's actual) and baselines still pending
+        value = expected(ind, day, None, anchor)
         yield (ind.code, day, value if value is not None else 0.0, int(value is not None), year_fraction(day),
-               position(ind, day))
+               path_position(ind, day, anchor_for(ind, anchor)))
 
 
-def plan_rows(catalog: Catalog) -> PlanRows:
+def plan_rows(catalog: Catalog, anchors: Mapping[str, Anchor] | None = None) -> PlanRows:
+    """The plan tables' rows; ``anchors``: baselines taken from data (sinks/baselines.py), by code."""
     days = plan_days(catalog)
+    found = anchors or {}
     return PlanRows(
-        indicators=[indicator_row(catalog, ind) for ind in catalog.indicators],
-        trajectory=[row for ind in catalog.indicators for row in trajectory_rows(ind, days)],
+        indicators=[indicator_row(catalog, ind, found.get(ind.code)) for ind in catalog.indicators],
+        trajectory=[row for ind in catalog.indicators for row in trajectory_rows(ind, days, found.get(ind.code))],
         districts=[(d.code, d.name_zh, d.name_en) for d in catalog.districts],
     )
 
@@ -101,9 +118,15 @@ def recorded_versions(client: Any, db: str) -> list[tuple[str, int]]:
     return [(v, int(s)) for v, s in rows]
 
 
-def sync_plan_tables(client: Any, db: str, catalog: Catalog) -> PlanSync:
-    """Make the catalog's plan numbers current in ``db``; does nothing if they already are."""
-    rows = plan_rows(catalog)
+def sync_plan_tables(client: Any, db: str, catalog: Catalog, anchors: Mapping[str, Anchor] | None = None) -> PlanSync:
+    """Make the catalog's plan numbers current in ``db``; does nothing if they already are.
+
+    Baselines the plan leaves to the data are read from ``db`` unless ``anchors`` gives them: the
+    worker's evaluator syncs again whenever they change, so the dashboards' paths are progress's.
+    """
+    if anchors is None:
+        anchors = query_baselines(client, db, catalog)
+    rows = plan_rows(catalog, anchors)
     recorded = recorded_versions(client, db)
     result = PlanSync(rows.version, True, len(rows.indicators), len(rows.trajectory))
     if recorded and recorded[0][0] == rows.version:
@@ -118,6 +141,22 @@ def sync_plan_tables(client: Any, db: str, catalog: Catalog) -> PlanSync:
                      len(rows.indicators), len(rows.trajectory))])
     _drop_superseded(client, db, rows.version, recorded)
     return result
+
+
+# What this process last made current, per (database, plan): the anchors it synced. Building the
+# rows computes every plan day of every indicator, so the evaluator syncs only when a baseline
+# taken from data moves.
+_synced: dict[tuple[str, str], frozenset[tuple[str, Anchor]]] = {}
+
+
+def sync_if_baselines_changed(client: Any, db: str, catalog: Catalog, anchors: Mapping[str, Anchor]) -> bool:
+    """``sync_plan_tables`` with ``anchors`` unless this process already synced exactly them."""
+    key, now = (db, catalog.plan.code), frozenset(anchors.items())
+    if _synced.get(key) == now:
+        return False
+    sync_plan_tables(client, db, catalog, anchors)
+    _synced[key] = now
+    return True
 
 
 def _drop_superseded(client: Any, db: str, current: str, recorded: list[tuple[str, int]]) -> None:

@@ -32,12 +32,14 @@ def _make(state: AlertState, chain: str, kind: str, indicator: str, agency: str,
 def status_alerts(state: AlertState, rows: list[ProgressRow], as_of: date, now: datetime) -> list[Alert]:
     """One alert per indicator whose status differs from its last alerted status.
 
-    Losing all data (back to no_data) is not a slip and is not alerted.
+    Losing all data (back to no_data) is not a slip and is not alerted, nor is a baseline still
+    being taken from data (``pending``): neither says anything about the plan. The first status
+    measured against the path is alerted from whichever of the two came before.
     """
     alerts = []
     for row in rows:
         prev = state.get(row.indicator, STATUS)
-        if row.status == prev.state or row.status == "no_data":
+        if row.status == prev.state or row.status in ("no_data", "pending"):
             continue
         detail = (f"{row.indicator}: {prev.state} -> {row.status} "
                   f"(actual {row.actual:.6g} vs expected {row.expected:.6g} {row.unit}, as of {as_of})"

@@ -37,7 +37,7 @@ from aiokafka import ConsumerRecord
 from clickhouse_driver.errors import Error as ClickHouseError
 from faust.app.base import BootStrategy
 from faust.types import EventT
-from highland.catalog.loader import default_catalog
+from highland.catalog.loader import catalog_at
 from highland.catalog.models import Catalog
 from highland.ingest import wire
 from highland.ingest.dead_letters import DeadLetter, dead_letter, unreadable
@@ -248,7 +248,7 @@ class _Worker(faust.Worker):
 
 
 def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
-    catalog = catalog or default_catalog()
+    catalog = catalog or catalog_at(settings.catalog_dir)
     app = faust.App(
         settings.consumer_group + FAUST_GROUP_SUFFIX,
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers],

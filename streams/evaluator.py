@@ -20,6 +20,8 @@ from highland.catalog.domain import Alert
 from highland.catalog.models import Catalog
 from highland.ingest import wire
 from highland.sinks import alerts as alert_sink
+from highland.sinks.baselines import query_baselines
+from highland.sinks.plan_tables import sync_if_baselines_changed
 from highland.sinks.progress import default_as_of, progress
 from highland.streams.alerts import feed_alerts, status_alerts
 from highland.streams.notify import Notifier
@@ -49,7 +51,12 @@ def evaluate(client: Any, db: str, catalog: Catalog, now: datetime, *, statuses:
     """
     as_of = _as_of(catalog, now)
     state = alert_sink.load_state(client, db)
-    alerts = status_alerts(state, progress(client, db, catalog, as_of), as_of, now) if statuses else []
+    alerts = []
+    if statuses:
+        anchors = query_baselines(client, db, catalog)
+        # Baselines taken from data move the plan's paths: the dashboards read them from the plan tables.
+        sync_if_baselines_changed(client, db, catalog, anchors)
+        alerts = status_alerts(state, progress(client, db, catalog, as_of, anchors), as_of, now)
     alerts += feed_alerts(state, catalog, alert_sink.last_arrivals(client, db, catalog), as_of, now)
     alert_sink.store(client, db, alerts)
     return alerts

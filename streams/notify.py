@@ -50,7 +50,7 @@ CHANNELS = ("wecom", "dingtalk", "feishu", "json")
 # dashboards, so a unit test holds the two together).
 INDICATOR_DASHBOARD_PATH = "/d/highland-indicator/highland-indicator"
 
-STATUS_ZH = {"on_track": "正常", "at_risk": "有风险", "off_track": "滞后", "no_data": "无数据"}
+STATUS_ZH = {"on_track": "正常", "at_risk": "有风险", "off_track": "滞后", "pending": "基数待定", "no_data": "无数据"}
 
 # Codes the vendors return when a robot is sent too much (or the platform is busy): worth a retry.
 # WeCom 45009 "api freq out of limit", -1 "system busy"; DingTalk 130101 "send too fast",

@@ -169,13 +169,13 @@ def _refuse_the_other_broker(settings: Settings) -> None:
 
 def _sync_plan(settings: Settings) -> None:
     """The catalog's plan numbers into ClickHouse, for the dashboards' SQL (a no-op when current)."""
-    from highland.catalog.loader import default_catalog
+    from highland.catalog.loader import catalog_at
     from highland.sinks.client import connect
     from highland.sinks.plan_tables import sync_plan_tables
 
     client = connect(settings)
     try:
-        sync_plan_tables(client, settings.clickhouse_database, default_catalog())
+        sync_plan_tables(client, settings.clickhouse_database, catalog_at(settings.catalog_dir))
     finally:
         client.disconnect()
 

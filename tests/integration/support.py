@@ -55,8 +55,11 @@ def reference_actuals(events: Iterable[dict], catalog: Catalog, as_of: date) -> 
             rank = (observed.timestamp(), e.get("revision", 0), e["event_id"])
             if (ind.code, region) not in newest or rank > newest[(ind.code, region)][0]:
                 newest[(ind.code, region)] = (rank, value)
-    for (code, _region), (_rank, value) in newest.items():
-        totals[code] = totals.get(code, 0.0) + value
+    # A city-wide report, once there is one, is the city's level; districts are summed only without one.
+    city_wide = {code for code, region in newest if region == "chongqing"}
+    for (code, region), (_rank, value) in newest.items():
+        if code not in city_wide or region == "chongqing":
+            totals[code] = totals.get(code, 0.0) + value
     return totals
 
 

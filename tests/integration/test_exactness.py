@@ -185,7 +185,8 @@ class FeedBuilder:
         return round(canonical / factor, 6), unit
 
     def region_of(self, indicator: str) -> str:
-        return self.rng.choice(DISTRICTS) if CATALOG.indicator(indicator).regional else CITY
+        """A regional level also takes a city-wide report now and then (docs/numbers.md, "level")."""
+        return self.rng.choice((*DISTRICTS, CITY)) if CATALOG.indicator(indicator).regional else CITY
 
     def observation(self, n: int) -> dict[str, Any]:
         indicator = self.rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
@@ -201,7 +202,7 @@ class FeedBuilder:
         indicator, region, observed_at = e["indicator"], e["region"], e["observed_at"]
         day = datetime.fromisoformat(observed_at).astimezone(PLAN_TZ).date()
         if move == "region" and CATALOG.indicator(indicator).regional:
-            region = self.rng.choice([d for d in DISTRICTS if d != region])
+            region = self.rng.choice([d for d in (*DISTRICTS, CITY) if d != region])
         elif move == "indicator":  # the same agency must own both
             indicator = self.rng.choice([c for c in self.by_agency[e["agency"]] if c != indicator])
             region = self.region_of(indicator)
@@ -277,8 +278,9 @@ class ContractModel:
     observation. actual(D): a flow is the sum of its observations from 1 January of D's year through D
     (no observation in that span: no data); a level is, per region, the latest observation at or
     before D (by observed_at; on a tie the higher revision, then the greater event_id, as
-    docs/numbers.md fixes it), summed over the districts where the indicator is regional, else the
-    city-wide one; an index or ratio is the latest city-wide observation at or before D."""
+    docs/numbers.md fixes it); where the indicator is regional the latest city-wide one once there is
+    one, else the sum over the districts; elsewhere the city-wide one; an index or ratio is the latest
+    city-wide observation at or before D."""
 
     def __init__(self, events: Iterable[dict[str, Any]], catalog: Catalog) -> None:
         self.catalog = catalog
@@ -310,7 +312,7 @@ class ContractModel:
             if o.region not in newest or rank > (newest[o.region].observed, newest[o.region].revision,
                                                  newest[o.region].event_id):
                 newest[o.region] = o
-        if ind.regional:
+        if ind.regional and CITY not in newest:
             return math.fsum(o.value for o in newest.values()) if newest else None
         return newest[CITY].value if CITY in newest else None
 

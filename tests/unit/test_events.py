@@ -69,11 +69,13 @@ def test_each_rule_has_its_reason(changes, expected):
     assert reason(**changes) == expected
 
 
-def test_regional_indicators_take_districts_only():
+def test_regional_indicators_take_districts_and_a_city_wide_report():
     ports = {"agency": "cq_comms_admin", "indicator": "fiber_broadband_ports", "unit": "ports", "value": 10}
     assert isinstance(check(**ports, region="yuzhong"), Accepted)
-    assert reason(**ports) == "unknown_region"  # city-wide is not a district
+    assert isinstance(check(**ports), Accepted)  # the target is city-wide, and so may the report be
     assert reason(**ports, region="atlantis") == "unknown_region"
+    turnover = {"agency": "cq_commerce", "indicator": "ecommerce_turnover", "unit": "亿元", "value": 10}
+    assert reason(**turnover, region="yuzhong") == "unknown_region"  # city-wide indicators take no district
 
 
 def test_non_finite_values_are_named_as_such():

@@ -6,7 +6,17 @@ from datetime import date
 
 import pytest
 from highland.catalog.models import Indicator, Thresholds
-from highland.catalog.trajectory import Status, annual_expected, expected, position, projected, status, year_fraction
+from highland.catalog.trajectory import (
+    Anchor,
+    BaselineSource,
+    Status,
+    annual_expected,
+    expected,
+    position,
+    projected,
+    status,
+    year_fraction,
+)
 
 DEFAULT = Thresholds(on_track=0.95, at_risk=0.85)
 
@@ -60,16 +70,62 @@ def test_compound_flow_grows_geometrically():
     assert expected(turnover, date(2017, 6, 30)) == pytest.approx(9311.0734 * 181 / 365, rel=1e-6)
 
 
-def test_a_missing_baseline_starts_the_path_at_zero():
-    output = make(kind="flow", baseline=None, start_year=2015, target={"year": 2020, "value": 2000})
-    assert annual_expected(output, 2017) == pytest.approx(800.0)
+def test_a_baseline_from_data_is_pending_until_the_data_gives_one():
+    output = make(kind="flow", baseline={"year": 2015, "value": "from_data"}, target={"year": 2020, "value": 2000})
+    assert annual_expected(output, 2017) is None  # no path from an invented 0
+    assert status(output, 300.0, expected(output, date(2017, 6, 30)), DEFAULT) is Status.PENDING
+    assert status(output, None, None, DEFAULT) is Status.NO_DATA
+
+
+def test_latency_falls_along_a_path_from_the_reported_2015_value():
+    """降至150毫秒以内 by 2020, the agency reporting 250 ms for the end of 2015."""
+    latency = make(kind="index", direction="down", baseline={"year": 2015, "value": "from_data"},
+                   target={"year": 2020, "value": 150})
+    reported = Anchor(0.0, 250.0, BaselineSource.REPORTED, date(2015, 12, 31))
+    # End of 2017, 2 of 5 years: 250 - 100 * 2/5 = 210 ms.
+    assert expected(latency, date(2017, 12, 31), anchor=reported) == pytest.approx(210.0)
+    # 30 June 2017: 1 + 181/365 years: 250 - 100 * 1.4958904/5 = 220.0822 ms.
+    assert expected(latency, date(2017, 6, 30), anchor=reported) == pytest.approx(220.08219, rel=1e-6)
+    # 230 ms at the end of 2017: 210/230 = 0.913, at risk (the old flat bar of 150 said 0.652, off track).
+    assert status(latency, 230.0, 210.0, DEFAULT) is Status.AT_RISK
+
+
+def test_a_first_report_anchors_the_path_where_it_was_made():
+    share = make(kind="ratio", unit="%", baseline={"year": 2015, "value": "from_data"},
+                 target={"year": 2020, "value": 90})
+    first = Anchor(position(share, date(2017, 3, 31)), 40.0, BaselineSource.FIRST_REPORT, date(2017, 3, 31))
+    assert first.position == pytest.approx(1 + 90 / 365)
+    assert expected(share, date(2017, 3, 31), anchor=first) == pytest.approx(40.0)  # on the path that day
+    # End of 2018: 40 + 50 * (3 - 1.2465753) / (5 - 1.2465753) = 40 + 50 * 0.4671533 = 63.3577.
+    assert expected(share, date(2018, 12, 31), anchor=first) == pytest.approx(63.35766, rel=1e-6)
+    assert expected(share, date(2020, 12, 31), anchor=first) == pytest.approx(90.0)
+    # Projection: the line from the first report through 70 at the end of 2018, to the end of 2020:
+    # 40 + 30 * 3.7534247 / 1.7534247 = 104.2188.
+    assert projected(share, date(2018, 12, 31), 70.0, 63.36, first) == pytest.approx(104.21875, rel=1e-6)
+
+
+def test_a_flows_first_reported_year_is_its_anchor_not_measured_against_itself():
+    freight = make(kind="flow", baseline={"year": 2015, "value": "from_data"}, target={"year": 2020, "value": 2000})
+    first = Anchor(2.0, 500.0, BaselineSource.FIRST_REPORT, date(2017, 12, 31))
+    assert annual_expected(freight, 2017, anchor=first) is None
+    assert annual_expected(freight, 2018, anchor=first) == pytest.approx(1000.0)  # 500 + 1500 * 1/3
+    assert annual_expected(freight, 2019, anchor=first) == pytest.approx(1500.0)
+    assert annual_expected(freight, 2020, anchor=first) == pytest.approx(2000.0)
+    reported = Anchor(0.0, 500.0, BaselineSource.REPORTED, date(2015, 12, 31))
+    assert annual_expected(freight, 2016, anchor=reported) == pytest.approx(800.0)  # 500 + 1500 / 5
+
+
+def test_a_stated_baseline_wins_over_any_anchor():
+    cities = make()
+    assert expected(cities, date(2018, 12, 31), anchor=Anchor(0.0, 0.0, BaselineSource.REPORTED)) == pytest.approx(20.0)
 
 
 def test_growth_target_needs_last_years_actual():
-    agri = make(kind="flow", baseline=None, start_year=2015, target={"year": 2020, "value": None},
+    agri = make(kind="flow", baseline={"year": 2015, "value": "from_data"}, target={"year": 2020, "value": None},
                 trajectory="growth", annual_growth=0.30)
     assert expected(agri, date(2019, 12, 31)) is None
     assert expected(agri, date(2019, 12, 31), prior_year_actual=100.0) == pytest.approx(130.0)
+    assert status(agri, 40.0, None, DEFAULT) is Status.PENDING  # this year's data, no previous year
 
 
 def test_status_bands_and_their_edges():
@@ -83,9 +139,9 @@ def test_status_bands_and_their_edges():
 
 
 def test_lower_is_better_inverts_the_ratio():
-    latency = make(kind="level", direction="down", baseline=None, start_year=2015,
+    latency = make(kind="level", direction="down", baseline={"year": 2015, "value": "from_data"},
                    target={"year": 2020, "value": 150}, trajectory="flat")
-    assert expected(latency, date(2017, 5, 1)) == 150
+    assert expected(latency, date(2017, 5, 1)) == 150  # a floor (here a ceiling) needs no baseline
     assert status(latency, 120.0, 150.0, DEFAULT) is Status.ON_TRACK  # faster than the bound
     assert status(latency, 170.0, 150.0, DEFAULT) is Status.AT_RISK  # 150/170 = 0.882
     assert status(latency, 200.0, 150.0, DEFAULT) is Status.OFF_TRACK  # 0.75
