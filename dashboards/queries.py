@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from highland.catalog.models import Catalog
-from highland.sinks.progress import daily_sql
+from highland.sinks.progress import city_level_sql, daily_sql
 
 INDICATOR_VAR = "${indicator:sqlstring}"
 
@@ -89,6 +89,7 @@ def _flow_actuals(q: Sql, days_where: str, only: str) -> str:
         SELECT indicator, day,
                sumIf(day_total, toYear(d) = toYear(day)) AS actual_value,
                sumIf(day_total, toYear(d) = toYear(day) - 1) AS prior_total,
+               sumIf(day_n, toYear(d) = toYear(day) - 1) AS prior_n,
                sumIf(day_n, toYear(d) = toYear(day)) AS n_found,
                maxIf(day_last, day_n > 0) AS last_obs
         FROM ({_days(q, days_where, "kind = 'flow'")}) AS days
@@ -102,10 +103,12 @@ def _flow_actuals(q: Sql, days_where: str, only: str) -> str:
 
 
 def _level_actuals(q: Sql, days_where: str, only: str) -> str:
-    """Levels, indices, ratios: per region the close of the latest day at or before the day, summed
+    """Levels, indices, ratios: per region the close of the latest day at or before the day, combined
+    as sinks/progress.py combines them (city_level_sql: never a city-wide report plus districts)
     (within a day the close is the latest by observed_at, revision, event_id: sinks/daily_series.py)."""
     return f"""
-        SELECT indicator, day, sum(latest_value) AS actual_value, toFloat64(0) AS prior_total,
+        SELECT indicator, day, {city_level_sql("latest_value")} AS actual_value,
+               toFloat64(0) AS prior_total, toUInt64(0) AS prior_n,
                count() AS n_found, max(region_last_obs) AS last_obs
         FROM (
             SELECT indicator, day, reg,
@@ -143,7 +146,7 @@ def _joined(q: Sql, days_where: str, only: str) -> str:
     """Plan rows with their actuals; a day without observations gets n_found = 0 (the join's default)."""
     columns = ("plan_expected", "has_expected", "year_fraction", "position", *_PLAN_COLUMNS)
     return f"""
-        SELECT indicator, day, {', '.join(columns)}, actual_value, prior_total, n_found, last_obs
+        SELECT indicator, day, {', '.join(columns)}, actual_value, prior_total, prior_n, n_found, last_obs
         FROM ({_plan_days(q, days_where)}) AS plan_days
         ANY LEFT JOIN ({_flow_actuals(q, days_where, only)} UNION ALL {_level_actuals(q, days_where, only)}) AS actuals
         USING (indicator, day)"""
@@ -154,7 +157,7 @@ def _derived(q: Sql, days_where: str, only: str) -> str:
     return f"""
         SELECT *,
                n_found > 0 AS has_data,
-               if(trajectory = 'growth', has_data, has_expected = 1) AS has_exp,
+               if(trajectory = 'growth', has_data AND prior_n > 0, has_expected = 1) AS has_exp,
                if(trajectory = 'growth', prior_total * (1 + annual_growth) * year_fraction, plan_expected)
                    AS expected_value,
                if(direction = 'down', expected_value, actual_value) AS perf_num,
@@ -173,7 +176,7 @@ def progress_sql(q: Sql, days_where: str, indicator: str | None = None) -> str:
     days_where = f"({days_where}) AND {only}"
     return f"""
         SELECT indicator, day, name_en, agency, unit, kind, regional,
-               multiIf(NOT (has_data AND has_exp), 'no_data', performance >= on_track, 'on_track',
+               multiIf(NOT has_data, 'no_data', NOT has_exp, 'pending', performance >= on_track, 'on_track',
                        performance >= at_risk, 'at_risk', 'off_track') AS status,
                if(has_data AND has_exp, 100 * (1 - performance), NULL) AS behind_pct,
                if(has_data, actual_value, NULL) AS actual,
@@ -194,7 +197,7 @@ def progress_sql(q: Sql, days_where: str, indicator: str | None = None) -> str:
 
 
 SERIES_DAILY_DAYS = 92
-STATUS_RANK = "indexOf(['off_track', 'at_risk', 'on_track', 'no_data'], status)"
+STATUS_RANK = "indexOf(['off_track', 'at_risk', 'on_track', 'pending', 'no_data'], status)"
 
 
 def overview_sql(q: Sql, as_of: str) -> str:
@@ -210,7 +213,8 @@ def status_counts_sql(q: Sql) -> str:
     """How many indicators are in each status as of the end of the time range."""
     return f"""
         SELECT countIf(status = 'off_track') AS off_track, countIf(status = 'at_risk') AS at_risk,
-               countIf(status = 'on_track') AS on_track, countIf(status = 'no_data') AS no_data
+               countIf(status = 'on_track') AS on_track, countIf(status = 'pending') AS pending,
+               countIf(status = 'no_data') AS no_data
         FROM ({progress_sql(q, f"day = {q.as_of_dashboard}")})"""
 
 
