@@ -466,6 +466,8 @@ def tokens_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Tokens: id, agency, state, created, expires, last used (never the secret)."""
+    from rich.table import Column
+
     from highland.sinks.client import connect
     from highland.sinks.tokens import list_tokens
 
@@ -475,7 +477,8 @@ def tokens_list(
     if as_json:
         _print_json(rows)
         return
-    table = Table("id", "agency", "state", "created (UTC)", "expires (UTC)", "last used (UTC)")
+    table = Table("agency", "state", "created (UTC)", "expires (UTC)", "last used (UTC)")
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=12))  # whole: it is what revoke takes
     for r in rows:
         table.add_row(*(str(r[k] or "—")[:19].replace("T", " ") for k in
                         ("id", "agency", "state", "created_at", "expires_at", "last_used_at")))
