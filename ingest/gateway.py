@@ -1,7 +1,9 @@
 """The HTTP gateway, for agencies that can't speak Kafka (aiohttp, which ships with Faust).
 
 ``POST /v1/events`` with ``Authorization: Bearer <agency token>`` and a body that is one JSON
-event, a JSON array of events, or NDJSON (``application/x-ndjson``). Every event is validated with
+event, a JSON array of events, NDJSON (``application/x-ndjson``), or a table as agencies keep them:
+CSV (UTF-8 or GB18030) or .xlsx, read as `highland push` reads files (ingest/uploads.py). Every
+event is validated with
 the shared validator in the name of the token's agency; accepted events are produced to Kafka
 (acks=all, idempotent) and the response lists a result per event. Good events in a request are
 delivered even when others in it are rejected.
@@ -20,6 +22,9 @@ request counts as accepted; retry). ``GET /health`` answers 200 when the broker 
 else 503, and reports the count of unauthenticated attempts (a readiness check); ``GET /live``
 answers 200 while the process serves HTTP (a liveness check: a broker outage must not restart
 gateways); ``GET /metrics`` serves Prometheus' text format (ingest/gateway_metrics.py).
+``GET /v1/dead-letters`` lists the token's agency's own rejected events, never another's,
+``GET /v1/whoami`` names the token's agency, and
+``GET /openapi.yaml`` serves the API's description (ingest/openapi.yaml, checked in and tested).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -44,7 +50,11 @@ from highland.catalog.models import Catalog
 from highland.ingest import wire
 from highland.ingest.dead_letters import DeadLetter, dead_letter
 from highland.ingest.events import BOM, MAX_PAYLOAD_BYTES, Accepted, Reason, Rejected, validate
+from highland.ingest.files import FileError
 from highland.ingest.gateway_metrics import GatewayMetrics
+from highland.ingest.names import Names
+from highland.ingest.token_use import UseRecorder, UseThrottle
+from highland.ingest.uploads import TooManyRows, is_table, table_rows
 
 from highland import strict_json
 from highland.settings import Settings
@@ -54,6 +64,8 @@ _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace, nothing else
 _LINE = re.compile(rb"[^\r\n]+")  # the line breaks bytes.splitlines knows, found lazily
 _NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+OPENAPI = Path(__file__).with_name("openapi.yaml")
+MAX_DEAD_LETTERS = 1000  # per GET /v1/dead-letters
 
 
 class TokenVerifier(Protocol):
@@ -63,6 +75,13 @@ class TokenVerifier(Protocol):
     ingest sits below storage."""
 
     def __call__(self, token: str) -> str | None: ...
+
+
+class DeadLetterReader(Protocol):
+    """(agency, limit) -> that agency's stored dead letters, newest first, as JSON-ready dicts.
+    Blocking; given by the command that starts the gateway (sinks/tokens.py: ``Verifier.dead_letters``)."""
+
+    def __call__(self, agency: str, limit: int) -> list[dict[str, Any]]: ...
 
 
 class BrokerDown(RuntimeError):
@@ -148,6 +167,8 @@ class Gateway:
     catalog: Catalog
     token_lookup: TokenVerifier
     producer: AIOKafkaProducer | None = None
+    record_use: UseRecorder | None = None  # "last used" of `highland tokens list`
+    read_dead_letters: DeadLetterReader | None = None  # GET /v1/dead-letters
     unauthenticated: int = 0
     tokens: TokenCache = field(init=False)
     rates: RateLimiter = field(init=False)
@@ -160,6 +181,9 @@ class Gateway:
                                  s.gateway_token_cache_size)
         self._start_lock = asyncio.Lock()
         self.metrics = GatewayMetrics()
+        self.uses = UseThrottle(s.token_use_record_seconds, s.gateway_token_cache_size)
+        self.names = Names.of(self.catalog)
+        self._noting: set[asyncio.Future[None]] = set()
 
     # --- Kafka ----------------------------------------------------------------------------------
     async def ensure_producer(self) -> AIOKafkaProducer:
@@ -215,6 +239,23 @@ class Gateway:
                     content_type="application/json") from exc
             self.tokens.put(key, agency)
         return (agency, key) if agency is not None else None
+
+    def note_use(self, key: str, agency: str) -> None:
+        """Note, in a worker thread and without delaying the request, that the token ``key`` was
+        used: at most once per ``token_use_record_seconds`` per token. A failure to note it is
+        logged, never the request's failure."""
+        if self.record_use is None or not self.uses.due(key):
+            return
+        record = self.record_use
+
+        def noted(future: asyncio.Future[None]) -> None:
+            self._noting.discard(future)
+            if not future.cancelled() and future.exception() is not None:
+                log.warning("could not note the use of token %s: %s", key[:12], future.exception())
+
+        future = asyncio.get_running_loop().run_in_executor(None, record, key, agency)
+        self._noting.add(future)
+        future.add_done_callback(noted)
 
     def count_unauthenticated(self, origin: str, now: datetime) -> None:
         """Count and log an attempt without a valid token; its body is neither read nor stored
@@ -311,19 +352,38 @@ class Judgement:
     rejected: list[DeadLetter]
 
 
-def judge(payloads: list[bytes], catalog: Catalog, agency: str, origin: str, now: datetime) -> Judgement:
-    """Validate each event in the name of ``agency``. CPU-bound: the gateway runs it in a thread."""
+def judge(payloads: list[bytes], catalog: Catalog, agency: str, origin: str, now: datetime,
+          lines: list[int] | None = None) -> Judgement:
+    """Validate each event in the name of ``agency``; ``lines``: each event's row in an uploaded
+    table (reported with its result and in its dead letter's origin). CPU-bound: run in a thread."""
     out = Judgement([], [], [])
     for index, payload in enumerate(payloads):
         verdict = validate(payload, catalog, now=now, pushed_by=agency)
+        where = {"index": index} if lines is None else {"index": index, "line": lines[index]}
         if isinstance(verdict, Accepted):
             out.accepted.append((verdict, payload))
-            out.results.append({"index": index, "status": "accepted", "event_id": verdict.event_id})
+            out.results.append({**where, "status": "accepted", "event_id": verdict.event_id})
         else:
-            out.rejected.append(dead_letter(verdict, payload, "gateway", f"{origin}#{index}", now))
-            out.results.append({"index": index, "status": "rejected", "reason": verdict.reason.value,
+            at = f"{origin}#{index}" if lines is None else f"{origin}:line {lines[index]}"
+            out.rejected.append(dead_letter(verdict, payload, "gateway", at, now))
+            out.results.append({**where, "status": "rejected", "reason": verdict.reason.value,
                                 "detail": verdict.detail})
     return out
+
+
+def split_request(body: bytes, content_type: str, charset: str | None, sheet: str | None,
+                  max_events: int, names: Names) -> tuple[list[bytes], list[int] | None] | None:
+    """(the events as JSON, each one's line in a table or None) of a request body of any accepted
+    format; None if a JSON body is not JSON. Raises TooManyEvents past ``max_events`` and FileError
+    for a table that cannot be read as a whole. CPU-bound: the gateway runs it in a thread."""
+    if is_table(content_type):
+        try:
+            rows = table_rows(body, content_type, charset=charset, sheet=sheet, max_rows=max_events, names=names)
+        except TooManyRows as exc:
+            raise TooManyEvents(str(exc)) from None
+        return [r.payload for r in rows], [r.line for r in rows]
+    payloads = split_body(body, content_type, max_events)
+    return None if payloads is None else (payloads, None)
 
 
 def _status(results: list[dict[str, Any]]) -> int:
@@ -347,8 +407,9 @@ def create_app(gateway: Gateway) -> web.Application:
         if identity is None:
             gateway.count_unauthenticated(origin, now)
             return _unread(_json_response({"error": Reason.UNAUTHENTICATED.value,
-                                           "detail": "missing, unknown or revoked bearer token"}, status=401))
+                                           "detail": "missing, unknown, revoked or expired bearer token"}, status=401))
         agency, key = identity
+        gateway.note_use(key, agency)
         if request.content_length is not None and request.content_length > limit:
             return await _too_large(gateway, f"request body over {limit} bytes", origin, now, agency)
         wait = gateway.rates.wait(key)
@@ -381,18 +442,22 @@ def create_app(gateway: Gateway) -> web.Application:
         if body is None:
             return await _too_large(gateway, f"request body over {limit} bytes", origin, now, agency)
         try:
-            payloads = await asyncio.to_thread(split_body, body, request.content_type, max_events)
+            split = await asyncio.to_thread(split_request, body, request.content_type, request.charset,
+                                            request.query.get("sheet"), max_events, gateway.names)
         except TooManyEvents as exc:
             return await _too_large(gateway, str(exc), origin, now, agency)
-        if payloads is None:
+        except FileError as exc:  # as `push` answers a file it cannot read: one error, nothing stored
+            return _json_response({"error": "unreadable_file", "detail": str(exc)}, status=400)
+        if split is None:
             letter = dead_letter(Rejected(Reason.MALFORMED_JSON, "the body is not JSON", agency),
                                  body[:MAX_PAYLOAD_BYTES], "gateway", origin, now)
             return await _refuse(gateway, 400, letter)
+        payloads, lines = split
         gateway.metrics.events_received.inc(len(payloads))
         wait = gateway.rates.take(request["token_key"], len(payloads))
         if wait > 0:
             return _rate_limited(wait)
-        judged = await asyncio.to_thread(judge, payloads, gateway.catalog, agency, origin, now)
+        judged = await asyncio.to_thread(judge, payloads, gateway.catalog, agency, origin, now, lines)
         try:
             await gateway.deliver(judged.accepted, judged.rejected)
         except BrokerDown as exc:
@@ -410,6 +475,46 @@ def create_app(gateway: Gateway) -> web.Application:
             return _json_response({"status": "unavailable", "broker": False, "detail": str(exc), **counts},
                                   status=503)
         return _json_response({"status": "ok", "broker": True, **counts})
+
+    async def authenticated(request: web.Request) -> str | web.Response:
+        """The agency of a request without a body (a GET), or its 401."""
+        identity = await gateway.agency_for(request)
+        if identity is None:
+            gateway.count_unauthenticated(request.remote or "?", datetime.now(UTC))
+            return _json_response({"error": Reason.UNAUTHENTICATED.value,
+                                   "detail": "missing, unknown, revoked or expired bearer token"}, status=401)
+        agency, key = identity
+        gateway.note_use(key, agency)
+        return agency
+
+    async def whoami(request: web.Request) -> web.Response:
+        """The agency the token belongs to: a client's check of its token before it sends anything."""
+        agency = await authenticated(request)
+        return agency if isinstance(agency, web.Response) else _json_response({"agency": agency})
+
+    async def get_dead_letters(request: web.Request) -> web.Response:
+        """The token's agency's own dead letters, newest first (``?limit=``, 1 to MAX_DEAD_LETTERS)."""
+        agency = await authenticated(request)
+        if isinstance(agency, web.Response):
+            return agency
+        try:
+            wanted = int(request.query.get("limit", "100"))
+        except ValueError:
+            wanted = 0
+        if not 1 <= wanted <= MAX_DEAD_LETTERS or gateway.read_dead_letters is None:
+            detail = (f"limit is a whole number from 1 to {MAX_DEAD_LETTERS}" if gateway.read_dead_letters
+                      else "this gateway has no dead-letter store")
+            return _json_response({"error": "bad_request", "detail": detail}, status=400)
+        try:
+            letters = await asyncio.to_thread(gateway.read_dead_letters, agency, wanted)
+        except Exception as exc:  # the store is down: a retry signal
+            log.error("dead-letter read failed: %s", exc)
+            return _json_response({"error": "store_unavailable", "detail": type(exc).__name__, "retry": True},
+                                  status=503)
+        return _json_response({"agency": agency, "dead_letters": letters})
+
+    async def openapi(_request: web.Request) -> web.Response:
+        return web.Response(body=OPENAPI.read_bytes(), content_type="application/yaml", charset="utf-8")
 
     async def live(_request: web.Request) -> web.Response:
         return _json_response({"status": "alive"})
@@ -439,6 +544,9 @@ def create_app(gateway: Gateway) -> web.Application:
 
     app.middlewares.append(measured)
     app.router.add_post("/v1/events", post_events, expect_handler=expect)
+    app.router.add_get("/v1/whoami", whoami)
+    app.router.add_get("/v1/dead-letters", get_dead_letters)
+    app.router.add_get("/openapi.yaml", openapi)
     app.router.add_get("/health", health)
     app.router.add_get("/live", live)
     app.router.add_get("/metrics", metrics)
@@ -490,8 +598,9 @@ async def _refuse(gateway: Gateway, status: int, letter: DeadLetter) -> web.Resp
     return _json_response({"error": letter.reason.value, "detail": letter.detail}, status=status)
 
 
-def serve(settings: Settings, catalog: Catalog, verify: TokenVerifier, host: str, port: int) -> None:
+def serve(settings: Settings, catalog: Catalog, verify: TokenVerifier, host: str, port: int,
+          record_use: UseRecorder | None = None, read_dead_letters: DeadLetterReader | None = None) -> None:
     # No lingering: a request answered before its body was read (401, 413, 429) closes its
     # connection instead of draining the rest of the body.
-    web.run_app(create_app(Gateway(settings, catalog, verify)), host=host, port=port, print=None,
-                lingering_time=0)
+    gateway = Gateway(settings, catalog, verify, record_use=record_use, read_dead_letters=read_dead_letters)
+    web.run_app(create_app(gateway), host=host, port=port, print=None, lingering_time=0)
