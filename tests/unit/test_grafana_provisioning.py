@@ -145,7 +145,9 @@ def test_every_rule_links_to_the_panel_that_shows_what_it_fires_on(built: Path):
 
 
 def test_import_copies_ask_for_their_datasources(built: Path):
-    for path in sorted((built / "import").glob("*.json")):
+    copies = sorted((built / "import").glob("*.json"))
+    assert copies and [p.name for p in copies] == sorted(p.name for p in (built / "dashboards").glob("*.json"))
+    for path in copies:
         exported = json.loads(path.read_text())
         provisioned = json.loads((built / "dashboards" / path.name).read_text())
         text = json.dumps(exported)
