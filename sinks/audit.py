@@ -38,11 +38,11 @@ from highland.sinks.daily_series import (
     states_sql,
     store_missing,
 )
+from highland.sinks.tables import DAILY_SERIES, OBSERVATIONS_BY_SERIES
 from highland.sinks.topology import SINGLE_NODE, Topology
 from highland.sinks.writer import stored_revisions_sql
 
-_TRUTH_STRUCTURE = ("indicator String, region String, day Date, version UInt64, events UInt64, value_sum Float64, "
-                    "close_value Float64, close_observed_at DateTime, close_revision UInt32, close_event_id String")
+_TRUTH_STRUCTURE = ", ".join(f"{name} {kind}" for name, kind in DAILY_SERIES.structure(STATE_COLUMNS))
 # A day's stored state against its recomputation: counts and the close exactly, sums to 1e-9 (float
 # additions in another order).
 _WRONG = """
@@ -118,7 +118,7 @@ def check(client: Any, db: str, tz: str, keys: str, params: dict[str, Any], *, r
     client.execute("DROP TEMPORARY TABLE IF EXISTS _audit_truth")
     client.execute(f"CREATE TEMPORARY TABLE _audit_truth ({_TRUTH_STRUCTURE}) ENGINE = Memory")
     client.execute("INSERT INTO _audit_truth " + RECOMPUTE.format(
-        db=db, observations="observations_by_series", where=days_where("_audit_days", topology)))
+        db=db, observations=OBSERVATIONS_BY_SERIES.name, where=days_where("_audit_days", topology)))
     replace_session_table(client, "_audit_wrong", _WRONG.format(states=states_sql(db, "_audit_days", topology)))
     wrong = client.execute("SELECT indicator, region, day, rows, stored_version FROM _audit_wrong")
     if repair and wrong:

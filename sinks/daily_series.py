@@ -44,17 +44,18 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any, NamedTuple
 
+from highland.sinks.tables import DAILY_SERIES, OBSERVATIONS_BY_SERIES
 from highland.sinks.topology import SINGLE_NODE, Topology
 
 log = logging.getLogger("highland.daily_series")
 
-OBSERVATIONS = "observations_by_series"  # migration 0007; 0006's ``observations`` is copied into it
+OBSERVATIONS = OBSERVATIONS_BY_SERIES.name  # migration 0007; 0006's ``observations`` is copied into it
 
-OBSERVATION_COLUMNS = ("indicator", "region", "day", "observed_at", "agency", "event_id", "revision", "value",
-                       "sign")
-STATE_COLUMNS = ("indicator", "region", "day", "version", "events", "value_sum", "close_value", "close_observed_at",
-                 "close_revision", "close_event_id")
-_DAY_STRUCTURE = [("indicator", "String"), ("region", "String"), ("day", "Date")]
+OBSERVATION_COLUMNS = OBSERVATIONS_BY_SERIES.names
+# A state row as the SQL below computes it: its day (the order key), its version, then its numbers.
+_DAY_KEY, _VERSION = DAILY_SERIES.order_by, DAILY_SERIES.version_column
+STATE_COLUMNS = (*_DAY_KEY, _VERSION, *DAILY_SERIES.without(*_DAY_KEY, _VERSION))
+_DAY_STRUCTURE = list(DAILY_SERIES.structure(_DAY_KEY))
 
 
 class SeriesDay(NamedTuple):
@@ -109,9 +110,7 @@ def stage_columns(client: Any, name: str, structure: Sequence[tuple[str, str]], 
         client.execute(f"INSERT INTO {name} ({', '.join(c for c, _ in structure)}) VALUES", columns, columnar=True)
 
 
-_OBSERVATION_STRUCTURE = (("indicator", "String"), ("region", "String"), ("day", "Date"), ("observed_at", "DateTime"),
-                          ("agency", "String"), ("event_id", "String"), ("revision", "UInt32"), ("value", "Float64"),
-                          ("sign", "Int8"))
+_OBSERVATION_STRUCTURE = OBSERVATIONS_BY_SERIES.structure()
 
 
 def stage_observations(client: Any, rows: Sequence[Observation]) -> None:

@@ -109,6 +109,13 @@ class Table:
     # --- the column lists the code uses -------------------------------------------------------------
 
     @property
+    def version_column(self) -> str:
+        """The column a ReplacingMergeTree keeps the highest row of."""
+        if self.engine.version is None:
+            raise ValueError(f"{self.name} has no version column")
+        return self.engine.version
+
+    @property
     def names(self) -> tuple[str, ...]:
         """The columns an INSERT writes and ``SELECT *`` returns, in table order (MATERIALIZED ones are
         computed by the server)."""

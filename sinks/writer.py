@@ -37,17 +37,16 @@ from typing import Any, NamedTuple
 from highland.ingest.events import Accepted
 from highland.sinks import daily_series
 from highland.sinks.daily_series import replace_session_table, stage_columns
+from highland.sinks.tables import EVENTS
 from highland.sinks.topology import SINGLE_NODE, Topology
 
-EVENT_COLUMNS = ("agency", "event_id", "revision", "indicator", "region", "value", "unit", "raw_value",
-                 "observed_at", "received_at", "kafka_partition", "kafka_offset")
+EVENT_COLUMNS = EVENTS.names
 # The first eight columns are copied from the event's own first eight fields, in one transposition.
 _COPIED = 8
 if Accepted._fields[:_COPIED] != EVENT_COLUMNS[:_COPIED]:
     raise ImportError("sinks.writer: EVENT_COLUMNS no longer start with the fields of ingest.events.Accepted")
-BATCH_STRUCTURE = (("agency", "String"), ("event_id", "String"), ("revision", "UInt32"), ("indicator", "String"),
-                   ("region", "String"), ("value", "Float64"), ("unit", "String"), ("raw_value", "Float64"),
-                   ("observed_at", "DateTime"), ("kafka_partition", "UInt16"), ("kafka_offset", "UInt64"))
+# What the worker sends: every column but received_at, which the writer sets once per batch.
+BATCH_STRUCTURE = EVENTS.structure(EVENTS.without("received_at"))
 _KEPT = ", ".join(name for name, _ in BATCH_STRUCTURE)  # the batch's columns, as SQL
 _OBSERVED_AT = Accepted._fields.index("observed_at")
 
