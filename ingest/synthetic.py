@@ -7,6 +7,10 @@ Each indicator gets a performance profile chosen from its code (stable across ru
 - ``behind``: about 75-80 % of the path throughout (off track);
 - ``silent``: the agency stops reporting after mid-2019 (no data for 2020).
 Flows report monthly, everything else quarterly; the regional level is reported per district.
+Where the plan states no baseline (``from_data``) the feed follows a path from a notional 2015
+value (``notional_anchor``), and half of those levels, indices and ratios also report that value for
+the end of 2015, so the demo shows both ways a baseline is taken from data (the reported 2015 value
+and the first report; flows do not report 2015, so their first year is ``pending``).
 The files also carry what real feeds carry: a few exact duplicates, statistical corrections
 (revision 1), and a few bad rows that must be rejected with a reason.
 """
@@ -22,7 +26,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from highland.catalog.models import CITY_WIDE, Catalog, Direction, Indicator, Kind, Shape
-from highland.catalog.trajectory import annual_expected, expected
+from highland.catalog.trajectory import Anchor, BaselineSource, annual_expected, expected, plan_anchor
 
 PROFILES = ("ahead", "on_track", "on_track", "slipping", "behind", "on_track", "slipping", "silent")
 YEARS = range(2016, 2021)
@@ -31,6 +35,23 @@ YEARS = range(2016, 2021)
 def profile_of(indicator: Indicator) -> str:
     digest = hashlib.sha256(indicator.code.encode()).digest()
     return PROFILES[digest[0] % len(PROFILES)]
+
+
+def notional_anchor(ind: Indicator) -> Anchor:
+    """The plan's baseline, or where the synthetic agency stood at the end of 2015 when the plan
+    states none: 40 % of the target (2.5 times less), or 1.6 times it where lower is better."""
+    stated = plan_anchor(ind)
+    if stated is not None:
+        return stated
+    target = ind.target.value or 0.0
+    value = target * 1.6 if ind.direction is Direction.DOWN else target * 0.4
+    return Anchor(0.0, value, BaselineSource.REPORTED, date(ind.baseline.year, 12, 31))
+
+
+def reports_end_of_2015(ind: Indicator) -> bool:
+    """Half the levels, indices and ratios without a stated baseline report their 2015 value."""
+    return (ind.baseline_from_data and ind.kind is not Kind.FLOW and ind.trajectory is not Shape.FLAT
+            and hashlib.sha256(ind.code.encode()).digest()[1] % 2 == 0)
 
 
 def performance(profile: str, when: date, rng: random.Random) -> float:
@@ -67,8 +88,10 @@ def observations(ind: Indicator, catalog: Catalog, seed: int = 2016) -> Iterator
     profile = profile_of(ind)
     regions = [d.code for d in catalog.districts] if ind.regional else [CITY_WIDE]
     weights = [rng.uniform(0.5, 1.5) for _ in regions]
-    total_weight = sum(weights)
     prior_total: float | None = 100.0  # growth targets: the (unstated) 2015 level
+    anchor = notional_anchor(ind)
+    if reports_end_of_2015(ind):
+        yield from _rows(ind, regions, weights, anchor.value, date(ind.baseline.year, 12, 31), tz)
     for year in YEARS:
         days = list(_months(year) if ind.kind is Kind.FLOW else _quarters(year))
         year_total = 0.0
@@ -77,23 +100,30 @@ def observations(ind: Indicator, catalog: Catalog, seed: int = 2016) -> Iterator
                 return
             perf = performance(profile, day, rng)
             if ind.kind is Kind.FLOW:
-                annual = annual_expected(ind, year, prior_total)
+                annual = annual_expected(ind, year, prior_total, anchor)
                 value = (annual or 0.0) / len(days) * perf
                 year_total += value
             else:
-                path = expected(ind, day) or 0.0
+                path = expected(ind, day, None, anchor) or 0.0
                 value = path / perf if ind.direction is Direction.DOWN else path * perf
                 if ind.unit == "%":
                     value = min(value, 100.0)  # a share never exceeds the whole
-            for region, weight in zip(regions, weights, strict=True):
-                share = value * weight / total_weight
-                yield {
-                    "event_id": f"{ind.code}-{region}-{day.isoformat()}", "revision": 0, "agency": ind.agency,
-                    "indicator": ind.code, "region": region, "value": round(max(share, 0.0), 6),
-                    "unit": ind.unit, "observed_at": _stamp(day, tz),
-                }
+            yield from _rows(ind, regions, weights, value, day, tz)
         if ind.trajectory is Shape.GROWTH:
             prior_total = year_total
+
+
+def _rows(ind: Indicator, regions: list[str], weights: list[float], value: float, day: date,
+          tz: ZoneInfo) -> Iterator[dict]:
+    """One observation of ``value`` on ``day``, split over the regions by their weights."""
+    total_weight = sum(weights)
+    for region, weight in zip(regions, weights, strict=True):
+        share = value * weight / total_weight
+        yield {
+            "event_id": f"{ind.code}-{region}-{day.isoformat()}", "revision": 0, "agency": ind.agency,
+            "indicator": ind.code, "region": region, "value": round(max(share, 0.0), 6),
+            "unit": ind.unit, "observed_at": _stamp(day, tz),
+        }
 
 
 def agency_feeds(catalog: Catalog, seed: int = 2016) -> dict[str, list[dict | str]]:
