@@ -27,6 +27,9 @@ def overview(sql: q.Sql) -> Json:
     for column, (text, colour) in p.STATUS_COLOURS.items():
         grid.add(p.stat(f"Indicators {text}", f"Indicators whose status is {text} as of the end of the time "
                         "range (capped at the plan's last day).", counts, column, fixed_colour=colour), w=6, h=4)
+    grid.add(p.stat("Feeds stopped", "Indicators whose latest report is more than their reporting cadence "
+                    "(catalog cadence_days) before the end of the time range; they may keep an older status.",
+                    counts, "stale", fixed_colour="red"), w=6, h=4)
     link = {"title": "Open the indicator page",
             "url": f"/d/{INDICATOR_UID}/highland-indicator?var-indicator=${{__value.raw}}&${{__url_time_range}}"}
     overrides = [
@@ -35,6 +38,9 @@ def overview(sql: q.Sql) -> Json:
         p.override("pct_of_target", unit="percent", decimals=1),
         p.override("behind_pct", unit="percent", decimals=1, **{"displayName": "behind path %"}),
         p.override("last_observed", unit="dateTimeAsIso"),
+        p.override("stale_since", unit="time:YYYY-MM-DD", **{
+            "displayName": "stopped since", "custom.cellOptions": {"type": "color-text"},
+            "color": {"mode": "fixed", "fixedColor": "red"}}),
     ]
     grid.add(p.table(
         "Every indicator vs. its plan",
@@ -76,6 +82,11 @@ def indicator(sql: q.Sql) -> Json:
         "Empty for indicators reported city-wide only.",
         q.indicator_districts_sql(sql), [p.override("observed", unit="dateTimeAsIso")],
         sort_by="district_value", no_value="city-wide indicator: no district breakdown"), w=24, h=12)
+    grid.add(p.stat("Last report", "The latest observation at or before the end of the time range, any year.",
+                    now, "last_observed", "dateTimeAsIso"), w=12, h=4)
+    grid.add(p.stat("Stopped reporting since", "The day of the last report when it is more than the "
+                    "indicator's reporting cadence before the end of the time range; empty while it reports.",
+                    now, "stale_since", "time:YYYY-MM-DD", fixed_colour="red"), w=12, h=4)
     variable = p.query_variable("indicator", "Indicator", q.indicator_variable_sql(sql))
     return p.dashboard(INDICATOR_UID, "Highland — indicator",
                        "One indicator: actual vs. the plan's trajectory, projection, districts.", grid.panels,

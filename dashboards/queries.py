@@ -127,7 +127,8 @@ def _level_actuals(q: Sql, days_where: str, only: str) -> str:
 
 
 _PLAN_COLUMNS = ("name_en", "unit", "kind", "direction", "trajectory", "path_base", "path_base_year", "target",
-                 "has_target", "target_year", "annual_growth", "on_track", "at_risk", "agency", "regional")
+                 "has_target", "target_year", "annual_growth", "on_track", "at_risk", "agency", "regional",
+                 "cadence_days")
 
 
 def _plan_days(q: Sql, days_where: str) -> str:
@@ -171,7 +172,9 @@ def progress_sql(q: Sql, days_where: str, indicator: str | None = None) -> str:
     """CONTRACT.md §2 per (indicator, day) for the plan days matching ``days_where`` (a condition on
     plan_trajectory_current's indicator and day), of one ``indicator`` (an SQL expression) if given:
     then only its series are read. Mirrors sinks/progress.py: status, percent of target, projection;
-    `behind_pct` = how far below its path (100 x (1 - performance))."""
+    `behind_pct` = how far below its path (100 x (1 - performance)); ``last_observed`` = the latest
+    report at or before the day in any year, ``stale_since`` = its day in the plan's calendar when
+    that is more than the indicator's cadence before the day (catalog/domain.py is_stale)."""
     only = f"indicator = {indicator}" if indicator else "1"
     days_where = f"({days_where}) AND {only}"
     return f"""
@@ -192,7 +195,9 @@ def progress_sql(q: Sql, days_where: str, indicator: str | None = None) -> str:
                        trajectory = 'flat' OR has_target = 0, actual_value,
                        position <= 0 OR position >= span, actual_value,
                        path_base + (actual_value - path_base) * span / position) AS projected,
-               if(has_data, last_obs, NULL) AS last_observed
+               if(toUInt32(last_obs) > 0, last_obs, NULL) AS last_observed,
+               if(toUInt32(last_obs) > 0 AND toDate(last_obs, '{q.tz}') + cadence_days < day,
+                  toDate(last_obs, '{q.tz}'), NULL) AS stale_since
         FROM ({_derived(q, days_where, only)})"""
 
 
@@ -204,7 +209,7 @@ def overview_sql(q: Sql, as_of: str) -> str:
     """Plan overview: every indicator as of ``as_of``, the furthest behind first."""
     return f"""
         SELECT indicator, name_en, agency, status, pct_of_target, behind_pct, actual, expected,
-               target_value AS target, unit, deadline, projected, last_observed
+               target_value AS target, unit, deadline, projected, last_observed, stale_since
         FROM ({progress_sql(q, f"day = {as_of}")})
         ORDER BY {STATUS_RANK}, behind_pct DESC, indicator"""
 
@@ -214,14 +219,15 @@ def status_counts_sql(q: Sql) -> str:
     return f"""
         SELECT countIf(status = 'off_track') AS off_track, countIf(status = 'at_risk') AS at_risk,
                countIf(status = 'on_track') AS on_track, countIf(status = 'pending') AS pending,
-               countIf(status = 'no_data') AS no_data
+               countIf(status = 'no_data') AS no_data, countIf(stale_since IS NOT NULL) AS stale
         FROM ({progress_sql(q, f"day = {q.as_of_dashboard}")})"""
 
 
 def indicator_now_sql(q: Sql) -> str:
     """The selected indicator as of the end of the time range (stat panels)."""
     return f"""
-        SELECT status, pct_of_target, actual, expected, target_value AS target, projected, deadline
+        SELECT status, pct_of_target, actual, expected, target_value AS target, projected, deadline,
+               last_observed, stale_since
         FROM ({progress_sql(q, f"day = {q.as_of_dashboard}", INDICATOR_VAR)})"""
 
 

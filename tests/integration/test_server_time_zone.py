@@ -16,7 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -147,6 +147,13 @@ def test_every_dashboard_query_gives_the_same_instants_on_both_servers(servers: 
     assert len(utc) == len(shanghai) > 10
     for (uid, ref, a), (_, _, b) in zip(utc, shanghai, strict=True):
         assert a == b, (uid, ref, a[:3], b[:3])
+    # A stopped feed says since when, on the overview as in `highland progress`: telecom_business_volume's
+    # last report before 2020-12-31 is 2020-06-01 (08:00 in Beijing), more than its 31-day cadence ago.
+    overview = next(rows for uid, _, rows in utc if uid == "highland-overview" and rows and "stale_since" in rows[0])
+    by_code = {row["indicator"]: row for row in overview}
+    assert by_code["telecom_business_volume"]["stale_since"] == date(2020, 6, 1)
+    assert by_code["internet_plus_index"]["stale_since"] is None  # yearly cadence: 2020-06-01 is recent enough
+    assert by_code["telecom_business_volume"]["last_observed"] == datetime(2020, 6, 1, tzinfo=UTC)
     # Days are Chongqing's days: the alerts' daily bars start at midnight in Beijing.
     per_day = next(rows for _, _, rows in utc if rows and "alerts_count" in rows[0])
     midnight = (NOW - timedelta(days=1)).astimezone(TZ).replace(hour=0, minute=0, second=0, microsecond=0)
