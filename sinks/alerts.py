@@ -8,9 +8,9 @@ from typing import Any
 
 from highland.catalog.domain import FRESH, STALE, STATUS, Alert, AlertState, Last
 from highland.catalog.models import Catalog
+from highland.sinks.tables import ALERTS
 
-ALERT_COLUMNS = ("alert_id", "kind", "seq", "indicator", "agency", "old_status", "new_status", "actual",
-                 "expected", "as_of", "detail", "created_at")
+ALERT_COLUMNS = ALERTS.names  # Alert's fields, in the same order
 
 
 def load_state(client: Any, db: str) -> AlertState:
@@ -23,7 +23,7 @@ def load_state(client: Any, db: str) -> AlertState:
 
 def store(client: Any, db: str, alerts: list[Alert]) -> None:
     if alerts:
-        client.execute(f"INSERT INTO {db}.alerts ({', '.join(ALERT_COLUMNS)}) VALUES",
+        client.execute(ALERTS.insert(db),
                        [tuple(getattr(a, c) for c in ALERT_COLUMNS) for a in alerts])
 
 

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from highland.ingest.dead_letters import DeadLetter, sanitized
 from highland.sinks.poison import Failure, PoisonPolicy, classify, describe
+from highland.sinks.tables import DEAD_LETTERS
 
 log = logging.getLogger("highland.worker")
 Positioned = tuple[int, int, DeadLetter]  # (partition, offset, record) on the dead-letter topic
@@ -30,8 +31,7 @@ class StoreReport(NamedTuple):
     sanitized: int
     skipped: int
 
-COLUMNS = ("dlq_partition", "dlq_offset", "reason", "detail", "agency", "source", "origin", "received_at",
-           "payload", "payload_encoding")
+COLUMNS = DEAD_LETTERS.names
 
 
 def store(client: Any, db: str, records: Sequence[Positioned]) -> None:
@@ -39,7 +39,7 @@ def store(client: Any, db: str, records: Sequence[Positioned]) -> None:
     if not records:
         return
     client.execute(
-        f"INSERT INTO {db}.dead_letters ({', '.join(COLUMNS)}) VALUES",
+        DEAD_LETTERS.insert(db),
         [(p, o, r.reason.value, r.detail, r.agency or "", r.source, r.origin or "", r.received_at,
           r.payload, r.payload_encoding) for p, o, r in records],
     )

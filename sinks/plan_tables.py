@@ -20,13 +20,13 @@ from typing import Any
 from highland.catalog.models import Catalog, Indicator
 from highland.catalog.trajectory import Anchor, anchor_for, expected, position, span, year_fraction
 from highland.sinks.baselines import query_baselines
+from highland.sinks.tables import PLAN_DISTRICTS, PLAN_INDICATORS, PLAN_TRAJECTORY, PLAN_VERSIONS
 
-INDICATOR_COLUMNS = ("indicator", "name_zh", "name_en", "section", "unit", "kind", "direction", "trajectory",
-                     "baseline", "has_baseline", "path_base", "path_base_year", "target", "has_target",
-                     "target_year", "annual_growth", "on_track", "at_risk", "agency", "cadence_days", "regional")
-TRAJECTORY_COLUMNS = ("indicator", "day", "expected", "has_expected", "year_fraction", "position")
-DISTRICT_COLUMNS = ("district", "name_zh", "name_en")
-VERSIONED_TABLES = ("plan_indicators", "plan_trajectory", "plan_districts")
+# The columns of each versioned table a sync fills, besides the version it writes them under.
+INDICATOR_COLUMNS = PLAN_INDICATORS.without("version")
+TRAJECTORY_COLUMNS = PLAN_TRAJECTORY.without("version")
+DISTRICT_COLUMNS = PLAN_DISTRICTS.without("version")
+VERSIONED_TABLES = (PLAN_INDICATORS.name, PLAN_TRAJECTORY.name, PLAN_DISTRICTS.name)
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def sync_plan_tables(client: Any, db: str, catalog: Catalog, anchors: Mapping[st
                        [(rows.version, *row) for row in data])
     # Recorded last: until this row exists, readers keep the previous version's complete rows.
     seq = (recorded[0][1] + 1) if recorded else 1
-    client.execute(f"INSERT INTO {db}.plan_versions (version, seq, synced_at, indicators, trajectory_rows) VALUES",
+    client.execute(PLAN_VERSIONS.insert(db),
                    [(rows.version, seq, datetime.now(UTC).replace(microsecond=0),  # aware: right in any server zone
                      len(rows.indicators), len(rows.trajectory))])
     _drop_superseded(client, db, rows.version, recorded)

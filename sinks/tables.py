@@ -121,6 +121,10 @@ class Table:
         computed by the server)."""
         return tuple(c.name for c in self.columns if c.materialized is None)
 
+    def insert(self, db: str) -> str:
+        """``INSERT INTO db.table (every insertable column) VALUES``, for rows in :attr:`names` order."""
+        return f"INSERT INTO {db}.{self.name} ({', '.join(self.names)}) VALUES"
+
     def without(self, *names: str) -> tuple[str, ...]:
         """:attr:`names` without ``names`` (each must be a column)."""
         self._check(names)

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from highland.sinks.client import connect
+from highland.sinks.tables import AGENCY_TOKEN_EXPIRY, AGENCY_TOKEN_USES, AGENCY_TOKENS
 
 from highland.settings import Settings
 
@@ -91,22 +92,19 @@ def issue(client: Any, db: str, agency: str, expires_at: datetime | None = None)
     digest, now = token_hash(token), datetime.now(UTC)
     if expires_at is not None:
         set_expiry(client, db, agency, digest, expires_at, at=now)
-    client.execute(f"INSERT INTO {db}.agency_tokens (agency, token_sha256, revoked, updated_at) VALUES",
-                   [(agency, digest, 0, now)])
+    client.execute(AGENCY_TOKENS.insert(db), [(agency, digest, 0, now)])
     return token
 
 
 def set_expiry(client: Any, db: str, agency: str, sha256: str, expires_at: datetime,
                at: datetime | None = None) -> None:
-    client.execute(f"INSERT INTO {db}.agency_token_expiry (agency, token_sha256, expires_at, updated_at) VALUES",
-                   [(agency, sha256, expires_at, at or _after_now())])
+    client.execute(AGENCY_TOKEN_EXPIRY.insert(db), [(agency, sha256, expires_at, at or _after_now())])
 
 
 def _revoke(client: Any, db: str, rows: list[tuple[str, str]]) -> None:
     if rows:
         now = _after_now()
-        client.execute(f"INSERT INTO {db}.agency_tokens (agency, token_sha256, revoked, updated_at) VALUES",
-                       [(agency, digest, 1, now) for agency, digest in rows])
+        client.execute(AGENCY_TOKENS.insert(db), [(agency, digest, 1, now) for agency, digest in rows])
 
 
 def revoke_all(client: Any, db: str, agency: str) -> int:
@@ -188,8 +186,7 @@ def agency_of(client: Any, db: str, token: str, now: datetime | None = None) -> 
 
 
 def record_use(client: Any, db: str, sha256: str, agency: str, at: datetime | None = None) -> None:
-    client.execute(f"INSERT INTO {db}.agency_token_uses (agency, token_sha256, used_at) VALUES",
-                   [(agency, sha256, at or datetime.now(UTC))])
+    client.execute(AGENCY_TOKEN_USES.insert(db), [(agency, sha256, at or datetime.now(UTC))])
 
 
 # --- the gateway's check ------------------------------------------------------------------------
