@@ -84,9 +84,21 @@ def create_table(table: Table, db: str, cluster: str, version: int | None = None
     return [
         f"CREATE TABLE IF NOT EXISTS {db}.{local} ON CLUSTER {cluster}\n{table.body(version)}\n"
         f"ENGINE = {engine}{clauses}",
-        f"CREATE TABLE IF NOT EXISTS {db}.{table.name} ON CLUSTER {cluster} AS {db}.{local}\n"
+        f"CREATE TABLE IF NOT EXISTS {db}.{table.name} ON CLUSTER {cluster}{_distributed_columns(table, db, version)}\n"
         f"ENGINE = Distributed({cluster}, {db}, {local}, {table.layout.key})",
     ]
+
+
+def _distributed_columns(table: Table, db: str, version: int | None) -> str:
+    """`` AS <local>``; with MATERIALIZED columns, the columns, those as ALIAS: 18.16's Distributed
+    INSERT computes MATERIALIZED columns and sends them, which the shard refuses
+    (docs/clickhouse-dialect.md, "distributed-materialized")."""
+    columns = table.columns_at(version)
+    if all(c.materialized is None for c in columns):
+        return f" AS {db}.{local_name(table.name)}"
+    return "\n(\n" + ",\n".join(
+        f"    {c.name} {c.type} ALIAS {c.materialized}" if c.materialized is not None else f"    {c.definition()}"
+        for c in columns) + "\n)"
 
 
 def create_materialized_view(view: MaterializedView, db: str, cluster: str) -> list[str]:
