@@ -174,8 +174,29 @@ def start_server(settings: Settings, srv: Server, admin_password: str) -> int | 
     exe = clickhouse_server.install() if settings.install_missing else clickhouse_server.binary()
     if exe is None:
         raise RuntimeError("clickhouse-server is not installed (HIGHLAND_INSTALL_MISSING=false)")
+    _wait_bindable((srv.tcp_port, srv.http_port, srv.interserver_port), srv.name)
     config = _write_configs(settings, srv, admin_password)
     return srv.service.start([exe, f"--config-file={config}"], cwd=config.parent)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _wait_bindable(ports: tuple[int, ...], name: str, timeout_s: float = 90.0) -> None:
+    """18.16 binds its interserver port without SO_REUSEADDR: a server restarted within a minute of
+    its predecessor's replica fetches finds that port held by their TIME_WAIT and exits. Wait it out."""
+    deadline = time.monotonic() + timeout_s
+    while not all(_bindable(p) for p in ports):
+        if time.monotonic() > deadline:
+            taken = [p for p in ports if not _bindable(p)]
+            raise RuntimeError(f"ports {taken} of {name} stayed in use for {timeout_s:.0f} s")
+        time.sleep(0.5)
 
 
 def server_answers(settings: Settings, srv: Server) -> bool:

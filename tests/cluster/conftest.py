@@ -74,7 +74,9 @@ def cluster_stack() -> Iterator[Settings]:
         shutil.rmtree(state / "kafka-cluster", ignore_errors=True)
     done = subprocess.run([sys.executable, "-m", "highland", "stack", "up", "--cluster"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"stack up --cluster failed:\n{done.stdout}\n{done.stderr}"
+    if done.returncode != 0:  # what did start is stopped, by pid, before the failure is reported
+        subprocess.run([sys.executable, "-m", "highland", "stack", "down"], env=env, cwd=ROOT, timeout=300)
+        pytest.fail(f"stack up --cluster failed:\n{done.stdout}\n{done.stderr}")
     settings = Settings(_env_file=local.env_file(probe), **overrides)  # type: ignore[arg-type]
     yield settings
     subprocess.run([sys.executable, "-m", "highland", "stack", "down"], env=env, cwd=ROOT, timeout=300)
