@@ -23,3 +23,4 @@ def test_the_wheel_holds_only_the_highland_namespace_and_its_data(tmp_path: Path
     assert "highland/sinks/migrations/__init__.py" in names
     assert "highland/stack/templates/clickhouse-config.xml" in names
     assert "highland/stack/templates/kafka-pom.xml" in names
+    assert "highland/ingest/openapi.yaml" in names  # the gateway serves it at GET /openapi.yaml
