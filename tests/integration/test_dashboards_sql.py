@@ -26,6 +26,7 @@ from highland.sinks.daily_series import rebuild
 from highland.sinks.migrate import migrate, schema_statements
 from highland.sinks.plan_tables import sync_plan_tables
 from highland.sinks.progress import progress
+from highland.sinks.tables import ALERTS, DEAD_LETTERS, EVENTS
 
 from highland.settings import Settings
 
@@ -111,12 +112,9 @@ def known_rows(catalog: Catalog) -> list[tuple[str, tuple[str, ...], list[tuple[
     alerts = [(aid, kind, 1, ind, COMMS, old, new, None, None, date(2020, 12, 31), "detail", at)
               for aid, kind, ind, old, new, at in alert_rows()]
     return [
-        ("events", ("agency", "event_id", "revision", "indicator", "region", "value", "unit", "raw_value",
-                    "observed_at", "received_at", "kafka_partition", "kafka_offset"), events),
-        ("dead_letters", ("dlq_partition", "dlq_offset", "reason", "detail", "agency", "source", "origin",
-                          "received_at", "payload", "payload_encoding"), letters),
-        ("alerts", ("alert_id", "kind", "seq", "indicator", "agency", "old_status", "new_status", "actual",
-                    "expected", "as_of", "detail", "created_at"), alerts),
+        (EVENTS.name, EVENTS.names, events),
+        (DEAD_LETTERS.name, DEAD_LETTERS.names, letters),
+        (ALERTS.name, ALERTS.names, alerts),
     ]
 
 
