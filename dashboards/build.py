@@ -36,6 +36,7 @@ from highland.catalog.loader import catalog_at
 from highland.catalog.models import Catalog
 from highland.dashboards import alerting
 from highland.dashboards.definitions import all_dashboards
+from highland.dashboards.localize import localize
 from highland.dashboards.panels import DATASOURCE_TYPE, DATASOURCE_UID
 from highland.dashboards.pipeline import PROMETHEUS_TYPE, PROMETHEUS_UID, pipeline
 from highland.dashboards.queries import Sql
@@ -165,7 +166,7 @@ def build_all(settings: Settings, out_dir: Path, catalog: Catalog | None = None)
         _write_yaml(prov / "alerting" / "contact-points.yaml", alerting.contact_points(catalog)),
         _write_yaml(prov / "alerting" / "notification-policies.yaml", alerting.notification_policies(catalog)),
     ]
-    boards = [*all_dashboards(sql), pipeline()]
+    boards = [localize(board, catalog, settings.lang) for board in (*all_dashboards(sql), pipeline())]
     written += [_write_json(out_dir / "dashboards" / f"{board['uid']}.json", board) for board in boards]
     written += [_write_json(out_dir / "import" / f"{board['uid']}.json", for_import(board)) for board in boards]
     return written

@@ -64,6 +64,11 @@ def indicator(sql: q.Sql) -> Json:
     for column, title, unit in numbers:
         grid.add(p.stat(title, "As of the end of the time range; projected = the value at the end of the "
                         "target year if the current pace holds.", now, column, unit), w=4, h=4)
+    grid.add(p.stat("Last report", "The latest observation at or before the end of the time range, any year.",
+                    now, "last_observed", "dateTimeAsIso"), w=12, h=4)
+    grid.add(p.stat("Stopped reporting since", "The day of the last report when it is more than the "
+                    "indicator's reporting cadence before the end of the time range; empty while it reports.",
+                    now, "stale_since", "time:YYYY-MM-DD", fixed_colour="red"), w=12, h=4)
     dashed = {"fill": "dash", "dash": [10, 10]}
     grid.add(p.timeseries(
         "Actual vs. the plan's path to the target",
@@ -82,11 +87,6 @@ def indicator(sql: q.Sql) -> Json:
         "Empty for indicators reported city-wide only.",
         q.indicator_districts_sql(sql), [p.override("observed", unit="dateTimeAsIso")],
         sort_by="district_value", no_value="city-wide indicator: no district breakdown"), w=24, h=12)
-    grid.add(p.stat("Last report", "The latest observation at or before the end of the time range, any year.",
-                    now, "last_observed", "dateTimeAsIso"), w=12, h=4)
-    grid.add(p.stat("Stopped reporting since", "The day of the last report when it is more than the "
-                    "indicator's reporting cadence before the end of the time range; empty while it reports.",
-                    now, "stale_since", "time:YYYY-MM-DD", fixed_colour="red"), w=12, h=4)
     variable = p.query_variable("indicator", "Indicator", q.indicator_variable_sql(sql))
     return p.dashboard(INDICATOR_UID, "Highland — indicator",
                        "One indicator: actual vs. the plan's trajectory, projection, districts.", grid.panels,
