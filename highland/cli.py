@@ -394,7 +394,7 @@ def _pushing_agency(settings: Settings, url: str | None, secret: str, named: str
     if owner is None:
         fail("unauthenticated: the token is unknown, revoked or expired")
     if named is not None and named != owner:
-        fail(f"forbidden_agency: the token is {owner!r}'s, not {named!r}'s")
+        fail(f"forbidden_agency: the token belongs to {owner!r}, not to {named!r}")
     return str(owner)
 
 
