@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from highland.catalog.loader import default_catalog
 from highland.dashboards.build import build_all
 
 from highland.settings import Settings
+from tests.conftest import ROOT
 from tests.unit.test_dashboards import _errors, _validator
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -77,3 +79,10 @@ def test_the_chinese_dashboards_stay_valid_and_english_stays_english(zh: dict[st
     for uid in en:
         sql = [[t.get("rawSql") for t in p["targets"]] for p in en[uid]["panels"]]
         assert sql == [[t.get("rawSql") for t in p["targets"]] for p in zh[uid]["panels"]], uid
+
+
+def test_grafana_itself_speaks_chinese_and_keeps_beijing_time_in_deploy():
+    compose = yaml.safe_load((ROOT / "deploy" / "compose" / "compose.yaml").read_text(encoding="utf-8"))
+    env = compose["services"]["grafana"]["environment"]
+    assert env["GF_USERS_DEFAULT_LANGUAGE"] == "zh-Hans"
+    assert env["GF_DATE_FORMATS_DEFAULT_TIMEZONE"] == "Asia/Shanghai"
