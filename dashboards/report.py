@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from highland.catalog.domain import ProgressRow
+from highland.catalog.i18n import report_day
 from highland.catalog.models import Catalog
 from highland.sinks.progress import progress
 
@@ -28,9 +29,12 @@ class Period(StrEnum):
     YEAR = "year"
 
 
-# Worse is larger. no_data is not on the scale: an indicator cannot slip into silence (a silent
-# feed is reported as stopped instead), and one that gains data off track slipped from "unknown".
+# Worse is larger. no_data and pending are not on the scale: an indicator cannot slip into silence
+# (a silent feed is reported as stopped instead), and one that gains a status off track slipped
+# from "unknown".
 SEVERITY = {"on_track": 0, "at_risk": 1, "off_track": 2}
+# Every status a row can carry, in the order a report counts and lists them (worst first).
+STATUSES = ("off_track", "at_risk", "on_track", "pending", "no_data")
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ class Report:
         return tuple(e for e in self.entries if e.stopped_since is not None)
 
     def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in ("on_track", "at_risk", "off_track", "pending", "no_data")}
+        out = {s: 0 for s in STATUSES}
         for e in self.entries:
             out[e.row.status] += 1
         return out
@@ -108,30 +112,25 @@ def sample_days(first: date, as_of: date) -> list[date]:
     return days
 
 
-def stopped_since(row: ProgressRow, cadence_days: int, as_of: date) -> date | None:
-    """The feed's last observation date when more than one reporting cadence has passed since it
-    by ``as_of``; None for a feed that reports on time or never reported (that is no_data)."""
-    if row.last_observed_at is None:
+def stopped_since(row: ProgressRow, tz: str) -> date | None:
+    """The day of the feed's last observation when the feed stopped (``row.stale``: more than one
+    reporting cadence passed since it, catalog/domain.py ``is_stale``), else None."""
+    if not row.stale or row.last_observed_at is None:
         return None
-    last = date.fromisoformat(row.last_observed_at[:10])
-    return last if (as_of - last).days > cadence_days else None
+    return report_day(row.last_observed_at, tz)
 
 
 def _order(entries: list[Entry]) -> tuple[Entry, ...]:
-    rank = {"off_track": 0, "at_risk": 1, "on_track": 2, "pending": 3, "no_data": 4}
-    return tuple(sorted(entries, key=lambda e: (not e.slipped, rank[e.row.status])))  # stable: catalog order
+    return tuple(sorted(entries, key=lambda e: (not e.slipped, STATUSES.index(e.row.status))))  # stable
 
 
 def build(catalog: Catalog, as_of: date, period: Period, now: list[ProgressRow], before: list[ProgressRow],
           paths: dict[str, list[Point]]) -> Report:
     """Assemble a report from progress rows on the report's day and on the day before its period."""
     status_before = {r.indicator: r.status for r in before}
-    entries = []
-    for row in now:
-        ind = catalog.indicator(row.indicator)
-        cadence = ind.cadence_days if ind else 0
-        entries.append(Entry(row, status_before.get(row.indicator, "no_data"),
-                             tuple(paths.get(row.indicator, ())), stopped_since(row, cadence, as_of)))
+    tz = catalog.plan.timezone
+    entries = [Entry(row, status_before.get(row.indicator, "no_data"), tuple(paths.get(row.indicator, ())),
+                     stopped_since(row, tz)) for row in now]
     return Report(as_of, period, period_start(as_of, period), _order(entries))
 
 

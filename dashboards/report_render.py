@@ -14,10 +14,10 @@ import io
 from datetime import datetime
 from importlib import resources
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from highland.catalog.i18n import Lang, agency_name, indicator_name, local_time, status_word, zone_note
 from highland.catalog.models import Catalog
-from highland.dashboards.report import Entry, Period, Report
+from highland.dashboards.report import STATUSES, Entry, Period, Report
 from jinja2 import Environment, StrictUndefined
 from matplotlib.dates import DateFormatter, YearLocator
 from matplotlib.figure import Figure
@@ -30,7 +30,7 @@ TEXTS: dict[str, dict[str, Any]] = {
     "zh": {
         "html_lang": "zh-CN",
         "kind": {Period.MONTH: "月报", Period.QUARTER: "季报", Period.YEAR: "年报"},
-        "as_of": "截至", "period": "报告期", "zone": "日期均为北京时间", "generated": "生成于",
+        "as_of": "截至", "period": "报告期", "zone": "日期均为{zone}", "generated": "生成于",
         "summary": "总体情况", "stopped_count": "停报数据源",
         "slipped": "本期进度下滑的指标", "none_slipped": "本期没有进度下滑的指标。",
         "stopped": "停止报送的数据源", "none_stopped": "所有数据源均按期报送。",
@@ -38,12 +38,11 @@ TEXTS: dict[str, dict[str, Any]] = {
         "actual": "实际", "expected": "应达", "target": "目标", "status_label": "状态",
         "last_report": "最后报送", "cadence": "报送周期（天）", "slipped_mark": "本期下滑",
         "legend": "图例：蓝色实线为实际值，灰色虚线为规划轨迹（流量型指标为当年累计）。",
-        "status": {"on_track": "达到进度", "at_risk": "存在风险", "off_track": "明显滞后", "no_data": "暂无数据"},
     },
     "en": {
         "html_lang": "en",
         "kind": {Period.MONTH: "monthly report", Period.QUARTER: "quarterly report", Period.YEAR: "annual report"},
-        "as_of": "As of", "period": "Period", "zone": "dates in Beijing time (Asia/Shanghai)",
+        "as_of": "As of", "period": "Period", "zone": "dates in {zone}",
         "generated": "generated", "summary": "Summary", "stopped_count": "stopped feeds",
         "slipped": "Indicators that slipped this period", "none_slipped": "No indicator slipped this period.",
         "stopped": "Feeds that stopped reporting", "none_stopped": "Every feed reports on time.",
@@ -51,10 +50,9 @@ TEXTS: dict[str, dict[str, Any]] = {
         "now": "Now", "actual": "actual", "expected": "expected", "target": "target", "status_label": "status",
         "last_report": "last report", "cadence": "cadence (days)", "slipped_mark": "slipped this period",
         "legend": "Legend: solid blue = actual, dashed grey = the plan's trajectory (flows: year to date).",
-        "status": {"on_track": "on track", "at_risk": "at risk", "off_track": "off track", "no_data": "no data"},
     },
 }
-LANGUAGES = tuple(TEXTS)
+LANGUAGES: tuple[Lang, ...] = ("zh", "en")
 
 
 def period_label(report: Report, lang: str) -> str:
@@ -98,29 +96,32 @@ def chart_png(entry: Entry) -> bytes:
     return out.getvalue()
 
 
-def render_html(report: Report, catalog: Catalog, lang: str, now: datetime) -> str:
-    t = TEXTS[lang]
+def render_html(report: Report, catalog: Catalog, lang: Lang, now: datetime) -> str:
+    """The page. Status words, Chinese names and the zone's name are the ones duty staff read on the
+    board and in alerts (catalog/i18n.py); English names the indicators and agencies in full."""
+    tz = catalog.plan.timezone
+    t = {**TEXTS[lang], "zone": TEXTS[lang]["zone"].format(zone=zone_note(lang, tz)),
+         "status": {s: status_word(lang, s) for s in STATUSES}}
     env = Environment(autoescape=True, undefined=StrictUndefined)
     template = env.from_string(resources.files("highland.dashboards").joinpath("templates/report.html.j2")
                                .read_text(encoding="utf-8"))
 
     def name(e: Entry) -> str:
         ind = catalog.indicator(e.row.indicator)
-        return (ind.name_zh if lang == "zh" else ind.name_en) if ind else e.row.indicator
+        return ind.name_en if lang == "en" and ind else indicator_name(catalog, e.row.indicator, lang)
 
     def agency(e: Entry) -> str:
         found = next((a for a in catalog.agencies if a.code == e.row.agency), None)
-        return (found.name_zh if lang == "zh" else found.name_en) if found else e.row.agency
+        return found.name_en if lang == "en" and found else agency_name(catalog, e.row.agency, lang)
 
     def cadence(e: Entry) -> str:
         ind = catalog.indicator(e.row.indicator)
         return str(ind.cadence_days) if ind else "—"
 
-    zone = ZoneInfo(catalog.plan.timezone)
     return template.render(
         t=t, report=report, title=title(report, catalog, lang),
         counts=list(report.counts().items()),
-        generated=now.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+        generated=local_time(now, tz),
         charts={e.row.indicator: base64.b64encode(chart_png(e)).decode() for e in report.entries},
         name=name, agency=agency, cadence=cadence, num=number,
     )

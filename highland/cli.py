@@ -620,7 +620,7 @@ def report_cmd(
     out_path: Annotated[Path, typer.Option("--out", help="FILE.html or FILE.pdf")],
     as_of: Annotated[str | None, typer.Option("--as-of", help="YYYY-MM-DD (default: as `progress`)")] = None,
     period: Annotated[str, typer.Option("--period", help="month | quarter | year")] = "month",
-    lang: Annotated[str, typer.Option("--lang", help="zh | en")] = "zh",
+    lang: Annotated[str | None, typer.Option("--lang", help="zh | en (default: HIGHLAND_LANG)")] = None,
 ) -> None:
     """A monthly, quarterly or yearly report (月报 / 季报 / 年报) as HTML or PDF (docs/reports.md)."""
     from highland.catalog.loader import catalog_at
@@ -631,16 +631,17 @@ def report_cmd(
 
     if period not in {p.value for p in Period}:
         _fail(f"--period must be one of: {', '.join(p.value for p in Period)}")
-    if lang not in LANGUAGES:
-        _fail(f"--lang must be one of: {', '.join(LANGUAGES)}")
     if out_path.suffix.lower() not in {".html", ".pdf"}:
         _fail("--out must end in .html or .pdf")
     settings = get_settings()
+    lang = lang or settings.lang
+    if lang not in LANGUAGES:
+        _fail(f"--lang must be one of: {', '.join(LANGUAGES)}")
     catalog = catalog_at(get_settings().catalog_dir)
     now = datetime.now(ZoneInfo(catalog.plan.timezone))
     day = _parse_date(as_of) or default_as_of(catalog, now.date())
     report = gather(connect(settings), settings.clickhouse_database, catalog, day, Period(period))
-    html = render_html(report, catalog, lang, now)
+    html = render_html(report, catalog, "en" if lang == "en" else "zh", now)
     if out_path.suffix.lower() == ".pdf":
         out_path.write_bytes(render_pdf(html))
     else:

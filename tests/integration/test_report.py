@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from highland.catalog.i18n import status_word
 from highland.catalog.loader import default_catalog
 from highland.catalog.trajectory import expected
 from highland.ingest.events import Accepted, validate
@@ -111,8 +112,9 @@ def test_a_quarterly_pdf_in_chinese_lists_the_slipped_first_the_stopped_feeds_an
 
     text = pdf_text(pdf)
     assert f"{CATALOG.plan.title_zh} 监测季报（2019年第2季度）" in text.replace("\n", "")
+    on_track, off_track, no_data = (status_word("zh", s) for s in ("on_track", "off_track", "no_data"))
     slipped = section(text, "本期进度下滑的指标", "停止报送的数据源")
-    assert SLIPPING.name_zh in slipped and "达到进度" in slipped and "明显滞后" in slipped
+    assert SLIPPING.name_zh in slipped and on_track in slipped and off_track in slipped
     assert STEADY.name_zh not in slipped and STOPPING.name_zh not in slipped
     stopped = section(text, "停止报送的数据源", "全部指标")
     assert STOPPING.name_zh in stopped and "2019-03-15" in stopped
@@ -123,8 +125,8 @@ def test_a_quarterly_pdf_in_chinese_lists_the_slipped_first_the_stopped_feeds_an
     assert all(p >= 0 for p in positions.values()), [c for c, p in positions.items() if p < 0]
     assert positions[SLIPPING.code] == min(positions.values())
     summary = section(text, "总体情况", "本期进度下滑的指标")
-    assert re.search(r"明显滞后:\s*1\b", summary) and re.search(r"达到进度:\s*2\b", summary), summary
-    assert re.search(rf"暂无数据:\s*{len(CATALOG.indicators) - 3}\b", summary), summary
+    assert re.search(rf"{off_track}:\s*1\b", summary) and re.search(rf"{on_track}:\s*2\b", summary), summary
+    assert re.search(rf"{no_data}:\s*{len(CATALOG.indicators) - 3}\b", summary), summary
 
     listed = subprocess.run(["pdfimages", "-list", str(pdf)], check=True, capture_output=True,
                             text=True).stdout.splitlines()[2:]

@@ -28,8 +28,9 @@ def test_a_chart_samples_every_month_end_then_the_report_day() -> None:
     assert sample_days(date(2020, 1, 1), date(2020, 2, 29)) == [date(2020, 1, 31), date(2020, 2, 29)]
 
 
-def row(status: str, last: str | None = None) -> ProgressRow:
-    return ProgressRow("x", "X", "level", "u", "a", "as of", 1.0, 1.0, 2.0, 2020, None, 50.0, status, None, last)
+def row(status: str, last: str | None = None, stale: bool = False) -> ProgressRow:
+    return ProgressRow("x", "X", "level", "u", "a", "as of", 1.0, 1.0, 2.0, 2020, None, 50.0, status, None, last,
+                       stale=stale)
 
 
 @pytest.mark.parametrize(("before", "now", "slipped"), [
@@ -42,8 +43,9 @@ def test_a_slip_is_a_move_to_a_worse_status_during_the_period(before: str, now: 
     assert Entry(row(now), before, (), None).slipped is slipped
 
 
-def test_a_feed_stopped_when_more_than_one_cadence_passed_since_its_last_observation() -> None:
-    as_of = date(2019, 6, 30)
-    assert stopped_since(row("on_track", "2019-05-30T10:00:00+08:00"), 31, as_of) is None  # 31 days: on time
-    assert stopped_since(row("on_track", "2019-05-29T10:00:00+08:00"), 31, as_of) == date(2019, 5, 29)
-    assert stopped_since(row("no_data"), 31, as_of) is None  # never reported: no data, not stopped
+def test_a_stopped_feed_is_named_by_the_plan_day_of_its_last_observation() -> None:
+    # 2019-05-28T20:00Z is already 29 May in Chongqing.
+    assert stopped_since(row("on_track", "2019-05-28T20:00:00+00:00", stale=True), "Asia/Shanghai") == \
+        date(2019, 5, 29)
+    assert stopped_since(row("on_track", "2019-05-28T20:00:00+00:00", stale=False), "Asia/Shanghai") is None
+    assert stopped_since(row("no_data"), "Asia/Shanghai") is None  # never reported: no data, not stopped
