@@ -128,13 +128,16 @@ def drop_table(table: Table, db: str, cluster: str) -> list[str]:
     return [f"DROP TABLE IF EXISTS {db}.{name} ON CLUSTER {cluster}" for name in names]
 
 
-def add_column(table: Table, column: Column, db: str, cluster: str) -> list[str]:
-    """The data table first (on a sharded table, each shard's), then the Distributed table over it."""
+def add_column(table: Table, column: Column, db: str, cluster: str) -> list[tuple[str, str]]:
+    """(the table altered, the ALTER), in order: the data table first (on a sharded table, each
+    shard's), then the Distributed table over it."""
     _checked(db, cluster)
-    after = table.after(column)
+    if column.materialized is not None and isinstance(table.layout, Sharded):
+        raise ValueError(f"{table.name}.{column.name}: a MATERIALIZED column added to a sharded table would have "
+                         "to be an ALIAS in its Distributed table (docs/clickhouse-dialect.md, "
+                         "\"distributed-materialized\"): not rendered yet")
     names = dict.fromkeys([data_table(table), table.name])
-    return [f"ALTER TABLE {db}.{name} ON CLUSTER {cluster} ADD COLUMN IF NOT EXISTS {column.definition()}{after}"
-            for name in names]
+    return [(name, table.add_column(db, column, name, f" ON CLUSTER {cluster}")) for name in names]
 
 
 def bootstrap_statements(database: str, cluster: str) -> list[str]:

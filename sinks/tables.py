@@ -175,8 +175,11 @@ class Table:
             raise ValueError(f"{self.name}: an added column cannot be the first one")
         return f" AFTER {self.columns[position - 1].name}"
 
-    def add_column(self, db: str, column: Column) -> str:
-        return f"ALTER TABLE {db}.{self.name} ADD COLUMN IF NOT EXISTS {column.definition()}{self.after(column)}"
+    def add_column(self, db: str, column: Column, target: str | None = None, on_cluster: str = "") -> str:
+        """``ALTER TABLE … ADD COLUMN`` on this table (or ``target``, a table of its on a cluster). 18.16
+        has no ``ADD COLUMN IF NOT EXISTS``: the AddColumn operation looks the column up first."""
+        return (f"ALTER TABLE {db}.{target or self.name}{on_cluster} "
+                f"ADD COLUMN {column.definition()}{self.after(column)}")
 
 
 @dataclass(frozen=True)

@@ -69,20 +69,34 @@ class CreateView(_Statements):
 
 
 @dataclass(frozen=True)
-class AddColumn(_Statements):
-    """A column of ``table``'s description whose ``since`` is this migration."""
+class AddColumn:
+    """A column of ``table``'s description whose ``since`` is this migration. 18.16 has no ``ADD COLUMN
+    IF NOT EXISTS``, so each table is looked up first and a re-run skips what is there (on a cluster,
+    as this node sees it: an ON CLUSTER ALTER returns once every node ran it)."""
 
     table: Table
     column: str
 
-    def statements(self, db: str, topology: Topology, version: int) -> list[str]:
+    def targets(self, db: str, topology: Topology, version: int) -> list[tuple[str, str]]:
+        """(the table altered, the ALTER), in order."""
         column = self.table.column(self.column)
         if column.since != version:
             raise ValueError(f"{self.table.name}.{self.column}: added by migration {version}, so its "
                              f"description must say since={version} (it says {column.since})")
         if topology.cluster:
             return on_cluster.add_column(self.table, column, db, topology.cluster)
-        return [self.table.add_column(db, column)]
+        return [(self.table.name, self.table.add_column(db, column))]
+
+    def statements(self, db: str, topology: Topology, version: int) -> list[str]:
+        return [sql for _, sql in self.targets(db, topology, version)]
+
+    def apply(self, client: Any, db: str, topology: Topology, version: int) -> None:
+        for table, sql in self.targets(db, topology, version):
+            [(present,)] = client.execute(
+                "SELECT count() FROM system.columns WHERE database = %(db)s AND table = %(table)s "
+                "AND name = %(column)s", {"db": db, "table": table, "column": self.column})
+            if not present:
+                client.execute(sql)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,10 @@ from highland.catalog.loader import default_catalog
 from highland.ingest.events import Accepted
 from highland.sinks.client import connect
 from highland.sinks.migrate import bootstrap_statements, load_migrations, migrate, schema_statements
+from highland.sinks.migrations.operations import AddColumn, CreateTable, Migration
 from highland.sinks.progress import query_actuals, reference_actuals
+from highland.sinks.tables import Column, Engine, Sharded, Table
+from highland.sinks.topology import SINGLE_NODE
 from highland.sinks.writer import write_events
 
 from highland.settings import Settings
@@ -135,3 +138,25 @@ def _write_and_check_exact(client: Any, db: str) -> None:
     assert result.inserted == 2
     as_of = date(moment.year, 12, 31)
     assert query_actuals(client, db, catalog, as_of) == reference_actuals(client, db, catalog, as_of)
+
+
+def test_a_column_added_by_a_later_migration_lands_in_its_place_with_its_default(isolated: Settings, chdb_session):
+    """AddColumn on 18.16 and on current ClickHouse: the create leaves the column out, the ALTER adds
+    it after its predecessor, old rows read its DEFAULT, and running the migration again changes nothing."""
+    table = Table("added_later", (Column("k", "String"), Column("flag", "UInt8", default="7", since=2),
+                                  Column("v", "Float64")), Engine("ReplacingMergeTree"), ("k",), Sharded(("k",)))
+    first, second = Migration(1, "0001_t", (CreateTable(table),)), Migration(2, "0002_t", (AddColumn(table, "flag"),))
+    client, db = connect(isolated), isolated.clickhouse_database
+    first.apply(client, db, SINGLE_NODE)
+    client.execute(f"INSERT INTO {db}.added_later (k, v) VALUES", [("a", 1.5)])
+    for _ in range(2):
+        second.apply(client, db, SINGLE_NODE)
+    assert client.execute(f"SELECT name FROM system.columns WHERE database = '{db}' AND table = 'added_later'") == [
+        ("k",), ("flag",), ("v",)]
+    assert client.execute(f"SELECT k, flag, v FROM {db}.added_later") == [("a", 7, 1.5)]
+    chdb_session.query("DROP TABLE IF EXISTS mig.added_later")
+    for migration in (first, second):
+        for sql in migration.statements("mig", SINGLE_NODE):
+            chdb_session.query(sql)
+    assert chdb_session.query("SELECT name FROM system.columns WHERE database = 'mig' AND table = 'added_later' "
+                              "ORDER BY position", "CSV").data().split() == ['"k"', '"flag"', '"v"']

@@ -138,18 +138,24 @@ def test_bootstrap_creates_the_database_and_a_replicated_schema_migrations_table
     assert f"ReplicatedMergeTree('/clickhouse/tables/all/{DB}/schema_migrations', '{{replica}}')" in second
 
 
-def test_a_column_added_later_is_left_out_of_the_create_and_added_in_its_place():
+def test_a_column_added_later_is_left_out_of_the_create_and_added_in_its_place(chdb_session: Any):
     table = Table("t", (Column("a", "String"), Column("b", "UInt8", default="1", since=9), Column("c", "String")),
                   Engine("ReplacingMergeTree"), ("a",), Sharded(("a",)))
     assert "b UInt8" not in create_table(table, DB, CLUSTER, version=8)[0]
     assert "    b UInt8 DEFAULT 1,\n" in create_table(table, DB, CLUSTER, version=9)[0]
     assert add_column(table, table.column("b"), DB, CLUSTER) == [
-        f"ALTER TABLE {DB}.t_local ON CLUSTER {CLUSTER} ADD COLUMN IF NOT EXISTS b UInt8 DEFAULT 1 AFTER a",
-        f"ALTER TABLE {DB}.t ON CLUSTER {CLUSTER} ADD COLUMN IF NOT EXISTS b UInt8 DEFAULT 1 AFTER a",
+        ("t_local", f"ALTER TABLE {DB}.t_local ON CLUSTER {CLUSTER} ADD COLUMN b UInt8 DEFAULT 1 AFTER a"),
+        ("t", f"ALTER TABLE {DB}.t ON CLUSTER {CLUSTER} ADD COLUMN b UInt8 DEFAULT 1 AFTER a"),
     ]
     everywhere = Table("e", table.columns, table.engine, ("a",), Everywhere())
     assert add_column(everywhere, table.column("b"), DB, CLUSTER) == [
-        f"ALTER TABLE {DB}.e ON CLUSTER {CLUSTER} ADD COLUMN IF NOT EXISTS b UInt8 DEFAULT 1 AFTER a"]
+        ("e", f"ALTER TABLE {DB}.e ON CLUSTER {CLUSTER} ADD COLUMN b UInt8 DEFAULT 1 AFTER a")]
+    for _, sql in add_column(table, table.column("b"), DB, CLUSTER):
+        assert " ON CLUSTER " in format_query(chdb_session, sql)
+    computed = Table("m", (*table.columns, Column("h", "UInt64", materialized="cityHash64(a)", since=9)),
+                     table.engine, ("a",), Sharded(("a",)))
+    with pytest.raises(ValueError, match="ALIAS"):
+        add_column(computed, computed.column("h"), DB, CLUSTER)
 
 
 @pytest.mark.parametrize(("make", "message"), [
