@@ -15,6 +15,16 @@ def topic_names(settings: Settings) -> list[str]:
     return [settings.topic_events, settings.topic_dlq, settings.topic_alerts]
 
 
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    """Per-topic settings Highland needs from any Kafka broker.
+
+    The events topic keeps no time-based retention: its record timestamps are ``observed_at``
+    (CONTRACT §1), and a broker's ``retention.ms`` counts from a record's timestamp, so a backfill of
+    events observed years ago would be deleted at the broker's next retention check -- before a worker
+    has read it (docs/local-stack.md, "The replay hang"). Bound it by size (``retention.bytes``) instead."""
+    return {"retention.ms": "-1"} if name == settings.topic_events else {}
+
+
 def admin(settings: Settings) -> KafkaAdminClient:
     return KafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, client_id="highland-admin",
@@ -36,7 +46,8 @@ def ensure_topics(settings: Settings, names: list[str] | None = None, timeout_s:
                     # Another worker or `stack up` may have created it meanwhile.
                     with contextlib.suppress(TopicAlreadyExistsError):
                         client.create_topics([NewTopic(name, settings.topic_partitions,
-                                                       settings.topic_replication)])
+                                                       settings.topic_replication,
+                                                       topic_configs=topic_configs(settings, name))])
                 return missing
             finally:
                 client.close()

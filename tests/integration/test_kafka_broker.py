@@ -1,7 +1,9 @@
 """Guarantees of a real Apache Kafka broker that Highland's producers and workers rely on, and that the
 Tansu broker did not give (ENVIRONMENT.md): an idempotent producer's retried batch is stored once, end
-offsets count exactly what was written, and a consumer group's first join is immediate. Run only when
-the session's broker is Apache Kafka (HIGHLAND_BROKER=kafka)."""
+offsets count exactly what was written, and a consumer group's first join is immediate. And one that
+Kafka takes away unless the events topic is created for it: events observed years ago stay on the
+topic until a worker reads them. Run only when the session's broker is Apache Kafka
+(HIGHLAND_BROKER=kafka)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from highland.settings import Settings
 from highland.topics import ensure_topics
+from tests.integration.test_worker import known_feed, push
 
 pytestmark = [
     pytest.mark.integration,
@@ -24,6 +27,9 @@ pytestmark = [
 ]
 
 NO_PRODUCER = (-1, -1)  # producer id and epoch of a producer without idempotence
+# The local broker checks retention every second, the first time a second after its start
+# (highland/stack/kafka.py): a few seconds see several checks.
+RETENTION_CHECKS_S = 4.0
 
 
 def _batch(first: int, count: int, producer: tuple[int, int]) -> bytes:
@@ -172,3 +178,31 @@ def test_end_offsets_count_what_concurrent_producers_wrote_and_a_drained_group_h
     # group.initial.rebalance.delay.ms=0 and a real coordinator: the first join does not wait out
     # half the session timeout as on Tansu (bound far above what is seen, for a loaded machine).
     assert joined < min(3.0, stack.session_timeout_s / 2), f"first join took {joined:.1f} s"
+
+
+async def _count_from_start(settings: Settings, topic: str) -> int:
+    """Records a reader starting at the beginning of every partition finds there now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        read, deadline = 0, time.monotonic() + 30
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]] and time.monotonic() < deadline:
+            read += sum(len(r) for r in (await consumer.getmany(timeout_ms=500)).values())
+        return read
+    finally:
+        await consumer.stop()
+
+
+def test_events_observed_years_ago_stay_on_the_topic_until_read(isolated: Settings):
+    """An event's record timestamp is its observed_at (CONTRACT §1), and Kafka's time-based retention
+    counts from record timestamps: a backfill of 2016-2019 was deleted at the broker's next retention
+    check, before a worker had read it (the replay test's 90 s hang, docs/local-stack.md). The events
+    topic Highland creates keeps no time-based retention."""
+    feed = known_feed(seed=11, flows=50)
+    push(isolated, feed)
+    time.sleep(RETENTION_CHECKS_S)
+    assert asyncio.run(_count_from_start(isolated, isolated.topic_events)) == len(feed)
