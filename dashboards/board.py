@@ -53,10 +53,11 @@ ALERTS_FETCHED = 20  # a few more than shown, so a taller terminal could show mo
 MIN_REFRESH_S = 0.5  # a refresh of 0 would hammer ClickHouse with 5 queries in a busy loop
 MIN_NAME_WIDTH = 12  # below this the indicator code is unreadable: drop optional columns instead
 
-# (header, width, optional): the fixed-width columns after the indicator code. Optional ones are
-# dropped, last first, when the terminal is too narrow to keep MIN_NAME_WIDTH for the code.
+# (header, width, optional): the fixed-width columns after the indicator code, widths in terminal cells
+# ("30天" takes 4). Optional ones are dropped, last first, when the terminal is too narrow to keep
+# MIN_NAME_WIDTH for the code.
 COLUMNS: list[tuple[str, int, bool]] = [
-    ("actual", 9, False), ("expected", 9, True), ("%tgt", 6, False), ("30d", 3, False),
+    ("actual", 9, False), ("expected", 9, True), ("%tgt", 6, False), ("30d", 4, False),
     ("last update", 11, True),
 ]
 STATUS_WIDTH = 9  # "off_track"; the Chinese words take 6 cells, the board keeps one layout
@@ -111,11 +112,12 @@ def trend(now: float | None, then: float | None) -> str:
     return UP if now > then else DOWN
 
 
-def sort_key(item: BoardRow) -> tuple[int, float, str]:
-    """Worst status first, then the lowest percent of target; the code keeps the order stable."""
+def sort_key(item: BoardRow) -> tuple[int, bool, float, str]:
+    """Worst status first; within a status the feeds that stopped first (a stopped feed is news, a
+    feed that never reported is not), then the lowest percent of target; the code keeps the order stable."""
     pct = item.row.pct_of_target
     rank = STATUS_ORDER.get(item.row.status, len(STATUS_ORDER))
-    return rank, pct if pct is not None else float("inf"), item.row.indicator
+    return rank, not item.row.stale, pct if pct is not None else float("inf"), item.row.indicator
 
 
 def board_rows(catalog: Catalog, current: list[ProgressRow], earlier: list[ProgressRow]) -> list[BoardRow]:
