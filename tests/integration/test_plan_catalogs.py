@@ -100,6 +100,16 @@ def highland(settings: Settings, *args: str, **extra: str) -> subprocess.Complet
                           text=True, timeout=120, check=False)
 
 
+def dashboard_path(settings: Settings, indicator: str, day: str) -> float | None:
+    """expected(day) as the dashboards read it: the current version of the plan tables."""
+    db = settings.clickhouse_database
+    rows = connect(settings).execute(
+        f"SELECT expected, has_expected FROM {db}.plan_trajectory WHERE version = (SELECT argMax(version, "
+        f"(seq, version)) FROM {db}.plan_versions) AND indicator = %(ind)s AND day = %(day)s LIMIT 1",
+        {"ind": indicator, "day": date.fromisoformat(day)})
+    return rows[0][0] if rows and rows[0][1] else None
+
+
 def test_a_catalog_made_for_the_test_drives_push_worker_progress_and_verify(isolated: Settings, tmp_path: Path):
     folder = write_catalog(tmp_path / "plan")
     settings = isolated.model_copy(update={"catalog_dir": folder})
@@ -137,6 +147,9 @@ def test_a_catalog_made_for_the_test_drives_push_worker_progress_and_verify(isol
         wait_for(lambda: (numbers().get("widget_sales") or {}).get("actual") == 130, 90, "the worker to store the feed",
                  worker.log)
         rows_now = numbers()
+        # The worker's evaluator writes the baselines it took from data into the dashboards' plan tables.
+        wait_for(lambda: dashboard_path(settings, "gadget_latency", "2022-06-30") is not None, 60,
+                 "the plan tables to carry the latency's baseline", worker.log)
     finally:
         worker.kill()
     assert set(rows_now) == {"widget_sales", "gadget_latency", "port_count"}
@@ -155,6 +168,8 @@ def test_a_catalog_made_for_the_test_drives_push_worker_progress_and_verify(isol
     assert ports["expected"] == pytest.approx(500 + 500 * (1 + p0 - p0) / (5 - p0))  # = 611.0097
     assert (ports["actual"], ports["status"]) == (650, "on_track")
     assert (ports["baseline"], ports["baseline_source"], ports["baseline_day"]) == (500, "first_report", "2021-06-30")
+    assert dashboard_path(settings, "gadget_latency", "2022-06-30") == pytest.approx(71.024658, rel=1e-6)
+    assert dashboard_path(settings, "port_count", "2022-06-30") == pytest.approx(ports["expected"])
     verified = highland(settings, "verify", "--as-of", "2021-06-30", "--as-of", "2022-06-30")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "0 difference(s) over 2 date(s) and 3 indicators" in verified.stdout

@@ -206,3 +206,19 @@ def test_a_baseline_is_a_number_or_from_data(tmp_path):
 
     with pytest.raises(CatalogError, match=r"indicators\.0\.baseline: Field required"):
         load_catalog(_broken_copy(tmp_path / "b", missing))
+
+
+def test_the_validate_command_prints_each_problem_and_exits_1(tmp_path):
+    from typer.testing import CliRunner
+
+    from highland.cli import app
+
+    data = tmp_path / "plan"
+    shutil.copytree(DATA_DIR, data)
+    text = (data / "plan.yaml").read_text().replace("    kind: flow\n", "    kind: stock\n", 1)
+    (data / "plan.yaml").write_text(text)
+    broken = CliRunner().invoke(app, ["catalog", "validate", str(data)])
+    assert broken.exit_code == 1
+    assert f"{data / 'plan.yaml'}:{_line_of(data / 'plan.yaml', 'kind: stock')}: indicators.2.kind" in broken.output
+    fine = CliRunner().invoke(app, ["catalog", "validate", str(DATA_DIR)])
+    assert fine.exit_code == 0 and "69 indicators" in fine.output
