@@ -266,7 +266,8 @@ def _catalog_route(key: _RouteKey, catalog: Catalog) -> _Route | Rejected:
         return Rejected(Reason.FORBIDDEN_AGENCY,
                         f"{key.indicator!r} is owned by {indicator.agency!r}, not {agency!r}", agency)
     if not catalog.region_allowed(indicator, key.region):
-        expected = "a district code" if indicator.regional else f"{CITY_WIDE!r} (city-wide)"
+        expected = (f"a district code or {CITY_WIDE!r} (city-wide)" if indicator.regional
+                    else f"{CITY_WIDE!r} (city-wide)")
         return Rejected(Reason.UNKNOWN_REGION,
                         f"region {key.region!r} for {indicator.code!r}: expected {expected}", agency)
     factor = indicator.factor_for(key.unit)

@@ -1,6 +1,6 @@
 """`highland template`: a file an agency fills in, with its indicators, units and regions.
 
-One row per indicator it owns (per district for a regional one), in Chinese: the headers of
+One row per indicator it owns (city-wide and per district for a regional one), in Chinese: the headers of
 ``names.CHINESE_HEADERS``, the catalog's Chinese names. Left to fill: 事件编号, 数值, 观测时间.
 The CSV is UTF-8 with a byte-order mark, which Excel on Chinese Windows opens as UTF-8; the .xlsx
 has the data on its first sheet (what `push` reads) and the accepted units on a second.
@@ -24,7 +24,8 @@ def template_rows(catalog: Catalog, agency: str) -> list[list[object]]:
     for ind in catalog.indicators:
         if ind.agency != agency:
             continue
-        regions = [d.name_zh for d in catalog.districts] if ind.regional else [CITY_WIDE_NAME]
+        # A regional indicator also takes a city-wide report (docs/numbers.md, "level"): first row.
+        regions = [CITY_WIDE_NAME, *(d.name_zh for d in catalog.districts)] if ind.regional else [CITY_WIDE_NAME]
         for region in regions:
             # event_id, revision, agency, indicator, region, value, unit, observed_at
             rows.append([None, 0, owner.name_zh, ind.name_zh, region, None, ind.unit, None])
@@ -62,5 +63,6 @@ def _write_xlsx(catalog: Catalog, agency: str, header: list[str], rows: list[lis
     for ind in catalog.indicators:
         if ind.agency == agency:
             aliases = "；".join(f"{u}（×{f:g}）" for u, f in ind.unit_aliases.items())
-            units.append([ind.name_zh, ind.unit, aliases, "各区县" if ind.regional else CITY_WIDE_NAME])
+            where = f"{CITY_WIDE_NAME}或各区县" if ind.regional else CITY_WIDE_NAME
+            units.append([ind.name_zh, ind.unit, aliases, where])
     book.save(out)
