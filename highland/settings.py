@@ -185,8 +185,11 @@ class Settings(BaseSettings):
     @field_validator("catalog_dir", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
-        """An empty HIGHLAND_CATALOG_DIR (what worker_environment writes for None) means unset."""
-        return None if value == "" else value
+        """An empty HIGHLAND_CATALOG_DIR (what worker_environment writes for None) means unset; a
+        relative one is resolved now, so a worker started elsewhere reads the same folder."""
+        if value == "" or value is None:
+            return None
+        return Path(str(value)).resolve()
 
     @property
     def bootstrap_servers(self) -> list[str]:
