@@ -46,3 +46,12 @@ def test_losing_all_data_is_not_a_slip():
     state = AlertState()
     evaluated(state, [row("a", "on_track")])
     assert evaluated(state, [row("a", "no_data", actual=None)]) == []
+
+
+def test_a_baseline_still_taken_from_data_is_not_alerted_and_the_first_measured_status_is():
+    """pending (docs/numbers.md, "Baselines from data") says nothing about the plan, as no_data does."""
+    state = AlertState()
+    assert evaluated(state, [row("flow", "pending")]) == []  # first year of data: its total is the baseline
+    assert evaluated(state, [row("flow", "at_risk")]) == [("flow", "no_data", "at_risk")]
+    assert evaluated(state, [row("flow", "pending")]) == []  # e.g. a growth target after a silent year
+    assert evaluated(state, [row("flow", "at_risk")]) == []  # still the last alerted status
