@@ -171,13 +171,13 @@ class Table:
     def after(self, column: Column) -> str:
         """`` AFTER <the column before it>``: an added column takes the place its description gives it."""
         position = self.columns.index(column)
-        if position == 0:  # 18.16 has no ADD COLUMN ... FIRST
+        if position == 0:  # 18.16 has no ADD COLUMN ... FIRST (docs/clickhouse-dialect.md, "add-column")
             raise ValueError(f"{self.name}: an added column cannot be the first one")
         return f" AFTER {self.columns[position - 1].name}"
 
     def add_column(self, db: str, column: Column, target: str | None = None, on_cluster: str = "") -> str:
-        """``ALTER TABLE … ADD COLUMN`` on this table (or ``target``, a table of its on a cluster). 18.16
-        has no ``ADD COLUMN IF NOT EXISTS``: the AddColumn operation looks the column up first."""
+        """``ALTER TABLE … ADD COLUMN`` on this table (or ``target``, a table of its on a cluster), without
+        IF NOT EXISTS (docs/clickhouse-dialect.md, "add-column"): the AddColumn operation looks first."""
         return (f"ALTER TABLE {db}.{target or self.name}{on_cluster} "
                 f"ADD COLUMN {column.definition()}{self.after(column)}")
 

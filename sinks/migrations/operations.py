@@ -70,9 +70,9 @@ class CreateView(_Statements):
 
 @dataclass(frozen=True)
 class AddColumn:
-    """A column of ``table``'s description whose ``since`` is this migration. 18.16 has no ``ADD COLUMN
-    IF NOT EXISTS``, so each table is looked up first and a re-run skips what is there (on a cluster,
-    as this node sees it: an ON CLUSTER ALTER returns once every node ran it)."""
+    """A column of ``table``'s description whose ``since`` is this migration. Each altered table is
+    looked up first and a re-run skips what is there (docs/clickhouse-dialect.md, "add-column"); on a
+    cluster as this node sees it: an ON CLUSTER ALTER returns once every node ran it."""
 
     table: Table
     column: str
