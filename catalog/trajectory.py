@@ -16,8 +16,11 @@ then the path is unknown and the status is ``pending``.
   that total times the fraction of D's year elapsed.
 
 Before the anchor the path holds the anchor's value; after the target year it holds the target
-(the plan states nothing beyond its own period). A flow anchored on a first report has no
-expectation in that report's own year: its total is the anchor, not something measured against it.
+(the plan states nothing beyond its own period). An anchor already at or beyond the target (a first
+report of 100 ms against "降至150毫秒以内") makes the target itself the bar at every date: the plan asks
+no more than its target, and a path from 100 up to 150 would ask for more early on. A flow anchored
+on a first report has no expectation in that report's own year: its total is the anchor, not
+something measured against it.
 """
 
 from __future__ import annotations
@@ -97,12 +100,16 @@ def path_value(ind: Indicator, at: float, anchor: Anchor | None = None) -> float
     start = anchor_for(ind, anchor)
     if start is None:
         return None
-    if start.position >= span(ind):
-        return target
+    if start.position >= span(ind) or _meets(ind, start.value, target):
+        return target  # reached already: the plan asks no more than its target, and no less
     share = min(max((at - start.position) / (span(ind) - start.position), 0.0), 1.0)
     if ind.trajectory is Shape.COMPOUND and start.value > 0:
         return start.value * (target / start.value) ** share
     return start.value + (target - start.value) * share
+
+
+def _meets(ind: Indicator, value: float, target: float) -> bool:
+    return value <= target if ind.direction is Direction.DOWN else value >= target
 
 
 def expected(ind: Indicator, as_of: date, prior_year_actual: float | None = None,

@@ -23,7 +23,7 @@ import pytest
 from highland.catalog.domain import Alert
 from highland.catalog.loader import default_catalog
 from highland.catalog.models import Direction
-from highland.catalog.trajectory import expected
+from highland.catalog.trajectory import Anchor, BaselineSource, expected, position
 from highland.ingest.events import Accepted, validate
 from highland.sinks.alerts import store
 from highland.sinks.client import connect
@@ -80,9 +80,25 @@ def shown(v: float) -> str:
     return f"{v / 1e6:,.2f}M" if abs(v) < 1e9 else f"{v / 1e9:,.2f}G"
 
 
-def performance_ratio(code: str, actual: float, day: date) -> float:
+def first_report(feed: list[dict], code: str) -> Anchor | None:
+    """Where a path the plan gives no baseline for starts (docs/numbers.md, "Baselines from data"):
+    the feed reports nothing for 2015, so at its first report, the value that day."""
     ind = CATALOG.indicator(code)
-    plan = expected(ind, day)
+    if not ind.baseline_from_data:
+        return None
+    day = min(datetime.fromisoformat(e["observed_at"]).astimezone(TZ).date() for e in feed if e["indicator"] == code)
+    return Anchor(position(ind, day), reference_actuals(feed, CATALOG, day)[code], BaselineSource.FIRST_REPORT, day)
+
+
+def plan_at(feed: list[dict], code: str, day: date) -> float:
+    value = expected(CATALOG.indicator(code), day, None, first_report(feed, code))
+    assert value is not None
+    return value
+
+
+def performance_ratio(feed: list[dict], code: str, actual: float, day: date) -> float:
+    ind = CATALOG.indicator(code)
+    plan = plan_at(feed, code, day)
     return plan / actual if ind.direction is Direction.DOWN else actual / plan
 
 
@@ -91,13 +107,13 @@ def want_row(feed: list[dict], code: str) -> list[str]:
     ind = CATALOG.indicator(code)
     actual = reference_actuals(feed, CATALOG, AS_OF)[code]
     pct = 100 * (ind.target.value / actual if ind.direction is Direction.DOWN else actual / ind.target.value)
-    now = performance_ratio(code, actual, AS_OF)
-    then = performance_ratio(code, reference_actuals(feed, CATALOG, EARLIER)[code], EARLIER)
+    now = performance_ratio(feed, code, actual, AS_OF)
+    then = performance_ratio(feed, code, reference_actuals(feed, CATALOG, EARLIER)[code], EARLIER)
     thresholds = CATALOG.thresholds_for(ind)
     status = "on_track" if now >= thresholds.on_track else "at_risk" if now >= thresholds.at_risk else "off_track"
     arrow = "→" if abs(now - then) < 0.01 else "↑" if now > then else "↓"
     last = max(datetime.fromisoformat(e["observed_at"]) for e in feed if e["indicator"] == code)
-    return [status, code, shown(actual), shown(expected(ind, AS_OF)), f"{pct:.1f}", arrow,
+    return [status, code, shown(actual), shown(plan_at(feed, code, AS_OF)), f"{pct:.1f}", arrow,
             *last.astimezone(TZ).strftime("%m-%d %H:%M").split()]
 
 

@@ -159,3 +159,15 @@ def test_projection_extends_the_current_pace_to_the_target_date():
     # 90 % of the year-to-date path -> 90 % of the target year's total.
     assert projected(flow, date(2018, 3, 31), 36.0, 40.0) == pytest.approx(180.0)
     assert projected(flow, date(2018, 3, 31), None, 40.0) is None
+
+
+def test_a_baseline_already_beyond_the_target_makes_the_target_the_bar():
+    """A first report of 100 ms against 降至150毫秒以内: 150 is the bar, not a path from 100 up to 150."""
+    latency = make(kind="index", direction="down", baseline={"year": 2015, "value": "from_data"},
+                   target={"year": 2020, "value": 150})
+    first = Anchor(position(latency, date(2019, 11, 1)), 100.0, BaselineSource.FIRST_REPORT, date(2019, 11, 1))
+    assert expected(latency, date(2019, 12, 31), anchor=first) == 150
+    assert status(latency, 200.0, 150.0, DEFAULT) is Status.OFF_TRACK  # 150/200 = 0.75
+    share = make(kind="ratio", baseline={"year": 2015, "value": "from_data"}, target={"year": 2020, "value": 60})
+    reported = Anchor(0.0, 70.0, BaselineSource.REPORTED, date(2015, 12, 31))
+    assert expected(share, date(2017, 6, 30), anchor=reported) == 60
