@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import quote
 
 UNSUPPORTED = {"timeInterval": "toStartOfInterval", "timeInterval_ms": "toStartOfInterval"}
 
@@ -42,8 +43,10 @@ def _format(value: str, fmt: str | None) -> str:
     """The few Grafana variable formats single-value variables need."""
     if fmt in (None, "raw", "text"):
         return value
-    if fmt == "sqlstring":
+    if fmt == "sqlstring":  # Grafana doubles quotes only: ClickHouse still reads a backslash as an escape
         return "'" + value.replace("'", "''") + "'"
+    if fmt == "percentencode":  # Grafana's encodeURIComponentStrict: nothing but A-Z a-z 0-9 - _ . ~ and %XX
+        return quote(value, safe="")
     if fmt == "singlequote":
         return "'" + value.replace("'", "\\'") + "'"
     if fmt == "doublequote":

@@ -14,7 +14,13 @@ status logic below is CONTRACT.md §2 / catalog/trajectory.py written again in S
 tests compare it with `highland progress` on the same rows.
 
 Placeholders left for Grafana: the plugin's macros ($__fromTime, $__toTime, $__timeFilter(col)) and
-the template variable ${indicator:sqlstring}; dashboards/macros.py expands them the same way.
+the template variable ${indicator:percentencode}; dashboards/macros.py expands them the same way.
+
+A variable's value comes from whoever opens the URL (`?var-indicator=...`), so it reaches SQL only
+percent-encoded inside a string literal and is decoded by ClickHouse (decodeURLComponent, on both
+dialects): the literal then holds nothing but letters, digits, `-_.~` and `%`, which no quote or
+backslash can end. (``${var:sqlstring}`` doubles quotes but leaves backslashes, which ClickHouse
+reads as escapes: a value could close the literal and run SQL of its own. docs/security.md.)
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 from highland.catalog.models import Catalog
 from highland.sinks.progress import city_level_sql, daily_sql
 
-INDICATOR_VAR = "${indicator:sqlstring}"
+INDICATOR_VAR = "decodeURLComponent('${indicator:percentencode}')"
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,8 @@ def test_dashboards_have_stable_uids_schema_42_and_query_the_clickhouse_plugin(b
 def test_indicator_page_has_the_indicator_variable_and_overview_links_to_it(boards: list[dict[str, Any]]):
     overview, indicator = boards[0], boards[1]
     assert [v["name"] for v in indicator["templating"]["list"]] == ["indicator"]
-    assert all("${indicator:sqlstring}" in t["rawSql"] for p in indicator["panels"] for t in p["targets"])
+    assert all("decodeURLComponent('${indicator:percentencode}')" in t["rawSql"] and "sqlstring" not in t["rawSql"]
+               for p in indicator["panels"] for t in p["targets"])
     table = next(p for p in overview["panels"] if p["type"] == "table")
     links = [prop["value"] for o in table["fieldConfig"]["overrides"] for prop in o["properties"]
              if prop["id"] == "links"]
@@ -235,6 +236,9 @@ def test_macros_refuse_what_the_plugin_or_18_16_cannot_do(sql: str):
 def test_variables_interpolate_like_grafana():
     values = {"indicator": "o'brien"}
     assert interpolate_variables("x = ${indicator:sqlstring}", values) == "x = 'o''brien'"
+    # Grafana's encodeURIComponentStrict: also ! ' ( ) * encoded
+    assert interpolate_variables("${indicator:percentencode}", {"indicator": "a b!'()*\\中~_.-"}) == \
+        "a%20b%21%27%28%29%2A%5C%E4%B8%AD~_.-"
     assert interpolate_variables("$indicator ${indicator} [[indicator]]", values) == "o'brien o'brien o'brien"
     assert interpolate_variables("$other and $__toTime", values) == "$other and $__toTime"  # left alone
     assert expand("i = ${indicator:sqlstring} AND t <= $__toTime", RANGE, {"indicator": "a"}) == \
