@@ -64,8 +64,8 @@ def with_feed(settings: Settings) -> Settings:
     mine = settings.model_copy(update={"clickhouse_database": f"t_tz_{uuid.uuid4().hex[:8]}"})
     migrate(mine)
     writer = connect(mine)
-    sync_plan_tables(writer, mine.clickhouse_database, CATALOG)
     insert_known_feed(writer, mine.clickhouse_database, CATALOG)
+    sync_plan_tables(writer, mine.clickhouse_database, CATALOG)  # after the feed: baselines taken from it
     return mine
 
 
