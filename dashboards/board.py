@@ -28,6 +28,7 @@ from highland.catalog.i18n import Lang
 from highland.catalog.loader import catalog_at
 from highland.catalog.models import Catalog
 from highland.catalog.trajectory import performance
+from highland.dashboards.terminal import plain
 from highland.sinks.alerts import list_alerts
 from highland.sinks.client import connect
 from highland.sinks.progress import default_as_of, progress
@@ -268,13 +269,14 @@ def indicator_table(rows: list[BoardRow], width: int, as_of: date, tz: ZoneInfo,
 def alert_line(alert: dict[str, Any], width: int, tz: ZoneInfo, lang: Lang = "en",
                catalog: Catalog | None = None) -> Text:
     name = i18n.indicator_name(catalog, alert["indicator"], lang) if catalog else alert["indicator"]
-    text = Text(f"{as_local(alert['created_at'], tz):%m-%d %H:%M} {name} "
+    # Stored text is shown, never obeyed: control characters become U+FFFD (dashboards/terminal.py).
+    text = Text(f"{as_local(alert['created_at'], tz):%m-%d %H:%M} {plain(name).plain} "
                 f"{i18n.status_word(lang, alert['old_status'])} → ")
     text.append(i18n.status_word(lang, alert["new_status"]), style=STATUS_STYLE.get(alert["new_status"], "bold"))
     detail = i18n.alert_detail(alert, catalog, lang) if catalog else str(alert.get("detail") or "")
     if detail:
         # One alert, one line: a multi-line detail would break the height budget of the frame.
-        text.append("  " + " ".join(detail.split()), style="dim")
+        text.append("  " + " ".join(plain(detail).plain.replace("\ufffd", " ").split()), style="dim")
     return line(text, width)
 
 

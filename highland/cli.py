@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from highland import strict_json
 from highland.settings import Settings, get_settings
@@ -52,7 +53,7 @@ def stack_up(
     try:
         report = local.up(get_settings(), as_cluster)
     except RuntimeError as exc:  # a broker that cannot be resolved, started or reached: its own words
-        err.print(f"[red]error:[/] stack up: {exc}")
+        _error(f"stack up: {exc}")
         raise typer.Exit(2) from None
     out.print(f"started: {', '.join(report.started) or 'nothing (already running)'}")
     out.print(f"topics created: {', '.join(report.topics_created) or 'none (all exist)'}")
@@ -327,7 +328,7 @@ def _print_push_report(summary: PushSummary) -> None:
     from highland.ingest.push import describe_encoding
 
     def say(line: str) -> None:  # details hold brackets and long text: no markup, no wrapping
-        out.print(line, markup=False, highlight=False, soft_wrap=True)
+        out.print(_printable(line), markup=False, highlight=False, soft_wrap=True)
 
     if summary.dry_run:
         say("dry run: nothing was sent")
@@ -344,11 +345,29 @@ def _print_push_report(summary: PushSummary) -> None:
     for path in summary.rejected_files:
         say(f"rejected rows with reasons: {path}")
     if summary.undelivered:
-        out.print(f"[red]not acknowledged by the broker: {summary.undelivered}[/] ({summary.delivery_error})")
+        out.print(Text(f"not acknowledged by the broker: {summary.undelivered}", style="red")
+                  + Text(_printable(f" ({summary.delivery_error})")))
+
+
+def _printable(text: str) -> str:
+    """``text`` with every control character but the line break shown as U+FFFD, as the tables show
+    stored text (dashboards/terminal.py ``plain``): an escape sequence in a file's cell never reaches
+    the terminal."""
+    from highland.dashboards.terminal import plain
+
+    return "\n".join(plain(line).plain for line in text.split("\n"))
+
+
+def _error(message: str) -> None:
+    """``error: message`` on stderr; the message printed as it is: it may carry what a user typed or a
+    server said (brackets that rich would read as markup, control characters), never obeyed."""
+    from highland.dashboards.terminal import plain
+
+    err.print(Text("error: ", style="red") + plain(message))
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {message}")
+    _error(message)
     raise typer.Exit(code)
 
 
@@ -737,9 +756,9 @@ def main() -> None:
     except (ClickHouseError, EOFError, ConnectionError, TimeoutError) as exc:
         text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         first = text.strip().splitlines()[0].removeprefix("DB::Exception: ").split(". Stack trace")[0]
-        err.print(f"[red]error:[/] ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port} "
+        _error(f"ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port} "
                   f"(database {settings.clickhouse_database}): {first}")
         sys.exit(2)
     except KafkaError as exc:
-        err.print(f"[red]error:[/] Kafka at {settings.kafka_bootstrap}: {type(exc).__name__}: {exc}")
+        _error(f"Kafka at {settings.kafka_bootstrap}: {type(exc).__name__}: {exc}")
         sys.exit(2)
