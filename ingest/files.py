@@ -22,6 +22,7 @@ import io
 import re
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time
+from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -36,7 +37,8 @@ SNIFF_BYTES = 1 << 20
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the plan's (catalog/data/plan.yaml); used when no Names are given
 # GBK and GB2312 are subsets of GB18030: reading with GB18030 also reads what Excel calls "GBK"
 # when a cell holds a character beyond it.
-_SUPERSETS = {"gbk": "gb18030", "gb2312": "gb18030", "utf-8": "utf-8-sig"}
+_SUPERSETS = {"gbk": "gb18030", "gb2312": "gb18030", "utf-8": "utf-8-sig", "ascii": "utf-8-sig"}
+_CODECS = ("utf-8-sig", "gb18030")  # what agencies' files are in (docs/agencies.md, Encodings)
 
 
 class FileError(ValueError):
@@ -77,7 +79,7 @@ def read_rows(path: Path, *, encoding: str | None = None, sheet: str | None = No
     cells = _Cells(names)
     if kind == "xlsx":
         return _xlsx_rows(path, sheet, cells)
-    return _csv_rows(path, encoding or csv_encoding(path), cells)
+    return _csv_rows(path, csv_encoding(path, encoding), cells)
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row]:
@@ -113,14 +115,17 @@ def csv_encoding(path: Path, given: str | None = None) -> str:
     a file that is plainly UTF-8 (it would be read as garbled text)."""
     with path.open("rb") as f:
         head = f.read(SNIFF_BYTES)
+    # A byte-order mark is UTF-8 itself: a GB18030 file behind one (some tools add it) is GB18030.
     if given is None:
-        return "utf-8-sig" if head.startswith(BOM) or _is_utf8(head) else "gb18030"
+        return "utf-8-sig" if _is_utf8(head) else "gb18030"
     try:
         name = codecs.lookup(given).name
     except LookupError:
-        raise FileError(f"{path.name}: unknown encoding {given!r} (use utf-8 or gb18030)") from None
+        name = ""
     name = _SUPERSETS.get(name, name)
-    if name != "utf-8-sig" and not head.isascii() and (head.startswith(BOM) or _is_utf8(head)):
+    if name not in _CODECS:  # Latin-1 & co. read anything: garbled units, one unit_mismatch per row
+        raise FileError(f"{path.name}: unknown encoding {given!r} (use utf-8 or gb18030)")
+    if name != "utf-8-sig" and not head.isascii() and _is_utf8(head):
         raise FileError(f"{path.name}: the file is UTF-8, not {given}: drop --encoding (or pass utf-8)")
     return name
 
@@ -174,6 +179,7 @@ class _Cells:
         """The event of one row; None for a row with nothing in it (Excel leaves many)."""
         event: dict[str, object] = {}
         empty = True
+        percent: _Percent | None = None
         for i, cell in enumerate(row):
             if cell is None or (isinstance(cell, str) and not cell.strip()):
                 continue
@@ -183,6 +189,11 @@ class _Cells:
                 event["_extra_cells"] = str(cell)
             else:
                 event[field] = self.typed(field, cell)
+                if field == "value" and isinstance(cell, _Percent):
+                    percent = cell
+        if percent is not None and event.get("unit") == "%":
+            # Excel keeps 80.3% as 0.803 and shows 80.3: in the unit "%" the number is the one shown.
+            event["value"] = float(Decimal(repr(float(percent))) * 100)
         return None if empty else event
 
     def typed(self, field: str, cell: object) -> object:
@@ -247,6 +258,8 @@ def _parsed(cell: str, kind: type) -> object:
 
 def _csv_rows(path: Path, codec: str, cells: _Cells) -> Iterator[Row]:
     with path.open("rb") as raw:
+        if raw.read(len(BOM)) != BOM or codec.startswith("utf"):  # a mark before GB18030 is no text
+            raw.seek(0)
         text = io.TextIOWrapper(raw, encoding=codec, errors="strict", newline="")
         reader = csv.reader(text)
         try:
@@ -289,9 +302,10 @@ def _xlsx_rows(path: Path, sheet: str | None, cells: _Cells) -> Iterator[Row]:
         raise FileError(f"{path.name}: not a readable .xlsx workbook ({exc})") from None
     try:
         ws = book[_sheet_name(path.name, book.sheetnames, sheet)]
-        rows = enumerate(ws.iter_rows(min_row=1, values_only=True), 1)
+        merged = _Merged(_merge_ranges(ws))
         fields: list[str | None] | None = None
-        for number, values in rows:
+        for number, row in enumerate(ws.iter_rows(min_row=1), 1):
+            values = merged.fill(number, [_cell_value(c) for c in row], fields)
             if fields is None:  # the first non-empty row is the header
                 if any(v is not None and str(v).strip() for v in values):
                     fields = _columns(path.name, values, "")
@@ -301,6 +315,74 @@ def _xlsx_rows(path: Path, sheet: str | None, cells: _Cells) -> Iterator[Row]:
                 yield Row(path.name, number, to_json(event))
     finally:
         book.close()
+
+
+class _Percent(float):
+    """A number cell Excel shows as a percentage (0.803 shown as 80.3%)."""
+
+
+_QUOTED_OR_ESCAPED = re.compile(r'"[^"]*"|\\.')
+
+
+def _cell_value(cell: object) -> object:
+    value = getattr(cell, "value", None)
+    number = isinstance(value, float | int) and not isinstance(value, bool)
+    # A "%" in a number format scales what Excel shows by 100, unless quoted or escaped (literal).
+    if number and "%" in _QUOTED_OR_ESCAPED.sub("", getattr(cell, "number_format", None) or ""):
+        return _Percent(value)  # type: ignore[arg-type]
+    return value
+
+
+# Merged cells: Excel keeps the value in the first cell only and shows it across the range, and
+# report forms merge a district or an indicator over the rows that share it. Read as shown, those
+# rows carry it; left empty, a row without its district would be the whole city's (the contract's
+# default region). Never copied: an event number (a second row would be the first's duplicate) or a
+# value (one number is not two): such rows are rejected as missing it.
+_NOT_COPIED = {"event_id", "value"}
+
+
+def _merge_ranges(ws: object) -> list[tuple[int, int, int, int]]:
+    """(first row, last row, first column, last column) of each merged range of a read-only sheet:
+    read from its XML (openpyxl's read-only mode does not), which keeps them after the rows."""
+    from xml.etree.ElementTree import iterparse
+
+    from openpyxl.utils.cell import range_boundaries
+
+    ranges = []
+    with ws._get_source() as source:  # type: ignore[attr-defined]
+        for _, element in iterparse(source):
+            if element.tag.endswith("}mergeCell") and element.get("ref"):
+                min_col, min_row, max_col, max_row = range_boundaries(element.get("ref"))
+                ranges.append((min_row, max_row, min_col, max_col))
+            element.clear()
+    return sorted(ranges)
+
+
+class _Merged:
+    """Fills each row's merged cells from the first cell of their range, row by row (the ranges that
+    cover the current row are the only ones kept)."""
+
+    def __init__(self, ranges: list[tuple[int, int, int, int]]) -> None:
+        self._pending = ranges  # sorted by first row
+        self._active: list[tuple[int, int, int, int, list[object]]] = []
+
+    def fill(self, number: int, values: list[object], fields: list[str | None] | None) -> list[object]:
+        while self._pending and self._pending[0][0] <= number:
+            first, last, left, right = self._pending.pop(0)
+            anchor = values[left - 1] if left - 1 < len(values) else None
+            self._active.append((first, last, left, right, [anchor]))
+        self._active = [r for r in self._active if r[1] >= number]
+        if not self._active:
+            return values
+        values = list(values)
+        for first, _last, left, right, (anchor,) in self._active:
+            for column in range(left, right + 1):
+                if (column, number) == (left, first) or column - 1 >= len(values):
+                    continue
+                field = fields[column - 1] if fields is not None and column - 1 < len(fields) else None
+                if values[column - 1] is None and field not in _NOT_COPIED:
+                    values[column - 1] = anchor
+        return values
 
 
 def _sheet_name(file: str, names: list[str], wanted: str | None) -> str:

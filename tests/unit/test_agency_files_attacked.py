@@ -1,0 +1,90 @@
+"""Files as a careless agency has them, read the way Excel shows them (issue 16, attacked): a
+percentage cell is the number the agency sees, a district merged over several rows belongs to each
+of them, and an encoding that is neither UTF-8 nor GB18030 is one clear error."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+from highland.catalog.loader import default_catalog
+from highland.ingest.files import FileError, read_rows
+from highland.ingest.names import Names
+
+from tests.unit.test_files import CHINESE_HEADER
+
+HEADER = CHINESE_HEADER.strip().split(",")
+
+
+def events(path, **kwargs) -> list[dict]:
+    return [json.loads(r.payload) for r in read_rows(path, names=Names.of(default_catalog()), **kwargs)]
+
+
+def workbook(path, rows: list[list], formats: dict[str, str] = {}, merged: tuple[str, ...] = ()):  # noqa: B006
+    from openpyxl import Workbook
+
+    book = Workbook()
+    ws = book.active
+    ws.append(HEADER)
+    for row in rows:
+        ws.append(row)
+    for cell, number_format in formats.items():
+        ws[cell].number_format = number_format
+    for cells in merged:
+        ws.merge_cells(cells)
+    book.save(path)
+    return path
+
+
+def test_a_percentage_cell_is_the_number_excel_shows_in_the_unit_percent(tmp_path):
+    # Excel keeps 80.3% as 0.803; read as 0.803 %, a penetration of 80.3% would be stored as 0.803%.
+    day = datetime(2019, 12, 31)
+    path = workbook(tmp_path / "普及率.xlsx", [
+        ["p1", 0, "重庆市通信管理局", "互联网普及率", "重庆市", 0.803, "%", day],
+        ["p2", 0, "重庆市通信管理局", "互联网普及率", "重庆市", 0.07, "%", day],
+        ["p3", 0, "重庆市通信管理局", "互联网普及率", "重庆市", 0.803, "fraction", day],  # the fraction, as kept
+        ["p4", 0, "重庆市通信管理局", "互联网普及率", "重庆市", 80.3, "%", day],  # a literal "%" does not scale
+    ], formats={"F2": "0.0%", "F3": "0%", "F4": "0.0%", "F5": '0.0"%"'})
+    assert [(e["value"], e["unit"]) for e in events(path)] == [(80.3, "%"), (7.0, "%"), (0.803, "fraction"),
+                                                               (80.3, "%")]
+
+
+def test_a_district_merged_over_several_rows_is_each_rows_district(tmp_path):
+    # A report form merges 渝中区 over its rows; Excel shows it on each. Read as empty, the second
+    # row would be the whole city's ports (the contract's default region): a wrong number.
+    path = workbook(tmp_path / "端口.xlsx", [
+        ["m1", 0, "重庆市通信管理局", "光纤宽带接入端口数", "渝中区", 100, "ports", datetime(2019, 12, 31)],
+        ["m2", 0, None, None, None, 200, None, datetime(2018, 12, 31)],
+        ["m3", 0, "重庆市通信管理局", "光纤宽带接入端口数", "江北区", 300, "ports", datetime(2019, 12, 31)],
+        ["m4", 0, "重庆市通信管理局", "光纤宽带接入端口数", "江北区", None, "ports", datetime(2018, 12, 31)],
+    ], merged=("C2:C3", "D2:D3", "E2:E3", "G2:G3", "F4:F5"))
+    got = events(path)
+    assert [(e["event_id"], e.get("agency"), e.get("indicator"), e.get("region"), e.get("value"), e.get("unit"))
+            for e in got] == [
+        ("m1", "cq_comms_admin", "fiber_broadband_ports", "yuzhong", 100.0, "ports"),
+        ("m2", "cq_comms_admin", "fiber_broadband_ports", "yuzhong", 200.0, "ports"),
+        ("m3", "cq_comms_admin", "fiber_broadband_ports", "jiangbei", 300.0, "ports"),
+        # a value merged over two rows is one number, not two: the second row lacks it (rejected)
+        ("m4", "cq_comms_admin", "fiber_broadband_ports", "jiangbei", None, "ports"),
+    ]
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252", "utf-16"])
+def test_an_encoding_other_than_utf8_or_gb18030_is_refused_as_one_error(tmp_path, encoding):
+    # Read as Latin-1, a GB18030 unit 亿元 is 'ÒÚÔª': one unit_mismatch per row, what issue 16 forbids.
+    path = tmp_path / "a.csv"
+    path.write_bytes(("event_id,agency,indicator,value,unit,observed_at\n"
+                      "x,cq_commerce,ecommerce_turnover,1,亿元,2019/5/1\n").encode("gb18030"))
+    with pytest.raises(FileError, match="utf-8 or gb18030"):
+        events(path, encoding=encoding)
+
+
+def test_a_gb18030_file_behind_a_utf8_byte_order_mark_is_read_as_gb18030(tmp_path):
+    # Before: detected as UTF-8 (the mark), "pass --encoding gb18030", which was then refused as
+    # "the file is UTF-8": no way to read it.
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (CHINESE_HEADER + "x,0,重庆市商务委员会,电子商务交易额,重庆市,1,亿元,"
+                                                         "2019/1/31\n").encode("gb18030"))
+    assert [e["unit"] for e in events(path)] == ["亿元"]
+    assert [e["unit"] for e in events(path, encoding="gb18030")] == ["亿元"]
