@@ -10,10 +10,17 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from highland.catalog.domain import Alert
 from highland.catalog.loader import default_catalog
+from highland.ingest.dead_letters import DeadLetter
+from highland.ingest.events import Reason
+from highland.sinks.alerts import store as store_alerts
+from highland.sinks.client import connect
+from highland.sinks.dead_letters import store as store_letters
 from rich.cells import cell_len
 
 from highland.settings import Settings
@@ -118,3 +125,39 @@ def test_progress_in_chinese_at_80_columns_keeps_names_whole_and_counts_stopped_
     names = "".join(cells_at(x, 0, name_width).strip() for x in lines[lines.index(header) + 2:])
     for ind in CATALOG.indicators:
         assert ind.name_zh in names, ind.name_zh
+
+
+def test_alerts_and_dead_letters_in_chinese_at_80_columns_line_up_in_beijing_time(isolated: Settings, unique: str,
+                                                                                  tmp_path: Path):
+    at = datetime(2020, 1, 1, 16, 30, tzinfo=UTC)  # 2020-01-02 00:30 in Beijing
+    client, db = connect(isolated), isolated.clickhouse_database
+    store_alerts(client, db, [
+        Alert("zh-1", "status", 1, "ecommerce_turnover", "cq_commerce", "on_track", "off_track", 12_345.6, 20_000.0,
+              date(2020, 1, 2), "set by the test", at),
+        Alert("zh-2", "stale", 1, "direct_connect_cities", "cq_comms_admin", "fresh", "stale", None, None,
+              date(2020, 1, 2), "direct_connect_cities: no event from cq_comms_admin since "
+              "2019-06-30T04:00:00+00:00 (cadence 31 d)", at)])
+    store_letters(client, db, [(0, 1, DeadLetter(reason=Reason.UNIT_MISMATCH, detail="unit 'kg' for 'x'",
+                                                 agency="cq_commerce", received_at=at, source="push",
+                                                 origin="商务.csv:3", payload="{}"))])
+    env = worker_env(isolated, unique, tmp_path) | {
+        "HIGHLAND_CLICKHOUSE_PORT": str(isolated.clickhouse_port), "HIGHLAND_LANG": "zh"}
+    command = (f"{shlex.quote(sys.executable)} -m highland alerts; {shlex.quote(sys.executable)} -m highland dlq; "
+               "echo both-exit=$?; sleep 120")
+    term = Terminal(f"alerts-{unique}", command, env)
+    try:
+        screen = wait_for_screen(term, lambda s: "both-exit=" in s, "alerts and dlq to finish")
+    finally:
+        term.close()
+    lines = screen.rstrip("\n").splitlines()
+    assert "both-exit=0" in screen and max(cell_len(x) for x in lines) <= WIDTH, screen
+    header = next(x for x in lines if x.startswith("时间 (北京时间)"))
+    letters = next(x for x in lines if x.startswith("收到时间 (北京时间)"))
+    kind_at = cell_len(header[:header.index("类型")])
+    rows = [x for x in lines[lines.index(header):lines.index(letters)] if x.startswith("2020-01-02 00:30 ")]
+    assert [cells_at(x, kind_at, kind_at + 8) for x in rows] == ["状态变化", "数据中断"], screen
+    assert "电子商务交易额" in screen and "互联网直联城市" in screen and "2019-06-30" in screen  # since when
+    reason_at = cell_len(letters[:letters.index("原因")])
+    (letter,) = [x for x in lines[lines.index(letters):] if x.startswith("2020-01-02 00:30")]
+    assert cells_at(letter, reason_at, reason_at + 8) == "单位不符", letter
+    assert "重庆市商务委员会" in letter and "商务.csv:3" in screen
