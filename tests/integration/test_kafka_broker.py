@@ -1,6 +1,6 @@
 """Guarantees of a real Apache Kafka broker that Highland's producers and workers rely on, and that the
 Tansu broker did not give (ENVIRONMENT.md): an idempotent producer's retried batch is stored once, end
-offsets count exactly what was written, and a consumer group's first join is immediate. And one that
+offsets count exactly what was written (and a consumer group's first join is quick). And one that
 Kafka takes away unless the events topic is created for it: events observed years ago stay on the
 topic until a worker reads them. Run only when the session's broker is Apache Kafka
 (HIGHLAND_BROKER=kafka)."""
@@ -175,9 +175,10 @@ def test_end_offsets_count_what_concurrent_producers_wrote_and_a_drained_group_h
     ends, committed = asyncio.run(_offsets(stack, topic, group))
     assert sum(ends.values()) == read == producers * each
     assert committed == ends  # lag 0 on every partition
-    # group.initial.rebalance.delay.ms=0 and a real coordinator: the first join does not wait out
-    # half the session timeout as on Tansu (bound far above what is seen, for a loaded machine).
-    assert joined < min(3.0, stack.session_timeout_s / 2), f"first join took {joined:.1f} s"
+    # group.initial.rebalance.delay.ms=0 and a real coordinator: the first join does not wait out half
+    # the session timeout as on Tansu. A figure for docs/local-stack.md (-s), not an assertion: timings
+    # on a loaded machine are no specification.
+    print(f"\nfirst join of a new group: {joined:.2f} s")
 
 
 async def _count_from_start(settings: Settings, topic: str) -> int:
