@@ -65,6 +65,9 @@ STATUS_WIDTH = 9  # "off_track"; the Chinese words take 6 cells, the board keeps
 # Header keys (catalog/i18n.py LABELS) of the columns above, in the reader's language.
 COLUMN_LABEL = {"actual": "actual", "expected": "expected", "%tgt": "pct_target", "30d": "trend",
                 "last update": "last_report"}
+# A transitional status counted only while some indicator is in it: the 80-column header has no cell
+# to spare for a zero (the quit hint would be cut).
+COUNTED_WHEN_PRESENT = frozenset({"pending"})
 STALE_MARK = "!"  # before the last report's date of a feed that stopped (docs/board.md)
 CODE_PREFIX = re.compile(r"^Code: \d+\.\s*")  # clickhouse-driver's error-code prefix
 
@@ -233,6 +236,8 @@ def counts(snap: Snapshot | None, live: bool, lang: Lang = "en") -> Text:
     text = Text()
     for status, style in STATUS_STYLE.items():
         n = sum(1 for r in snap.rows if r.row.status == status) if snap else 0
+        if n == 0 and status in COUNTED_WHEN_PRESENT:
+            continue
         text.append(f"{i18n.status_word(lang, status)} {n}", style=style)
         text.append("  ")
     stale = sum(r.row.stale for r in snap.rows) if snap else 0
