@@ -52,6 +52,7 @@ from confluent_kafka import Producer as LibrdkafkaProducer
 from highland.catalog.loader import default_catalog
 from highland.catalog.models import Catalog, Kind
 from highland.ingest.events import Accepted, validate
+from highland.sinks.baselines import needs_data_baseline, query_baselines, reference_baselines
 from highland.sinks.client import connect
 from highland.sinks.progress import progress
 from kafka import KafkaAdminClient, KafkaProducer
@@ -319,6 +320,27 @@ class ContractModel:
     def actuals(self, as_of: date) -> dict[str, float | None]:
         return {ind.code: self.actual(ind.code, as_of) for ind in self.catalog.indicators}
 
+    def baseline(self, code: str) -> tuple[str, date, float] | None:
+        """Where a path the plan states no baseline for starts (docs/numbers.md, "Baselines from
+        data"): the value for the end of the baseline year, else the first report after it (a flow:
+        its first year's total), as (source, day, value)."""
+        ind = self.catalog.indicator(code)
+        end = date(ind.baseline.year, 12, 31)
+        reported = self.actual(code, end)
+        if reported is not None:
+            return "reported", end, reported
+        later = sorted(o.day for o in self.live.get(code, []) if o.day > end)
+        if not later:
+            return None
+        day = date(later[0].year, 12, 31) if ind.kind is Kind.FLOW else later[0]
+        value = self.actual(code, day)
+        assert value is not None
+        return "first_report", day, value
+
+    def baselines(self) -> dict[str, tuple[str, date, float]]:
+        return {ind.code: found for ind in self.catalog.indicators
+                if needs_data_baseline(ind) and (found := self.baseline(ind.code)) is not None}
+
 
 def touched_days(events: Iterable[dict[str, Any]]) -> set[date]:
     """Every plan day an observation was on, in any revision (so every day one moved from or to)."""
@@ -573,6 +595,16 @@ def settle_and_check(settings: Settings, run: Run, model: ContractModel, workers
     assert line["duplicates_on_two_partitions"] >= 100, line
     assert line["revisions_in_flight_on_two_partitions"] >= 200, line
     assert not found, explain(found)
+    # Baselines taken from data, both ways of computing them, against the model's.
+    db = settings.clickhouse_database
+    want = model.baselines()
+    assert want, "the feed gives some indicator a baseline from data"
+    both = (("series", query_baselines(client, db, CATALOG)), ("events", reference_baselines(client, db, CATALOG)))
+    for name, got in both:
+        seen = {code: (a.source.value, a.day, a.value) for code, a in got.items()}
+        assert seen.keys() == want.keys(), name
+        for code, (source, day, value) in want.items():
+            assert seen[code][:2] == (source, day) and math.isclose(seen[code][2], value, rel_tol=1e-9), (name, code)
 
 
 def stop(workers: Iterable[WorkerProcess]) -> None:
