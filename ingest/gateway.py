@@ -38,6 +38,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,10 +63,16 @@ from highland.settings import Settings
 log = logging.getLogger("highland.gateway")
 _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace, nothing else
-_LINE = re.compile(rb"[^\r\n]+")  # the line breaks bytes.splitlines knows, found lazily
+# NDJSON lines end at LF (a CR before it is stripped), as `push` reads JSON Lines: a CR inside a
+# line is JSON whitespace, not a line break. Found lazily.
+_LINE = re.compile(rb"[^\n]+")
 _NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 OPENAPI = Path(__file__).with_name("openapi.yaml")
 MAX_DEAD_LETTERS = 1000  # per GET /v1/dead-letters
+# Calls to the token store (look-ups on a cache miss, dead-letter reads) waiting their turn, at
+# most: past it the answer is 503 token_store_busy at once. A flood of made-up tokens is a flood of
+# cache misses; queued without a bound, it held every agency's requests behind it.
+MAX_STORE_QUEUE = 64
 
 
 class TokenVerifier(Protocol):
@@ -184,6 +191,11 @@ class Gateway:
         self.uses = UseThrottle(s.token_use_record_seconds, s.gateway_token_cache_size)
         self.names = Names.of(self.catalog)
         self._noting: set[asyncio.Future[None]] = set()
+        # The store's calls run on a thread of their own (the store takes one query at a time
+        # anyway), so they never queue ahead of the splitting and judging of bodies in the default
+        # executor, and how many wait is bounded (MAX_STORE_QUEUE).
+        self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="highland-token-store")
+        self._store_queue = 0
 
     # --- Kafka ----------------------------------------------------------------------------------
     async def ensure_producer(self) -> AIOKafkaProducer:
@@ -204,8 +216,23 @@ class Gateway:
             return self.producer
 
     async def close(self) -> None:
+        self._store.shutdown(wait=False, cancel_futures=True)
         if self.producer is not None:
             await self.producer.stop()
+
+    async def in_store(self, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)`` on the store's thread; 503 ``token_store_busy`` at once when
+        MAX_STORE_QUEUE calls already wait."""
+        if self._store_queue >= MAX_STORE_QUEUE:
+            self.metrics.token_store_errors.inc()
+            raise web.HTTPServiceUnavailable(text=strict_json.dumps({
+                "error": "token_store_busy", "detail": "too many token look-ups waiting; retry", "retry": True}),
+                content_type="application/json", headers={"Retry-After": "1"})
+        self._store_queue += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._store, call, *args)
+        finally:
+            self._store_queue -= 1
 
     async def deliver(self, accepted: list[tuple[Accepted, bytes]], rejected: list[DeadLetter]) -> None:
         producer = await self.ensure_producer()
@@ -230,7 +257,9 @@ class Gateway:
         found, agency = self.tokens.get(key)
         if not found:
             try:
-                agency = await asyncio.to_thread(self.token_lookup, token)
+                agency = await self.in_store(self.token_lookup, token)
+            except web.HTTPServiceUnavailable:
+                raise
             except Exception as exc:  # the token store is down: a retry signal, not a refusal
                 log.error("token look-up failed: %s", exc)
                 self.metrics.token_store_errors.inc()
@@ -253,7 +282,7 @@ class Gateway:
             if not future.cancelled() and future.exception() is not None:
                 log.warning("could not note the use of token %s: %s", key[:12], future.exception())
 
-        future = asyncio.get_running_loop().run_in_executor(None, record, key, agency)
+        future = asyncio.get_running_loop().run_in_executor(self._store, record, key, agency)
         self._noting.add(future)
         future.add_done_callback(noted)
 
@@ -485,6 +514,7 @@ def create_app(gateway: Gateway) -> web.Application:
                                    "detail": "missing, unknown, revoked or expired bearer token"}, status=401)
         agency, key = identity
         gateway.note_use(key, agency)
+        request["token_key"] = key
         return agency
 
     async def whoami(request: web.Request) -> web.Response:
@@ -505,8 +535,13 @@ def create_app(gateway: Gateway) -> web.Application:
             detail = (f"limit is a whole number from 1 to {MAX_DEAD_LETTERS}" if gateway.read_dead_letters
                       else "this gateway has no dead-letter store")
             return _json_response({"error": "bad_request", "detail": detail}, status=400)
+        wait = gateway.rates.take(request["token_key"], wanted)  # a read costs its rows, as events do
+        if wait > 0:
+            return _rate_limited(wait)
         try:
-            letters = await asyncio.to_thread(gateway.read_dead_letters, agency, wanted)
+            letters = await gateway.in_store(gateway.read_dead_letters, agency, wanted)
+        except web.HTTPServiceUnavailable:
+            raise
         except Exception as exc:  # the store is down: a retry signal
             log.error("dead-letter read failed: %s", exc)
             return _json_response({"error": "store_unavailable", "detail": type(exc).__name__, "retry": True},
