@@ -13,8 +13,12 @@ from highland.settings import Settings
 # - load_balancing in_order, prefer_localhost_replica 0: every session, on every initiator, writes and
 #   reads each shard on the same replica (the first one up in the cluster's config), not on a random
 #   one that may not have fetched the part yet.
+# - distributed_product_mode global: a sub-query over a Distributed table inside a distributed query
+#   (the per-day series' rebuild joins events with itself) runs once and travels with the query
+#   instead of being refused (18.16's default, "deny"); exact whatever the sharding.
 # The read-only user may set no setting at all (readonly=1) and writes nothing, so it gets none.
-CLUSTER_SESSION = {"insert_distributed_sync": 1, "load_balancing": "in_order", "prefer_localhost_replica": 0}
+CLUSTER_SESSION = {"insert_distributed_sync": 1, "load_balancing": "in_order", "prefer_localhost_replica": 0,
+                   "distributed_product_mode": "global"}
 
 
 def connect(settings: Settings, database: str | None = None, *, reader: bool = False) -> Client:
