@@ -8,8 +8,11 @@ push to Kafka (every rejected row with file, line and reason, ``<file>.rejected.
 `push --json` reads the same either way.
 
 The token comes from the caller (a file or an environment variable, never the command line). A 429
-waits ``Retry-After``; a 503 (broker or token store down) is retried a few times with a growing
-wait; a 401 stops everything (``Unauthenticated``): nothing more is sent.
+waits ``Retry-After`` (as often as it comes, up to ``MAX_RATE_WAITS``); a 503 (broker or token store
+down or busy) or a gateway that cannot be reached (a restart) is retried a few times with a growing
+wait: sending a request again is safe, as an event sent twice counts once (CONTRACT §1, revision);
+a 401 stops everything (``Unauthenticated``): nothing more is sent. A push that stops after some
+requests were answered says how many rows were accepted before it stopped.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from highland.ingest.push import PushSummary, Rejection, RejectLog, file_report
 
 USER_AGENT = "highland-push/1"
 RETRIES_503 = 5
+MAX_RATE_WAITS = 600  # 429s in a row, each waiting its Retry-After
 
 
 class Unauthenticated(RuntimeError):
@@ -62,14 +66,42 @@ class Gateway:
         except (urllib.error.URLError, OSError) as exc:
             raise GatewayUnavailable(f"{self.url}: {getattr(exc, 'reason', exc)}") from None
 
+    def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
+        """``request``, again after a 429 (its Retry-After), a 503 or an unreachable gateway (a
+        growing wait, RETRIES_503 times); GatewayUnavailable when the gateway stays unreachable."""
+        failures = waits = 0
+        while True:
+            try:
+                status, answer, headers = self.request(method, path, body)
+            except GatewayUnavailable:
+                if failures >= RETRIES_503:
+                    raise
+                status, answer, headers = 0, {}, {}
+            if status == 429 and waits < MAX_RATE_WAITS:
+                waits += 1
+                time.sleep(_seconds(headers.get("Retry-After")))
+            elif status in (0, 503) and failures < RETRIES_503:
+                time.sleep(min(2.0 ** failures, 30.0))
+                failures += 1
+            else:
+                return status, answer
+
     def agency(self) -> str:
         """The agency the token belongs to (GET /v1/whoami); Unauthenticated if none."""
-        status, answer, _ = self.request("GET", "/v1/whoami")
+        status, answer = self.call("GET", "/v1/whoami")
         if status == 401:
             raise Unauthenticated("the gateway refused the token: missing, unknown, revoked or expired")
         if status != 200 or not isinstance(answer.get("agency"), str):
             raise GatewayUnavailable(f"{self.url}/v1/whoami answered {status}: {answer}")
         return str(answer["agency"])
+
+
+def _seconds(retry_after: str | None) -> float:
+    """A Retry-After in seconds (a proxy may send an HTTP date instead: then a second)."""
+    try:
+        return min(max(float(retry_after or 1), 0.0), 60.0)
+    except ValueError:
+        return 1.0
 
 
 def _json(raw: bytes) -> dict[str, Any]:
@@ -93,13 +125,21 @@ def push_through_gateway(paths: list[Path], gateway: Gateway, catalog: Catalog,
         summary.files.append(report)
         log = RejectLog(path)
         rows = read_rows(path, encoding=report.encoding, sheet=report.sheet, names=names)
-        for batch in _batches(rows, batch_events, batch_bytes):
-            _send(gateway, batch, summary, log)
-            report.rows += len(batch)
-            if on_progress:
-                on_progress(len(batch))
-        if log.close():
-            summary.rejected_files.append(log.path)
+        try:
+            for batch in _batches(rows, batch_events, batch_bytes):
+                _send(gateway, batch, summary, log)
+                report.rows += len(batch)
+                if on_progress:
+                    on_progress(len(batch))
+        except GatewayUnavailable as exc:
+            if summary.sent or summary.rejected:  # not "nothing was sent": say what was
+                raise GatewayUnavailable(
+                    f"{exc}; stopped after {summary.sent} row(s) were accepted and {sum(summary.rejected.values())} "
+                    "rejected; push again: a row sent twice counts once") from None
+            raise
+        finally:
+            if log.close():
+                summary.rejected_files.append(log.path)
     summary.delivered = summary.sent
     return summary
 
@@ -119,15 +159,7 @@ def _batches(rows: Iterator[Row], max_events: int, max_bytes: int) -> Iterator[l
 
 def _send(gateway: Gateway, batch: list[Row], summary: PushSummary, log: RejectLog) -> None:
     body = b"\n".join(r.payload for r in batch)
-    for attempt in range(RETRIES_503 + 1):
-        status, answer, headers = gateway.request("POST", "/v1/events", body)
-        if status == 429:
-            time.sleep(float(headers.get("Retry-After", "1")))
-            continue
-        if status == 503 and attempt < RETRIES_503:
-            time.sleep(min(2.0 ** attempt, 30.0))
-            continue
-        break
+    status, answer = gateway.call("POST", "/v1/events", body)
     if status == 401:
         raise Unauthenticated("the gateway refused the token: missing, unknown, revoked or expired")
     results = answer.get("results")

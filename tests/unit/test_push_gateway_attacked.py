@@ -1,0 +1,88 @@
+"""`highland push --gateway` against a gateway that is busy or restarts (issue 16, attacked): a run
+of 429s is waited out however long it lasts, and a gateway that drops a request (a restart) is
+asked again, since an event sent twice counts once; before, both stopped the push with exit 2,
+"nothing was sent", after earlier requests had been accepted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import ROOT
+from tests.unit.test_push_report import GOOD, NO_SERVICES
+
+
+class FakeGateway:
+    """The gateway's answers as the documentation gives them, with a script of troubles first."""
+
+    def __init__(self, troubles: list[str]) -> None:
+        self.troubles, self.events = list(troubles), 0
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        return web.json_response({"agency": "cq_commerce"})
+
+    async def events_post(self, request: web.Request) -> web.StreamResponse:
+        lines = (await request.read()).splitlines()
+        trouble = self.troubles.pop(0) if self.troubles else None
+        if trouble == "429":
+            return web.json_response({"error": "rate_limited"}, status=429, headers={"Retry-After": "0"})
+        if trouble == "drop":  # the process went away mid-request
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        self.events += len(lines)
+        results = [{"index": i, "status": "accepted", "event_id": json.loads(line)["event_id"]}
+                   for i, line in enumerate(lines)]
+        return web.json_response({"accepted": len(lines), "rejected": 0, "results": results})
+
+    def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/v1/whoami", self.whoami)
+        app.router.add_post("/v1/events", self.events_post)
+        runner = web.AppRunner(app)
+        self.loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = runner.addresses[0][1]
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture
+def rows(tmp_path) -> Iterator:
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({**GOOD, "event_id": f"e-{i}"}, ensure_ascii=False) + "\n"
+                            for i in range(3)))
+    yield path
+
+
+def push(path, gateway: FakeGateway) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **NO_SERVICES, "HIGHLAND_TOKEN": "hlt_test"}
+    return subprocess.run([sys.executable, "-m", "highland", "push", str(path), "--gateway",
+                           f"http://127.0.0.1:{gateway.port}", "--json"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+
+
+@pytest.mark.parametrize("troubles", [["429"] * 8, ["drop"], ["drop", "429", "drop"]],
+                         ids=["eight-429s", "a-restart", "restart-busy-restart"])
+def test_a_push_through_a_busy_or_restarting_gateway_delivers_every_row(rows, troubles):
+    gateway = FakeGateway(troubles)
+    gateway.start()
+    try:
+        result = push(rows, gateway)
+    finally:
+        gateway.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["accepted"] == 3 and gateway.events == 3
