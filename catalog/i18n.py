@@ -18,10 +18,9 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from highland.catalog.models import CITY_WIDE, Catalog
-from rich.cells import cell_len, set_cell_size
+from rich.cells import cell_len
 
 Lang = Literal["zh", "en"]
-LANGS: tuple[Lang, ...] = ("zh", "en")
 
 # The notifier's words (streams/notify.py STATUS_ZH), so a duty officer reads one vocabulary in the
 # robot's message, on the board and in `highland progress`.
@@ -180,10 +179,3 @@ def alert_detail(alert: dict[str, Any], catalog: Catalog, lang: Lang) -> str:
 def cells(text: str) -> int:
     """Terminal cells ``text`` takes: 2 for a CJK character, 1 for ASCII."""
     return cell_len(text)
-
-
-def fit(text: str, width: int) -> str:
-    """``text`` cut to ``width`` cells, ending in "…" when cut, padded with spaces to ``width``."""
-    if cells(text) <= width:
-        return set_cell_size(text, width)
-    return set_cell_size(set_cell_size(text, max(width - 1, 0)).rstrip() + "…", width)

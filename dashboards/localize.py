@@ -58,7 +58,7 @@ TITLES = {
 
 # Column and legend names (SQL column names) as the reader sees them.
 FIELDS = {
-    "indicator": "指标", "name_en": "英文名称", "agency": "责任单位", "status": "状态", "pct_of_target": "目标完成率",
+    "indicator": "指标", "agency": "责任单位", "status": "状态", "pct_of_target": "目标完成率",
     "behind_pct": "落后路径 %", "behind path %": "落后路径 %", "actual": "实际", "expected": "预期", "target": "目标",
     "unit": "单位", "deadline": "目标年份", "projected": "到期预测", "projection": "预测", "last_observed": "最近报送",
     "stale_since": "停报起始日", "stopped since": "停报起始日", "district": "区县", "district_value": "区县数值",
@@ -68,6 +68,8 @@ FIELDS = {
     "alerts_count": "告警数", "events": "事件数",
 }
 FEED_WORDS = {"fresh": "正常报送", "stale": "停报", "never": "从未报送"}
+# English names beside a code the Chinese name now replaces: hidden, not translated twice.
+HIDDEN = ("name_en", "district_name")
 
 
 def localize(board: Json, catalog: Catalog, lang: Lang) -> Json:
@@ -134,6 +136,14 @@ def _panel(panel: Json, by_column: dict[str, dict[str, str]], catalog: Catalog) 
     if "indicator" in columns:
         overrides.append({"matcher": {"id": "byName", "options": "indicator"}, "properties": [
             {"id": "mappings", "value": [_names({i.code: i.name_zh for i in catalog.indicators})]}]})
+    if "district" in columns:
+        overrides.append({"matcher": {"id": "byName", "options": "district"}, "properties": [
+            {"id": "mappings", "value": [_names({d.code: i18n.region_name(catalog, d.code, "zh")
+                                                 for d in catalog.districts})]}]})
+    for column in HIDDEN:
+        if re.search(rf"\b{column}\b", text):
+            overrides.append({"matcher": {"id": "byName", "options": column},
+                              "properties": [{"id": "custom.hidden", "value": True}]})
     if "agency" in columns:
         overrides.append({"matcher": {"id": "byName", "options": "agency"}, "properties": [
             {"id": "mappings", "value": [_names(by_column["agency"])]}]})

@@ -59,6 +59,10 @@ def test_columns_legends_statuses_and_names_are_chinese(zh: dict[str, dict[str, 
     assert names == {i.code: i.name_zh for i in CATALOG.indicators}
     assert _overrides(overview, "stale_since")["displayName"] == "停报起始日"
     assert _overrides(overview, "last_observed")["displayName"] == "最近报送"
+    assert _overrides(overview, "name_en")["custom.hidden"] is True  # the Chinese name replaces it
+    districts = {p["title"]: p for p in zh["highland-indicator"]["panels"]}["分区县（分区县报送的指标）"]
+    shown = {code: o["text"] for m in _overrides(districts, "district")["mappings"] for code, o in m["options"].items()}
+    assert shown["yuzhong"] == "渝中区" and len(shown) == len(CATALOG.districts)
     chart = {p["title"]: p for p in zh["highland-indicator"]["panels"]}["实际值与规划路径"]
     legends = {c: _overrides(chart, c).get("displayName") for c in ("actual", "expected", "target", "projection")}
     assert legends == {"actual": "实际", "expected": "预期", "target": "目标", "projection": "预测"}
