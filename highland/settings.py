@@ -10,9 +10,10 @@ ClickHouse cluster is a matter of environment variables only.
 from __future__ import annotations
 
 import os
+import ssl
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,17 @@ class Settings(BaseSettings):
     producer_max_block_s: float = 10.0
     producer_compression: str | None = "gzip"
     producer_idempotence: bool = True
+    # How clients authenticate to Kafka (docs/security.md, "Direct Kafka"): PLAINTEXT on the local
+    # stack; SASL_PLAINTEXT inside a cluster whose brokers require SCRAM, SASL_SSL from outside it.
+    # The password comes from the environment or the env file, never a command line.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr = SecretStr("")
+    # Agencies with Kafka clients of their own write <topic_events>.in.<agency>, a topic only their
+    # SCRAM principal may write (Kafka ACLs); the worker reads those topics too and dead-letters as
+    # forbidden_agency a record in another agency's name (highland/topics.py, docs/agencies.md).
+    agency_topics: bool = False
 
     # --- ClickHouse --------------------------------------------------------------------------
     clickhouse_host: str = "127.0.0.1"
@@ -195,6 +207,21 @@ class Settings(BaseSettings):
     def bootstrap_servers(self) -> list[str]:
         return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
 
+    def kafka_security(self) -> dict[str, Any]:
+        """The authentication arguments of every Kafka client (kafka-python's and aiokafka's names):
+        none for PLAINTEXT, the SCRAM principal of ``kafka_username`` otherwise."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return {}
+        if not self.kafka_username:
+            raise ValueError(f"HIGHLAND_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                             "HIGHLAND_KAFKA_USERNAME and HIGHLAND_KAFKA_PASSWORD")
+        found: dict[str, Any] = {
+            "security_protocol": self.kafka_security_protocol, "sasl_mechanism": self.kafka_sasl_mechanism,
+            "sasl_plain_username": self.kafka_username, "sasl_plain_password": self.kafka_password.get_secret_value()}
+        if self.kafka_security_protocol == "SASL_SSL":  # the system's CAs verify the broker
+            found["ssl_context"] = ssl.create_default_context()
+        return found
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
@@ -208,6 +235,7 @@ WORKER_FIELDS = (
     "topic_dlq", "topic_alerts", "consumer_group", "worker_batch_size", "worker_writers", "alert_check_seconds",
     "alert_webhook_url", "notify", "worker_stuck_after_s", "worker_web_enabled", "worker_web_port", "worker_web_host",
     "catalog_dir",
+    "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_username", "kafka_password", "agency_topics",
 )
 
 

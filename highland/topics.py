@@ -5,14 +5,80 @@ from __future__ import annotations
 import contextlib
 import time
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import (
+    ACL,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    KafkaAdminClient,
+    NewTopic,
+    ResourcePattern,
+    ResourceType,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from highland.catalog.loader import catalog_at
+from highland.ingest import wire
 from highland.settings import Settings
 
 
 def topic_names(settings: Settings) -> list[str]:
-    return [settings.topic_events, settings.topic_dlq, settings.topic_alerts]
+    """Highland's topics: with agency_topics on, each catalog agency's own topic as well."""
+    agencies = (a.code for a in catalog_at(settings.catalog_dir).agencies) if settings.agency_topics else ()
+    return [*wire.events_topics(settings, agencies), settings.topic_dlq, settings.topic_alerts]
+
+
+def agency_principal(agency: str) -> str:
+    """The Kafka (SCRAM) user name of an agency's own Kafka client."""
+    return f"agency-{agency}"
+
+
+def agency_acls(settings: Settings, agency: str) -> list[ACL]:
+    """What an agency's principal may do: write (and describe) its own topic, nothing else -- not the
+    shared events topic, not another agency's (docs/security.md, "Direct Kafka")."""
+    topic = ResourcePattern(ResourceType.TOPIC, wire.agency_topic(settings, agency), ACLResourcePatternType.LITERAL)
+    principal = f"User:{agency_principal(agency)}"
+    return [ACL(principal, "*", op, ACLPermissionType.ALLOW, topic)
+            for op in (ACLOperation.WRITE, ACLOperation.DESCRIBE)]
+
+
+def producer_acls(settings: Settings, principal: str) -> list[ACL]:
+    """A trusted internal producer (the gateway, `highland push` run by operators): write the shared
+    events topic and the dead-letter topic. Its agency checks happen before it writes (a token)."""
+    return [ACL(f"User:{principal}", "*", op, ACLPermissionType.ALLOW,
+                ResourcePattern(ResourceType.TOPIC, topic, ACLResourcePatternType.LITERAL))
+            for topic in (settings.topic_events, settings.topic_dlq)
+            for op in (ACLOperation.WRITE, ACLOperation.DESCRIBE)]
+
+
+def grant(settings: Settings, agencies: list[str], producers: list[str]) -> int:
+    """Create the ACLs of ``agencies`` and of the trusted ``producers`` (idempotent: Kafka keeps one
+    copy of an ACL created twice); the number of ACLs asked for."""
+    acls = [acl for code in agencies for acl in agency_acls(settings, code)]
+    acls += [acl for principal in producers for acl in producer_acls(settings, principal)]
+    client = admin(settings)
+    try:
+        result = client.create_acls(acls)
+    finally:
+        client.close()
+    if result["failed"]:
+        raise RuntimeError(f"Kafka refused {len(result['failed'])} ACLs: {result['failed'][0]}")
+    return len(acls)
+
+
+def set_credential(settings: Settings, user: str, password: str) -> None:
+    """Create or replace ``user``'s SCRAM credential (the mechanism clients use, kafka_sasl_mechanism)."""
+    mechanism = ScramMechanism.SCRAM_SHA_512 if settings.kafka_sasl_mechanism == "SCRAM-SHA-512" \
+        else ScramMechanism.SCRAM_SHA_256
+    client = admin(settings)
+    try:
+        errors = client.alter_user_scram_credentials([UserScramCredentialUpsertion(user, mechanism, password)])
+    finally:
+        client.close()
+    if errors.get(user):
+        raise RuntimeError(f"Kafka refused the credential of {user!r}: {errors[user]}")
 
 
 def topic_configs(settings: Settings, name: str) -> dict[str, str]:
@@ -28,7 +94,7 @@ def topic_configs(settings: Settings, name: str) -> dict[str, str]:
 def admin(settings: Settings) -> KafkaAdminClient:
     return KafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, client_id="highland-admin",
-        request_timeout_ms=15000,
+        request_timeout_ms=15000, **settings.kafka_security(),
     )
 
 

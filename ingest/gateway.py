@@ -206,6 +206,7 @@ class Gateway:
                     bootstrap_servers=self.settings.bootstrap_servers, acks="all",
                     enable_idempotence=self.settings.producer_idempotence,
                     linger_ms=5, request_timeout_ms=int(self.settings.producer_max_block_s * 1000),
+                    **self.settings.kafka_security(),
                 )
                 try:
                     await asyncio.wait_for(producer.start(), self.settings.producer_max_block_s)

@@ -62,6 +62,7 @@ class EventProducer:
                 request_timeout_ms=max_block_ms,
                 delivery_timeout_ms=max_block_ms * 3,
                 bootstrap_timeout_ms=max_block_ms,
+                **settings.kafka_security(),
             )
         except KafkaError as exc:
             raise BrokerUnavailable(

@@ -13,6 +13,7 @@ contract's key, timestamp and ``schema`` header (CONTRACT §1) are written in on
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,6 +25,29 @@ from highland import strict_json
 from highland.settings import Settings
 
 ALERT_SCHEMA_HEADER = ("schema", b"alert/1")
+# Agencies with Kafka clients of their own write <topic_events>.in.<agency> (docs/agencies.md,
+# "Your own Kafka client"): only that agency's principal may write it (Kafka ACLs, docs/security.md),
+# so the topic names the agency a record comes from, whatever its payload says.
+AGENCY_TOPIC_INFIX = ".in."
+
+
+def agency_topic(settings: Settings, agency: str) -> str:
+    """The topic only ``agency``'s Kafka principal may write."""
+    return f"{settings.topic_events}{AGENCY_TOPIC_INFIX}{agency}"
+
+
+def agency_of_topic(settings: Settings, topic: str) -> str | None:
+    """The agency whose topic ``topic`` is; None for the shared events topic (trusted producers only)."""
+    prefix = settings.topic_events + AGENCY_TOPIC_INFIX
+    if not topic.startswith(prefix):
+        return None
+    return topic[len(prefix):] or None
+
+
+def events_topics(settings: Settings, agencies: Iterable[str]) -> list[str]:
+    """What the worker reads: the shared events topic, and each agency's topic when agency_topics is on."""
+    own = [agency_topic(settings, code) for code in sorted(agencies)] if settings.agency_topics else []
+    return [settings.topic_events, *own]
 
 
 @dataclass(frozen=True, slots=True)

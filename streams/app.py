@@ -188,13 +188,29 @@ def _verdicts(payloads: list[bytes], headers: list[Any], catalog: Catalog, now: 
     return verdicts
 
 
+def _agency_checked(verdict: Verdict, topic: str, owner: str | None) -> Verdict:
+    """On an agency's own topic (only its Kafka principal may write it), the topic names the agency:
+    an event in another agency's name is ``forbidden_agency`` (CONTRACT §1.1, "Identity"), and a
+    reject is that agency's dead letter whatever its payload claims."""
+    if owner is None:
+        return verdict
+    if isinstance(verdict, Accepted):
+        if verdict.agency == owner:
+            return verdict
+        return Rejected(Reason.FORBIDDEN_AGENCY, f"event is in the name of {verdict.agency!r}, written to "
+                                                 f"{topic!r}, which only {owner!r} may write", owner)
+    return Rejected(verdict.reason, verdict.detail, owner)
+
+
 def split(records: list[ConsumerRecord], catalog: Catalog, now: datetime,
-          accepted: BatchShares) -> list[DeadLetter]:
-    """Validate ``records``: the accepted go into ``accepted``, the rejected come back as dead letters."""
+          accepted: BatchShares, owner_of: Callable[[str], str | None] = lambda topic: None) -> list[DeadLetter]:
+    """Validate ``records``: the accepted go into ``accepted``, the rejected come back as dead letters.
+    ``owner_of``: the agency whose own topic a record was read from (None: the shared events topic)."""
     rejected: list[DeadLetter] = []
     payloads = [msg.value if isinstance(msg.value, bytes) else (msg.value or b"") for msg in records]
     headers = [msg.headers for msg in records]  # a foreign ``schema`` header: rejected unread
     for msg, raw, verdict in zip(records, payloads, _verdicts(payloads, headers, catalog, now), strict=True):
+        verdict = _agency_checked(verdict, msg.topic, owner_of(msg.topic))
         if isinstance(verdict, Accepted):
             accepted.add(verdict, msg.partition, msg.offset)
         else:
@@ -247,6 +263,15 @@ class _Worker(faust.Worker):
             await self.sleep(CRASH_CHECK_S)
 
 
+def _credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """Faust's form of ``Settings.kafka_security`` (its producer sends the dead letters, its consumer reads them)."""
+    found = settings.kafka_security()
+    if not found:
+        return None
+    return faust.SASLCredentials(username=found["sasl_plain_username"], password=found["sasl_plain_password"],
+                                 mechanism=found["sasl_mechanism"], ssl_context=found.get("ssl_context"))
+
+
 def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     catalog = catalog or catalog_at(settings.catalog_dir)
     app = faust.App(
@@ -265,6 +290,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         web_enabled=settings.worker_web_enabled,
         web_port=settings.worker_web_port,
         web_bind=settings.worker_web_host,
+        broker_credentials=_credentials(settings),
         store="memory://",
         datadir=str(settings.worker_data_dir or settings.state_dir / "faust"),
     )
@@ -281,6 +307,9 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         futures = [await wire.send_with_faust(app.producer, wire.dead_letter_record(settings, r)) for r in records]
         await asyncio.gather(*futures)
 
+    def owner_of(topic: str) -> str | None:
+        return wire.agency_of_topic(settings, topic)
+
     async def prepare_events(records: list[ConsumerRecord]) -> Prepared:
         now = datetime.now(UTC)
         accepted = BatchShares(settings.worker_writers)
@@ -289,7 +318,7 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
             # Validation is CPU work in the event loop: yield between slices, so the previous
             # batch's write gets going in its thread and heartbeats and fetches keep flowing.
             await asyncio.sleep(0)
-            rejected += split(records[start:start + PREPARE_SLICE], catalog, now, accepted)
+            rejected += split(records[start:start + PREPARE_SLICE], catalog, now, accepted, owner_of)
         if rejected:
             await send_dead_letters(rejected)
         reasons: dict[str, int] = {}
@@ -327,7 +356,8 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
         log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected, %d poison",
                  batch.read, result.inserted, result.skipped, batch.rejected, len(poisoned))
 
-    events = BatchConsumer(settings, settings.topic_events, prepare_events, write_prepared, on_error=app.crash)
+    events = BatchConsumer(settings, settings.topic_events, prepare_events, write_prepared, on_error=app.crash,
+                           also=wire.events_topics(settings, (a.code for a in catalog.agencies))[1:])
     app.boot_strategy = _EventsEarly(app, events)
 
     async def store_dead_letter_batch(events: list[EventT]) -> None:

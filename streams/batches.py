@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -90,9 +90,11 @@ class _Listener(ConsumerRebalanceListener):
         await self._owner.release("partitions revoked")
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        parts = sorted(tp.partition for tp in assigned)
         # The shape of Faust's own assignment table, so operators (and tests) read one format.
-        log.info("events consumer assigned: | %s | {%s} |", self._owner.topic, ", ".join(map(str, parts)))
+        for topic in self._owner.topics:
+            parts = sorted(tp.partition for tp in assigned if tp.topic == topic)
+            if parts or topic == self._owner.topic:
+                log.info("events consumer assigned: | %s | {%s} |", topic, ", ".join(map(str, parts)))
 
 
 class BatchConsumer(Service):
@@ -102,10 +104,11 @@ class BatchConsumer(Service):
     ``on_error`` (the app crashes and restarts from the last commit) and ends the loop."""
 
     def __init__(self, settings: Settings, topic: str, prepare: Prepare, write: Write, on_error: OnError,
-                 **kwargs: Any) -> None:
+                 also: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic
+        self.topics = [topic, *also]  # ``also``: the agencies' own topics (docs/agencies.md), same group
         self.prepare = prepare
         self.write = write
         self.on_error = on_error
@@ -125,12 +128,12 @@ class BatchConsumer(Service):
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
-            max_poll_records=s.worker_batch_size,
+            max_poll_records=s.worker_batch_size, **s.kafka_security(),
         )
         await self._consumer.start()
         # Subscribing after start() lets the group join run in the background (subscribed before,
         # start() waits for the first assignment and holds up the rest of the worker's start).
-        self._consumer.subscribe([self.topic], listener=_Listener(self))
+        self._consumer.subscribe(self.topics, listener=_Listener(self))
         self._loop_task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:

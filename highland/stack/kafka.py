@@ -36,6 +36,20 @@ CLUSTER_NODES = 3
 
 
 @dataclass(frozen=True)
+class Sasl:
+    """A node that authenticates every client and authorizes it with ACLs (docs/security.md,
+    "Direct Kafka"): SCRAM on the client listener, Kafka's StandardAuthorizer, no ACL meaning no
+    access, and ``admin`` -- the broker itself, the worker and whoever grants ACLs -- a super user.
+    The controller listener takes SASL/PLAIN with a password of its own (KRaft controllers can't
+    read SCRAM credentials: those live in the metadata they serve)."""
+
+    admin: str
+    admin_password: str
+    controller_password: str
+    mechanism: str = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True)
 class Node:
     """One KRaft node of the local stack: broker and controller in one JVM."""
 
@@ -141,7 +155,31 @@ def _tool(name: str, package: str, install: bool) -> str:
     return found
 
 
-def _write_config(settings: Settings, node: Node, quorum: list[Node]) -> Path:
+def _sasl_config(node: Node, sasl: Sasl) -> dict[str, str]:
+    """The listeners and authorizer of a node with ``sasl``: nothing on it answers without a password."""
+    scram = sasl.mechanism.lower()
+    plain = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="controller" '
+             f'password="{sasl.controller_password}" user_controller="{sasl.controller_password}";')
+    return {
+        "listeners": f"CLIENT://127.0.0.1:{node.client_port},CONTROLLER://127.0.0.1:{node.controller_port}",
+        "advertised.listeners": f"CLIENT://127.0.0.1:{node.client_port}",
+        "inter.broker.listener.name": "CLIENT",
+        "listener.security.protocol.map": "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": sasl.mechanism,
+        "sasl.mechanism.inter.broker.protocol": sasl.mechanism,
+        f"listener.name.client.{scram}.sasl.jaas.config":
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{sasl.admin}" password="{sasl.admin_password}";',
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": plain,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{sasl.admin};User:controller",
+    }
+
+
+def _write_config(settings: Settings, node: Node, quorum: list[Node], sasl: Sasl | None = None) -> Path:
     """server.properties for one node that is both broker and controller, on 127.0.0.1 only."""
     replicas = min(3, len(quorum))  # what a production cluster keeps, as far as the quorum allows
     in_sync = min(2, len(quorum))   # acks=all then survives one node down
@@ -180,8 +218,11 @@ def _write_config(settings: Settings, node: Node, quorum: list[Node]) -> Path:
         "group.initial.rebalance.delay.ms": "0",
         "num.partitions": str(settings.topic_partitions),
     }
+    if sasl is not None:
+        props.update(_sasl_config(node, sasl))
     path = node.home / "server.properties"
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)  # it may hold passwords (sasl)
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     return path
 
@@ -213,12 +254,18 @@ def _new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _format(settings: Settings, node: Node, config: Path, logging: Path, cluster_id: str) -> None:
-    """Format the node's log folder once (KRaft refuses to start on an unformatted one)."""
+def _format(settings: Settings, node: Node, config: Path, logging: Path, cluster_id: str,
+            sasl: Sasl | None = None) -> None:
+    """Format the node's log folder once (KRaft refuses to start on an unformatted one). With ``sasl``,
+    the admin's SCRAM credential goes into the first metadata: the broker needs it to start. (It is on
+    this one short command line: a local, generated password; deploy/ creates users through the
+    admin API instead, docs/security.md.)"""
     if (node.home / "data" / "meta.properties").exists():
         return
+    scram = ["--add-scram", f"{sasl.mechanism}=[name={sasl.admin},password={sasl.admin_password}]"] if sasl else []
     done = subprocess.run(
-        [*_jvm(settings, logging), STORAGE_TOOL, "format", "--config", str(config), "--cluster-id", cluster_id],
+        [*_jvm(settings, logging), STORAGE_TOOL, "format", "--config", str(config), "--cluster-id", cluster_id,
+         *scram],
         capture_output=True, text=True, timeout=120, cwd=node.home,
     )
     node.service.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -229,15 +276,16 @@ def _format(settings: Settings, node: Node, config: Path, logging: Path, cluster
                            f"see {node.service.log_file}")
 
 
-def start(settings: Settings, timeout_s: float = 90.0) -> int | None:
-    """Resolve, format and start the node; wait until it serves metadata. None if it already runs."""
+def start(settings: Settings, timeout_s: float = 90.0, sasl: Sasl | None = None) -> int | None:
+    """Resolve, format and start the node; wait until it serves metadata. None if it already runs.
+    ``sasl``: authenticate and authorize every client (``settings`` then name its admin's credential)."""
     node = single_node(settings)
     if node.service.pid() is not None:
         return None
     _check_ports_free([node])
     resolve(settings)
     logging = _write_logging(settings)
-    pid = _launch(settings, node, [node], logging, _new_cluster_id())
+    pid = _launch(settings, node, [node], logging, _new_cluster_id(), sasl)
     wait_ready(settings, pid, timeout_s, node.service)
     return pid
 
@@ -298,9 +346,10 @@ def _cluster_id_of(nodes: list[Node]) -> str | None:
     return None
 
 
-def _launch(settings: Settings, node: Node, quorum: list[Node], logging: Path, cluster_id: str) -> int:
-    config = _write_config(settings, node, quorum)
-    _format(settings, node, config, logging, cluster_id)
+def _launch(settings: Settings, node: Node, quorum: list[Node], logging: Path, cluster_id: str,
+            sasl: Sasl | None = None) -> int:
+    config = _write_config(settings, node, quorum, sasl)
+    _format(settings, node, config, logging, cluster_id, sasl)
     return node.service.start([*_jvm(settings, logging), "kafka.Kafka", str(config)], cwd=node.home)
 
 
@@ -313,7 +362,7 @@ def answers(settings: Settings, nodes: int = 1) -> bool:
         return False
     try:
         client = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="highland-stack",
-                                  request_timeout_ms=3000)
+                                  request_timeout_ms=3000, **settings.kafka_security())
     except KafkaError:
         return False
     try:
