@@ -54,6 +54,7 @@ LABELS: dict[str, dict[str, str]] = {
         "latest_alerts": "最新告警（最新在前）",
         "unreachable": "ClickHouse 无法连接：{target}", "refused": "ClickHouse 返回错误：{target}",
         "retrying": "，每 {s} 秒重试", "last_good": "显示上次成功刷新的数据 · ",
+        "unit": "单位", "baseline": "基数", "path": "路径", "from_data": "取自数据",
     },
     "en": {
         "indicator": "indicator", "actual": "actual", "expected": "expected", "target": "target", "pct": "%",
@@ -72,6 +73,7 @@ LABELS: dict[str, dict[str, str]] = {
         "latest_alerts": "Latest alerts (newest first)",
         "unreachable": "ClickHouse unreachable at {target}", "refused": "ClickHouse answers with an error at {target}",
         "retrying": " — retrying every {s} s", "last_good": "showing the last good refresh · ",
+        "unit": "unit", "baseline": "baseline", "path": "path", "from_data": "from data",
     },
 }
 

@@ -136,3 +136,22 @@ def status_table(rows: list[dict[str, Any]], lang: Lang) -> Table:
         answers = i18n.label(lang, "yes" if r["answers"] else "no")
         table.add_row(plain(r["component"]), plain(r["address"]), plain(r["pid"]), answers, plain(r["detail"]))
     return table
+
+
+def catalog_table(catalog: Catalog, lang: Lang) -> Table:
+    """The plan's indicators: name, unit, baseline, target, path shape and owning agency (the kind and
+    everything else: --json). Fixed widths in cells; the name takes the rest and folds."""
+    table = _table()
+    table.add_column(i18n.label(lang, "indicator"), overflow="fold")
+    table.add_column(i18n.label(lang, "unit"), overflow="fold", width=8)
+    table.add_column(i18n.label(lang, "baseline"), no_wrap=True, justify="right", width=16)
+    table.add_column(i18n.label(lang, "target"), no_wrap=True, justify="right", width=14)
+    table.add_column(i18n.label(lang, "path"), no_wrap=True, width=8)
+    table.add_column(i18n.label(lang, "agency"), overflow="fold", width=12)
+    for ind in catalog.indicators:
+        stated = ind.baseline.stated
+        base = number(stated) if stated is not None else i18n.label(lang, "from_data")
+        table.add_row(plain(i18n.indicator_name(catalog, ind.code, lang)), plain(ind.unit),
+                      f"{base} ({ind.baseline.year})", f"{number(ind.target.value)} ({ind.target.year})",
+                      ind.trajectory.value, plain(i18n.agency_name(catalog, ind.agency, lang)))
+    return table

@@ -128,3 +128,17 @@ def test_alerts_and_dead_letters_show_beijing_time_with_the_zone_named(lang: str
     screen = "\n".join(lines)
     assert zone in screen and "2020-01-02 00:30" in screen
     assert "[red]unit" in screen and "\x1b" not in screen  # stored text is shown, never obeyed
+
+
+def test_the_catalog_in_chinese_fits_80_cells_and_keeps_agency_names_whole():
+    from highland.dashboards.terminal import catalog_table
+
+    lines = render(catalog_table(CATALOG, "zh"))
+    assert max(cell_len(x) for x in lines) <= WIDTH
+    header = lines[0]
+    start = cell_of(header, header.index("责任单位"))
+    column = "".join(cell_slice(x, start, WIDTH).strip() for x in lines[2:])
+    for ind in CATALOG.indicators:
+        agency = next(a.name_zh for a in CATALOG.agencies if a.code == ind.agency)
+        assert agency in column
+    assert column.count("重庆市") >= len(CATALOG.indicators)  # one whole name per indicator
