@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -70,6 +71,11 @@ def render_config(settings: Settings, admin_password: str, timezone: str = "UTC"
         writer_sha256=_sha256(settings.clickhouse_password.get_secret_value()),
         reader=settings.clickhouse_reader_user,
         reader_sha256=_sha256(settings.clickhouse_reader_password.get_secret_value()),
+        # Without a configured token reader (settings read without local.env) the user still exists,
+        # with a password nobody knows.
+        token_reader=settings.clickhouse_token_reader_user or "highland_tokens",
+        token_reader_sha256=_sha256(settings.clickhouse_token_reader_password.get_secret_value()
+                                    if settings.clickhouse_token_reader_user else secrets.token_hex(32)),
     )
     write_private(root / "config.xml", config)
     write_private(root / "users.xml", users)  # password hashes

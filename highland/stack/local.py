@@ -20,7 +20,10 @@ from highland.stack.private import private_folder, write_private
 from highland.stack.processes import Service, port_open
 
 SECRET_KEYS = ("HIGHLAND_CLICKHOUSE_PASSWORD", "HIGHLAND_CLICKHOUSE_READER_PASSWORD",
-               "HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD")
+               "HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD", "HIGHLAND_CLICKHOUSE_TOKEN_READER_PASSWORD")
+# The local server's users mirror deploy/'s roles (docs/security.md, "The local stack"): the gateway
+# looks tokens up as a user of its own, as in production.
+LOCAL_USERS = {"HIGHLAND_CLICKHOUSE_TOKEN_READER_USER": "highland_tokens"}
 # Settings a local broker needs, by broker. Tansu answers aiokafka's InitProducerId with UnknownError,
 # so on Tansu producers run without idempotence (retries may then duplicate a message in the topic;
 # the worker's deduplication by event_id absorbs that). Apache Kafka keeps the default (on), as production.
@@ -62,7 +65,7 @@ def ensure_secrets(settings: Settings) -> dict[str, str]:
             values[key] = os.environ.get(key) or secrets.token_urlsafe(18)
             changed = True
     wanted = LOCAL_DEFAULTS[settings.broker]
-    for key, value in wanted.items():
+    for key, value in {**LOCAL_USERS, **wanted}.items():
         if key not in values:
             values[key] = value
             changed = True

@@ -208,7 +208,10 @@ def run(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
             assert _cli(settings, *args).returncode == 0, args
         dlq = _cli(settings, "dlq")
 
-    with phase("tokens"):  # the gateway: token look-ups, its use recorded, an agency's own dead letters
+    # the gateway, as its own user (the local stack's highland_tokens): token look-ups, its use
+    # recorded, an agency's own dead letters
+    assert settings.clickhouse_token_reader_user
+    with phase("tokens"):
         gateway = GatewayProcess(settings, tmp)
         try:
             good = json.loads(_feed(indicator.agency, indicator.code, indicator.unit)[0])
@@ -243,7 +246,8 @@ def run(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     statements: dict[str, list[str]] = {}
     for role, (since, until) in phase.windows.items():
         name = role.split("-")[0]
-        user = settings.clickhouse_reader_user if name == "reader" else settings.clickhouse_user
+        user = {"reader": settings.clickhouse_reader_user,
+                "tokens": settings.clickhouse_token_reader_user}.get(name) or settings.clickhouse_user
         logged = _logged(admin, user, since, until, (db, upgraded.clickhouse_database))
         statements.setdefault(name, []).extend(re.sub(rf"\b{db}_up\b", db, q) for q in logged)
     yield Run(db, statements, dlq.stdout, board_run.stdout)
