@@ -34,6 +34,7 @@ CSV_SUFFIXES = {".csv"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 XLSX_SUFFIXES = {".xlsx", ".xlsm"}
 SNIFF_BYTES = 1 << 20
+EXCEL_MAX_ROWS = 1_048_576  # the last row of an Excel sheet
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the plan's (catalog/data/plan.yaml); used when no Names are given
 # GBK and GB2312 are subsets of GB18030: reading with GB18030 also reads what Excel calls "GBK"
 # when a cell holds a character beyond it.
@@ -302,13 +303,24 @@ def _xlsx_rows(path: Path, sheet: str | None, cells: _Cells) -> Iterator[Row]:
         raise FileError(f"{path.name}: not a readable .xlsx workbook ({exc})") from None
     try:
         ws = book[_sheet_name(path.name, book.sheetnames, sheet)]
+        # The dimension a file declares may be stale (some writers never update it): read-only
+        # openpyxl would silently stop at it, dropping the rows below. Read every row there is.
+        ws.reset_dimensions()
         merged = _Merged(_merge_ranges(ws))
         fields: list[str | None] | None = None
+        padding: object = None
         for number, row in enumerate(ws.iter_rows(min_row=1), 1):
-            values = merged.fill(number, [_cell_value(c) for c in row], fields)
+            if number > EXCEL_MAX_ROWS:  # a row number no Excel writes: a gap of millions to walk
+                raise FileError(f"{path.name}: row {number} is past Excel's last row ({EXCEL_MAX_ROWS})")
+            if row is padding:  # openpyxl yields one shared tuple for each row missing in the file
+                continue
+            values = [_cell_value(c) for c in row]
+            if not any(v is not None and (not isinstance(v, str) or v.strip()) for v in values):
+                padding = row
+                continue
+            values = merged.fill(number, values, fields)
             if fields is None:  # the first non-empty row is the header
-                if any(v is not None and str(v).strip() for v in values):
-                    fields = _columns(path.name, values, "")
+                fields = _columns(path.name, values, "")
                 continue
             event = cells.event(fields, values)
             if event is not None:
@@ -369,7 +381,8 @@ class _Merged:
     def fill(self, number: int, values: list[object], fields: list[str | None] | None) -> list[object]:
         while self._pending and self._pending[0][0] <= number:
             first, last, left, right = self._pending.pop(0)
-            anchor = values[left - 1] if left - 1 < len(values) else None
+            # (an empty first row is skipped before it gets here: then there is nothing to copy)
+            anchor = values[left - 1] if first == number and left - 1 < len(values) else None
             self._active.append((first, last, left, right, [anchor]))
         self._active = [r for r in self._active if r[1] >= number]
         if not self._active:

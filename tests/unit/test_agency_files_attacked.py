@@ -88,3 +88,48 @@ def test_a_gb18030_file_behind_a_utf8_byte_order_mark_is_read_as_gb18030(tmp_pat
                                                          "2019/1/31\n").encode("gb18030"))
     assert [e["unit"] for e in events(path)] == ["亿元"]
     assert [e["unit"] for e in events(path, encoding="gb18030")] == ["亿元"]
+
+
+def rewritten(book, path, sheet_xml) -> object:
+    """``book`` saved to ``path`` with its first sheet's XML passed through ``sheet_xml``: files as
+    other writers than Excel make them."""
+    import io
+    import zipfile
+
+    original = io.BytesIO()
+    book.save(original)
+    with zipfile.ZipFile(original) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            target.writestr(info, sheet_xml(data) if info.filename == "xl/worksheets/sheet1.xml" else data)
+    return path
+
+
+def test_rows_below_a_stale_declared_dimension_are_read_not_dropped(tmp_path):
+    # A writer that leaves <dimension ref="A1:H2"/> behind: read-only openpyxl stopped there and the
+    # other rows vanished without an error (a sum short by them).
+    import re
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(HEADER)
+    for i in range(1, 4):
+        book.active.append([f"d{i}", 0, "重庆市商务委员会", "电子商务交易额", "重庆市", i, "亿元", "2019/1/31"])
+    path = rewritten(book, tmp_path / "stale.xlsx",
+                     lambda xml: re.sub(rb'<dimension ref="[^"]*" ?/>', b'<dimension ref="A1:H2"/>', xml))
+    assert [e["value"] for e in events(path)] == [1.0, 2.0, 3.0]
+
+
+def test_a_row_past_excels_last_row_is_refused_not_walked_to(tmp_path):
+    # A few KiB naming row 1,048,577 made the reader walk a million empty rows (seconds of CPU per
+    # upload; r="50000000": minutes) within every byte limit.
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(HEADER)
+    book.active.append(["far", 0, "重庆市商务委员会", "电子商务交易额", "重庆市", 1, "亿元", "2019/1/31"])
+    path = rewritten(book, tmp_path / "far.xlsx", lambda xml: xml.replace(b'"A1:H2"', b'"A1:H1048577"')
+                     .replace(b'<row r="2"', b'<row r="1048577"').replace(b'2"', b'1048577"'))
+    with pytest.raises(FileError, match="past Excel's last row"):
+        events(path)
