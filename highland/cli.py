@@ -156,7 +156,7 @@ def progress_cmd(
     catalog = catalog_at(get_settings().catalog_dir)
     day = _parse_date(as_of) or default_as_of(
         catalog, datetime.now(ZoneInfo(catalog.plan.timezone)).date())
-    rows = progress(connect(settings), settings.clickhouse_database, catalog, day)
+    rows = progress(connect(settings, reader=True), settings.clickhouse_database, catalog, day)  # duty staff's user
     if as_json:
         _print_json({"as_of": day.isoformat(), "indicators": [r.as_dict() for r in rows]})
         return
@@ -587,7 +587,7 @@ def alerts_cmd(
     from highland.sinks.client import connect
 
     settings = get_settings()
-    rows = list_alerts(connect(settings), settings.clickhouse_database, limit)
+    rows = list_alerts(connect(settings, reader=True), settings.clickhouse_database, limit)
     if as_json:
         _print_json(rows)
         return
@@ -736,6 +736,47 @@ def catalog_validate(directory: Annotated[Path, typer.Argument(help="a folder wi
     out.print(f"{directory}: valid: {catalog.plan.code} ({catalog.plan.document}), "
               f"{catalog.plan.baseline_year}-{catalog.plan.target_year}, {len(catalog.indicators)} indicators, "
               f"{len(catalog.agencies)} agencies, {len(catalog.districts)} districts", markup=False, highlight=False)
+
+
+kafka_app = typer.Typer(help="Who may write what on Kafka: SCRAM users and ACLs (docs/security.md, \"Direct Kafka\").",
+                        no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+
+
+@kafka_app.command("grant")
+def kafka_grant(
+    producers: Annotated[list[str] | None, typer.Option("--producer", help="a trusted internal producer's "
+                                                        "principal (repeatable)")] = None,
+) -> None:
+    """Create every catalog agency's own topic and its ACLs (write that topic, nothing else), and the
+    trusted producers' (the shared events and dead-letter topics). Idempotent; run as a super user."""
+    from highland.catalog.loader import catalog_at
+    from highland.topics import ensure_topics, grant, topic_names
+
+    settings = get_settings().model_copy(update={"agency_topics": True})
+    agencies = [a.code for a in catalog_at(settings.catalog_dir).agencies]
+    created = ensure_topics(settings, topic_names(settings))
+    count = grant(settings, agencies, producers if producers is not None else ["highland-gateway"])
+    out.print(f"{len(created)} topic(s) created; {count} ACLs in place for {len(agencies)} agencies", markup=False)
+
+
+@kafka_app.command("credential")
+def kafka_credential(
+    user: Annotated[str | None, typer.Argument(help="the Kafka user name")] = None,
+    agency: Annotated[str | None, typer.Option("--agency", help="the agency whose client this is "
+                                               "(user agency-<code>)")] = None,
+) -> None:
+    """Create or replace a SCRAM credential; the password is read from standard input, never an argument."""
+    from highland.topics import agency_principal, set_credential
+
+    if (user is None) == (agency is None):
+        _fail("name a user or --agency, not both")
+    name = user or agency_principal(agency or "")
+    password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 16:
+        _fail("the password (one line on standard input) must have at least 16 characters")
+    set_credential(get_settings(), name, password)
+    out.print(f"credential of {name} set", markup=False)
 
 
 def main() -> None:

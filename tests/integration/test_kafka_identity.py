@@ -13,7 +13,10 @@ import json
 import secrets
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from highland.ingest.events import SCHEMA_HEADER
@@ -26,8 +29,9 @@ from pydantic import SecretStr
 
 from highland.settings import Settings
 from highland.stack import kafka
-from highland.topics import agency_principal, ensure_topics, grant, set_credential
-from tests.integration.support import WorkerProcess, wait_for
+from highland.topics import agency_principal, ensure_topics, set_credential
+from tests.conftest import ROOT
+from tests.integration.support import WorkerProcess, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +70,8 @@ def secure(secure_broker: Settings, unique: str) -> Iterator[Settings]:
         "worker_batch_size": 500, "alert_check_seconds": 1.0,
     })
     ensure_topics(settings)
-    grant(settings, [OWN, OTHER], [GATEWAY])
+    granted = highland(settings, "kafka", "grant", "--producer", GATEWAY)  # what deploy/'s job runs
+    assert granted.returncode == 0, granted.stdout + granted.stderr
     migrate(settings)
     yield settings
     connect(settings, database="default").execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
@@ -75,8 +80,14 @@ def secure(secure_broker: Settings, unique: str) -> Iterator[Settings]:
 def as_agency(settings: Settings, agency: str) -> KafkaProducer:
     """The Kafka client an agency runs itself: its own SCRAM principal, nothing else."""
     password = secrets.token_urlsafe(18)
-    set_credential(settings, agency_principal(agency), password)
+    made = highland(settings, "kafka", "credential", "--agency", agency, stdin=password + "\n")
+    assert made.returncode == 0, made.stdout + made.stderr
     return client_of(settings, agency_principal(agency), password)
+
+
+def highland(settings: Settings, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "highland", *args], input=stdin, capture_output=True, text=True,
+                          env=worker_env(settings, "cli", Path("/tmp")), cwd=ROOT, timeout=120)
 
 
 def client_of(settings: Settings, user: str, password: str) -> KafkaProducer:
