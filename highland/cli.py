@@ -422,9 +422,10 @@ tokens_app = typer.Typer(help="Agency bearer tokens for the HTTP gateway (stored
 app.add_typer(tokens_app, name="tokens")
 
 
-def _expiry(text: str | None, option: str) -> datetime | None:
+def _expiry(text: str | None, option: str, future: bool = False) -> datetime | None:
     """A moment from --expires: a duration from now (90d, 12h, 30m, 45s) or an ISO date or time
-    (a date or time without an offset is in the plan's zone, Asia/Shanghai)."""
+    (a date or time without an offset is in the plan's zone, Asia/Shanghai). ``future``: a moment
+    not after now is refused (a token expired when it is issued is a typo, not a token)."""
     import re
     from datetime import UTC, timedelta
 
@@ -433,13 +434,18 @@ def _expiry(text: str | None, option: str) -> datetime | None:
     duration = re.fullmatch(r"\s*(\d+)\s*([dhms])\s*", text)
     if duration:
         seconds = int(duration.group(1)) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[duration.group(2)]
-        return datetime.now(UTC) + timedelta(seconds=seconds)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: a duration (90d, 12h, 30m, 45s) or a date (2027-06-30)",
-                                 param_hint=option) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+        moment = datetime.now(UTC) + timedelta(seconds=seconds)
+    else:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r}: a duration (90d, 12h, 30m, 45s) or a date (2027-06-30)",
+                                     param_hint=option) from None
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+    if future and moment <= datetime.now(UTC):
+        raise typer.BadParameter(f"{text!r} is not in the future ({moment.isoformat(timespec='seconds')}): the "
+                                 "token would be refused from the start", param_hint=option)
+    return moment
 
 
 def _deliver_token(token: str, out_file: Path | None) -> None:
@@ -474,7 +480,7 @@ def tokens_issue(
     settings = get_settings()
     if not catalog_at(get_settings().catalog_dir).is_agency(agency):
         _fail(f"{agency!r} is not a registered agency")
-    until = _expiry(expires, "--expires")
+    until = _expiry(expires, "--expires", future=True)
     _deliver_token(issue(connect(settings), settings.clickhouse_database, agency, until), out_file)
 
 
@@ -546,9 +552,9 @@ def tokens_rotate(
     from highland.sinks.tokens import TokenError, rotate
 
     settings = get_settings()
-    grace = _expiry(keep_old, "--keep-old")
+    grace, until = _expiry(keep_old, "--keep-old"), _expiry(expires, "--expires", future=True)
     try:
-        token, old = rotate(connect(settings), settings.clickhouse_database, token_id, _expiry(expires, "--expires"),
+        token, old = rotate(connect(settings), settings.clickhouse_database, token_id, until,
                             None if grace is None else grace - datetime.now(UTC))
     except TokenError as exc:
         _fail(str(exc))
