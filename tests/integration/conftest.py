@@ -26,7 +26,8 @@ def stack() -> Iterator[Settings]:
         # Apache Kafka keeps its log across restarts; each session starts from an empty one (as Tansu's
         # memory storage does), so the per-test topics of earlier sessions do not pile up.
         shutil.rmtree(kafka.home(settings) / "data", ignore_errors=True)
-    started = local.up(settings).started
+    started = local.up(settings, as_cluster=False).started  # tests/cluster has a cluster stack of its own
+    settings = local.with_secrets(settings)  # as local.env now says (a folder once used by a cluster stack)
     yield settings
     if started:  # leave a stack alone that someone else started
         local.down(settings)
