@@ -5,8 +5,9 @@ Every GRANT in deploy/ is validated by current ClickHouse (chdb). docs/security.
 
 The roles, one phase each: the schema (migrations and the plan tables: `highland setup`), the worker
 (a real `highland worker` storing events, dead letters, alerts and running its self-check), the
-operator's CLI (tokens, progress, alerts, dlq, verify --repair), the gateway's token look-ups, and the
-reader (every dashboard panel, variable and alert rule, and `highland board`)."""
+operator's CLI (tokens, dlq with its raw payloads, verify --repair), the gateway (as its own user),
+and the reader (every dashboard panel, variable and alert rule, `highland board`, and duty staff's
+`progress` and `alerts`)."""
 
 from __future__ import annotations
 
@@ -204,7 +205,7 @@ def run(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         issued = _cli(settings, "tokens", "issue", "--agency", indicator.agency)
         assert issued.returncode == 0, issued.stderr
         token = issued.stdout.strip()
-        for args in (("progress",), ("alerts",), ("dlq", "--json"), ("verify", "--repair")):
+        for args in (("dlq", "--json"), ("verify", "--repair")):
             assert _cli(settings, *args).returncode == 0, args
         dlq = _cli(settings, "dlq")
 
@@ -242,6 +243,8 @@ def run(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
             reader.execute(rule["data"][0]["model"]["rawSql"])
         board_run = _cli(settings, "board", "--once")
         assert board_run.returncode == 0, board_run.stderr
+        for args in (("progress",), ("progress", "--json"), ("alerts", "--json")):  # duty staff's reads
+            assert _cli(settings, *args).returncode == 0, args
 
     statements: dict[str, list[str]] = {}
     for role, (since, until) in phase.windows.items():
