@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     # stack; SASL_PLAINTEXT inside a cluster whose brokers require SCRAM, SASL_SSL from outside it.
     # The password comes from the environment or the env file, never a command line.
     kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    # PLAIN only for the brokers' bootstrap admin (deploy/compose: static, before any SCRAM user exists).
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
     kafka_username: str | None = None
     kafka_password: SecretStr = SecretStr("")
     # Agencies with Kafka clients of their own write <topic_events>.in.<agency>, a topic only their

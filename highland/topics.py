@@ -69,9 +69,10 @@ def grant(settings: Settings, agencies: list[str], producers: list[str]) -> int:
 
 
 def set_credential(settings: Settings, user: str, password: str) -> None:
-    """Create or replace ``user``'s SCRAM credential (the mechanism clients use, kafka_sasl_mechanism)."""
-    mechanism = ScramMechanism.SCRAM_SHA_512 if settings.kafka_sasl_mechanism == "SCRAM-SHA-512" \
-        else ScramMechanism.SCRAM_SHA_256
+    """Create or replace ``user``'s SCRAM credential: SCRAM-SHA-256 if that is what clients here use
+    (kafka_sasl_mechanism), else SCRAM-SHA-512 (also when the admin itself logs in with PLAIN)."""
+    mechanism = ScramMechanism.SCRAM_SHA_256 if settings.kafka_sasl_mechanism == "SCRAM-SHA-256" \
+        else ScramMechanism.SCRAM_SHA_512
     client = admin(settings)
     try:
         errors = client.alter_user_scram_credentials([UserScramCredentialUpsertion(user, mechanism, password)])
