@@ -205,7 +205,8 @@ def oracle(event: Any, now: datetime, pushed_by: str | None = None) -> str | Acc
         return "unknown_indicator"
     if indicator.agency != agency:
         return "forbidden_agency"
-    if not ((region in DISTRICTS) if indicator.regional else (region == "chongqing")):
+    # Every indicator takes a city-wide report; a regional one also a district's (docs/numbers.md, "level").
+    if not (region == "chongqing" or (indicator.regional and region in DISTRICTS)):
         return "unknown_region"
     factor = 1.0 if unit == indicator.unit else indicator.unit_aliases.get(unit)
     if factor is None:
