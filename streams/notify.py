@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from datetime import time as clock
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from highland.catalog import i18n
 from highland.catalog.domain import FRESH, STALE, STATUS, Alert
 from highland.catalog.models import Catalog
 from highland.ingest import wire
@@ -50,7 +50,8 @@ CHANNELS = ("wecom", "dingtalk", "feishu", "json")
 # dashboards, so a unit test holds the two together).
 INDICATOR_DASHBOARD_PATH = "/d/highland-indicator/highland-indicator"
 
-STATUS_ZH = {"on_track": "正常", "at_risk": "有风险", "off_track": "滞后", "pending": "基数待定", "no_data": "无数据"}
+# One vocabulary with the board, the CLI's tables and the dashboards (catalog/i18n.py).
+STATUS_ZH = {k: v for k, v in i18n.STATUS["zh"].items() if k not in ("stale", "fresh")}
 
 # Codes the vendors return when a robot is sent too much (or the platform is busy): worth a retry.
 # WeCom 45009 "api freq out of limit", -1 "system busy"; DingTalk 130101 "send too fast",
@@ -143,15 +144,6 @@ def _local(instant: datetime, tz: str) -> str:
         f"{instant.astimezone(ZoneInfo(tz)):%Y-%m-%d %H:%M} ({tz})"
 
 
-def _since(detail: str) -> datetime | None:
-    """The last arrival a stale/fresh alert's detail names (streams/alerts.py feed_alerts)."""
-    found = re.search(r"(?:since|last event) (\S+?)\)?(?: |$)", detail)
-    try:
-        return datetime.fromisoformat(found.group(1)) if found else None
-    except ValueError:
-        return None
-
-
 def message(alert: Alert, catalog: Catalog, dashboard_url: str | None = None) -> Message:
     ind = catalog.indicator(alert.indicator)
     name = f"{ind.name_zh}（{alert.indicator}）" if ind else alert.indicator
@@ -168,7 +160,7 @@ def message(alert: Alert, catalog: Catalog, dashboard_url: str | None = None) ->
             lines.append(f"实际值 {_number(alert.actual)} {unit}，预期值 {_number(alert.expected)} {unit}{share}")
         lines.append(f"数据截至：{alert.as_of}")
         return Message(f"【规划监测】{ind.name_zh if ind else alert.indicator}：{change}", lines, link)
-    since = _since(alert.detail)
+    since = i18n.alert_since(alert.detail)
     if alert.kind == STALE:
         cadence = f"（报送周期 {ind.cadence_days} 天）" if ind else ""
         last = f"自 {_local(since, tz)}起" if since else "已超过报送周期"
