@@ -61,3 +61,28 @@ def test_the_gateway_and_grafana_are_reached_only_through_tls(services):
     caddyfile = (COMPOSE / "tls-proxy" / "Caddyfile").read_text()
     assert "reverse_proxy gateway:8000" in caddyfile and "reverse_proxy grafana:3000" in caddyfile
     assert caddyfile.count("tls /etc/caddy/tls/") == 2
+
+
+def k8s(kind: str, name: str) -> dict[str, Any]:
+    docs = [d for path in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d]
+    return next(d for d in docs if d.get("kind") == kind and d["metadata"]["name"] == name)
+
+
+def test_kubernetes_clients_authenticate_and_the_acls_job_runs_grant():
+    config = k8s("ConfigMap", "highland-config")["data"]
+    assert config["HIGHLAND_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and config["HIGHLAND_AGENCY_TOPICS"] == "true"
+    [gateway] = k8s("Deployment", "highland-gateway")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in gateway["env"]}
+    assert env["HIGHLAND_KAFKA_USERNAME"]["value"] == "highland-gateway"
+    assert "secretKeyRef" in env["HIGHLAND_KAFKA_PASSWORD"]["valueFrom"]
+    [grant] = k8s("Job", "highland-kafka-access")["spec"]["template"]["spec"]["containers"]
+    assert grant["args"][:2] == ["kafka", "grant"]
+
+
+def test_kubernetes_reaches_the_gateway_and_grafana_through_tls_only():
+    ingress = k8s("Ingress", "highland")["spec"]
+    hosts = {h for entry in ingress["tls"] for h in entry["hosts"]}
+    backends = {r["host"]: r["http"]["paths"][0]["backend"]["service"]["name"] for r in ingress["rules"]}
+    assert set(backends) <= hosts and set(backends.values()) == {"highland-gateway", "grafana"}
+    service = k8s("Service", "highland-gateway")["spec"]
+    assert service.get("type", "ClusterIP") == "ClusterIP"  # no door around the ingress
