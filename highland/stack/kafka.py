@@ -307,13 +307,21 @@ def start_cluster(settings: Settings, count: int = CLUSTER_NODES, timeout_s: flo
     resolve(settings)
     logging = _write_logging(settings)
     cluster_id = _cluster_id_of(nodes) or _new_cluster_id()
-    started = {n.service.name: _launch(settings, n, nodes, logging, cluster_id) for n in down}
-    # Any node answers for the cluster; every node must be registered.
-    every = settings.model_copy(update={"kafka_bootstrap": cluster_bootstrap(settings, count)})
-    deadline = time.monotonic() + timeout_s
-    for node in down:
-        wait_ready(every, started[node.service.name], max(1.0, deadline - time.monotonic()), node.service,
-                   nodes=count)
+    started: dict[str, int] = {}
+    try:
+        for node in down:
+            started[node.service.name] = _launch(settings, node, nodes, logging, cluster_id)
+        # Any node answers for the cluster; every node must be registered.
+        every = settings.model_copy(update={"kafka_bootstrap": cluster_bootstrap(settings, count)})
+        deadline = time.monotonic() + timeout_s
+        for node in down:
+            wait_ready(every, started[node.service.name], max(1.0, deadline - time.monotonic()), node.service,
+                       nodes=count)
+    except BaseException:
+        for node in down:  # what this call started goes again: a half quorum must not linger
+            if node.service.name in started:
+                node.service.stop(grace_s=5.0)
+        raise
     return started
 
 

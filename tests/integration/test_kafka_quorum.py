@@ -10,13 +10,15 @@ resume are printed (``-s``) for docs/benchmarks.md, never asserted.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from highland.sinks.migrate import migrate
 from kafka.admin import KafkaAdminClient
 
@@ -41,8 +43,8 @@ def quorum(stack: Settings, tmp_path_factory) -> Iterator[Settings]:
         "state_dir": tmp_path_factory.mktemp("quorum"), "kafka_controller_port": None,
         "kafka_bootstrap": f"127.0.0.1:{kafka.client_port(stack) + OFFSET}",
     })
-    kafka.start_cluster(base)
     try:
+        kafka.start_cluster(base)
         yield base.model_copy(update={"kafka_bootstrap": kafka.cluster_bootstrap(base), "topic_replication": 3})
     finally:
         kafka.stop_cluster(base)
@@ -113,3 +115,62 @@ def test_a_broker_killed_mid_push_loses_and_doubles_nothing(on_quorum: Settings,
     finally:
         worker.kill(signal.SIGTERM)
         kafka.start_cluster(settings)  # the killed node again (its ports derive from node 1's, listed first)
+
+
+async def _send_through_kills(settings: Settings, topic: str, count: int, kill: Callable[[], None],
+                              idempotent: bool = True) -> None:
+    """Send ``count`` numbered records with acks=all, SIGKILL-ing the partition's leader a third of
+    the way in and restarting it at two thirds: the sends in flight then are retried on the new leader."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                enable_idempotence=idempotent, linger_ms=5)
+    await producer.start()
+    try:
+        sent = []
+        for i in range(count):
+            sent.append(await producer.send(topic, str(i).encode()))
+            if i in (count // 3, 2 * count // 3):
+                await asyncio.to_thread(kill)
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def _read_all(settings: Settings, topic: str) -> list[int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        values: list[int] = []
+        deadline = time.monotonic() + 60
+        while await consumer.position(tp) < end and time.monotonic() < deadline:
+            for records in (await consumer.getmany(tp, timeout_ms=500)).values():
+                values += [int(r.value) for r in records]
+        return values
+    finally:
+        await consumer.stop()
+
+
+def test_an_idempotent_producer_stores_each_record_once_across_a_leader_killed_and_restarted(
+        quorum: Settings, unique: str):
+    topic = f"q.{unique}.idempotent"
+    ensure_topics(quorum.model_copy(update={"topic_partitions": 1}), [topic])
+    leader = _leaders(quorum.model_copy(update={"topic_events": topic}))[0]
+    node = next(n for n in kafka.cluster_nodes(quorum) if n.node_id == leader)
+    state = {"killed": False}
+
+    def kill_then_restart() -> None:
+        if not state["killed"]:
+            pid = node.service.pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            state["killed"] = True
+        else:
+            kafka.start_cluster(quorum)
+
+    count = 30_000
+    asyncio.run(_send_through_kills(quorum, topic, count, kill_then_restart))
+    # Every record acknowledged is there once, in the order sent.
+    assert asyncio.run(_read_all(quorum, topic)) == list(range(count))
