@@ -45,11 +45,37 @@ class GatewayUnavailable(RuntimeError):
     """The gateway could not be reached, or kept answering 503."""
 
 
+class InsecureGateway(GatewayUnavailable):
+    """A gateway URL the token must not be sent to: plain http to another machine (the token would
+    cross the network in clear text), or not http at all."""
+
+
+def check_url(url: str) -> None:
+    """Raise InsecureGateway unless ``url`` is https, or http to this machine (a test, a tunnel)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme == "https" or (parts.scheme == "http" and loopback):
+        return
+    raise InsecureGateway(f"{url}: the token would cross the network in clear text; use https:// "
+                          "(plain http only to this machine)" if parts.scheme == "http" else
+                          f"{url}: not an http(s) URL of a gateway")
+
+
 @dataclass(frozen=True)
 class Gateway:
     url: str  # e.g. https://gateway.example:8443 (no path)
     token: str
     timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        check_url(self.url)
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 content_type: str = "application/x-ndjson") -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -66,15 +92,16 @@ class Gateway:
         except (urllib.error.URLError, OSError) as exc:
             raise GatewayUnavailable(f"{self.url}: {getattr(exc, 'reason', exc)}") from None
 
-    def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
-        """``request``, again after a 429 (its Retry-After), a 503 or an unreachable gateway (a
-        growing wait, RETRIES_503 times); GatewayUnavailable when the gateway stays unreachable."""
+    def call(self, method: str, path: str, body: bytes | None = None,
+             reconnect: bool = True) -> tuple[int, dict[str, Any]]:
+        """``request``, again after a 429 (its Retry-After), a 503 or (``reconnect``) an unreachable
+        gateway (a growing wait, RETRIES_503 times); GatewayUnavailable when it stays unreachable."""
         failures = waits = 0
         while True:
             try:
                 status, answer, headers = self.request(method, path, body)
             except GatewayUnavailable:
-                if failures >= RETRIES_503:
+                if failures >= RETRIES_503 or not reconnect:
                     raise
                 status, answer, headers = 0, {}, {}
             if status == 429 and waits < MAX_RATE_WAITS:
@@ -88,7 +115,8 @@ class Gateway:
 
     def agency(self) -> str:
         """The agency the token belongs to (GET /v1/whoami); Unauthenticated if none."""
-        status, answer = self.call("GET", "/v1/whoami")
+        # The first call: a gateway that cannot be reached here is a wrong URL more likely than a restart.
+        status, answer = self.call("GET", "/v1/whoami", reconnect=False)
         if status == 401:
             raise Unauthenticated("the gateway refused the token: missing, unknown, revoked or expired")
         if status != 200 or not isinstance(answer.get("agency"), str):

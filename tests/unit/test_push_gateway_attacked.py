@@ -86,3 +86,13 @@ def test_a_push_through_a_busy_or_restarting_gateway_delivers_every_row(rows, tr
         gateway.stop()
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["accepted"] == 3 and gateway.events == 3
+
+
+@pytest.mark.parametrize("url", ["http://192.0.2.10:8080", "http://gw.example", "ftp://gw.example", "file:///etc"])
+def test_a_token_is_never_sent_in_clear_text_to_another_machine(rows, url):
+    # Before, `--gateway http://...` sent the bearer token over the network unencrypted.
+    env = {**os.environ, **NO_SERVICES, "HIGHLAND_TOKEN": "hlt_test"}
+    result = subprocess.run([sys.executable, "-m", "highland", "push", str(rows), "--gateway", url, "--json"],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
+    assert result.returncode == 2
+    assert "https://" in json.loads(result.stdout)["error"] or "not an http(s) URL" in result.stdout
