@@ -83,7 +83,7 @@ def test_down_stops_only_what_up_started(tmp_path):
 
 def test_commands_name_an_unreachable_clickhouse_in_one_line(stack: Settings):
     for args, env in ((("progress",), {"HIGHLAND_CLICKHOUSE_PORT": "1"}),
-                      (("alerts",), {"HIGHLAND_CLICKHOUSE_PASSWORD": "wrong"})):
+                      (("alerts",), {"HIGHLAND_CLICKHOUSE_READER_PASSWORD": "wrong"})):  # duty staff's user
         result = highland(*args, env=env)
         assert result.returncode == 2
         assert "error: ClickHouse at 127.0.0.1:" in result.stderr
