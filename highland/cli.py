@@ -791,6 +791,8 @@ def main() -> None:
     from clickhouse_driver.errors import Error as ClickHouseError
     from kafka.errors import KafkaError
 
+    from highland.catalog.loader import CatalogError
+
     # The driver logs each failed connection with a traceback; the message below says it once.
     logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
     settings = get_settings()
@@ -804,4 +806,9 @@ def main() -> None:
         sys.exit(2)
     except KafkaError as exc:
         _error(f"Kafka at {settings.kafka_bootstrap}: {type(exc).__name__}: {exc}")
+        sys.exit(2)
+    except CatalogError as exc:  # HIGHLAND_CATALOG_DIR names a broken plan: every problem, file:line
+        _error(f"the plan catalog in {settings.catalog_dir} is broken (`highland catalog validate`):")
+        for problem in exc.problems:
+            _error(problem)
         sys.exit(2)
