@@ -161,6 +161,8 @@ def _columns(file: str, header: Iterable[object], hint: str) -> list[str | None]
     return fields
 
 
+EXCEL_EXACT_INTEGERS = 10**15  # Excel keeps 15 significant digits
+_EXCEL_SCIENTIFIC = re.compile(r"^[0-9](\.[0-9]+)?E\+[0-9]+$")  # how Excel shows a long number
 _THOUSANDS = re.compile(r"^[+-]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?$")
 _RFC3339 = re.compile(RFC3339_PATTERN)
 # Dates as people and Excel write them: 2019-05-31, 2019/5/31, 2019.5.31, 2019年5月31日, with an
@@ -209,6 +211,8 @@ class _Cells:
         return str(cell)  # a time of day, an error cell: text the validator will refuse
 
     def _text(self, field: str, text: str) -> object:
+        if field == "event_id" and _EXCEL_SCIENTIFIC.match(text):
+            return float(text)  # 2.01905E+19: Excel's display of a long number, not the one typed: refused
         if field == "value":
             return _parsed(text.replace(",", "") if _THOUSANDS.match(text) else text, float)
         if field == "revision":
@@ -225,8 +229,10 @@ class _Cells:
             return float(number)
         if field == "revision":
             return int(number) if integral else number
-        # An event number typed as 17 in Excel is the text "17"; a number anywhere else is refused.
-        if field == "event_id" and integral:
+        # An event number typed as 17 in Excel is the text "17"; a number anywhere else is refused,
+        # and so is one past Excel's 15 digits: Excel kept another number than the one typed, and
+        # two such events would share a number (the second counted as the first's duplicate).
+        if field == "event_id" and integral and abs(number) < EXCEL_EXACT_INTEGERS:
             return str(int(number))
         return number
 

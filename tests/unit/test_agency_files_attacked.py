@@ -133,3 +133,26 @@ def test_a_row_past_excels_last_row_is_refused_not_walked_to(tmp_path):
                      .replace(b'<row r="2"', b'<row r="1048577"').replace(b'2"', b'1048577"'))
     with pytest.raises(FileError, match="past Excel's last row"):
         events(path)
+
+
+def test_long_event_numbers_excel_could_not_keep_are_refused_not_merged(tmp_path):
+    # Typed as numbers, 20190531000000000001 and ...02 are one number to Excel (15 digits): as the
+    # same event number the second counted as the first's duplicate, its value lost from the sum.
+    # In a CSV Excel writes both as "2.01905E+19".
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(HEADER)
+    for number in (20190531000000000001, 20190531000000000002, 201905310001):
+        book.active.append([float(number), 0, "重庆市商务委员会", "电子商务交易额", "重庆市", 1, "亿元", "2019/1/31"])
+    book.save(workbook_path := tmp_path / "ids.xlsx")
+    assert [e["event_id"] for e in events(workbook_path)] == [2.0190531e19, 2.0190531e19, "201905310001"]
+    csv = tmp_path / "ids.csv"
+    csv.write_text(CHINESE_HEADER + "".join(f"{n},0,重庆市商务委员会,电子商务交易额,重庆市,1,亿元,2019/1/31\n"
+                                            for n in ("2.01905E+19", "2.01905E+19", "201905310001")))
+    assert [e["event_id"] for e in events(csv)] == [2.01905e19, 2.01905e19, "201905310001"]
+    from tests.unit.test_push_report import highland
+
+    report = json.loads(highland("push", str(csv), "--agency", "cq_commerce", "--dry-run", "--json").stdout)
+    assert (report["accepted"], [(r["line"], r["reason"]) for r in report["rejections"]]) == (
+        1, [(2, "schema_violation"), (3, "schema_violation")])
