@@ -92,8 +92,9 @@ def highland(settings: Settings, *args: str, stdin: str = "") -> subprocess.Comp
 
 def client_of(settings: Settings, user: str, password: str) -> KafkaProducer:
     principal = settings.model_copy(update={"kafka_username": user, "kafka_password": SecretStr(password)})
+    # Idempotent, as Java clients are by default: an agency's topic ACL must be enough for that too.
     return KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", max_block_ms=20_000,
-                         **principal.kafka_security())
+                         enable_idempotence=True, **principal.kafka_security())
 
 
 def send(producer: KafkaProducer, topic: str, event: dict) -> None:
