@@ -53,7 +53,7 @@ from highland.ingest.dead_letters import DeadLetter, dead_letter
 from highland.ingest.events import BOM, MAX_PAYLOAD_BYTES, Accepted, Reason, Rejected, validate
 from highland.ingest.files import FileError
 from highland.ingest.gateway_metrics import GatewayMetrics
-from highland.ingest.names import Names
+from highland.ingest.names import REASON_ZH, Names
 from highland.ingest.token_use import UseRecorder, UseThrottle
 from highland.ingest.uploads import TooManyRows, is_table, table_rows
 
@@ -73,6 +73,17 @@ MAX_DEAD_LETTERS = 1000  # per GET /v1/dead-letters
 # most: past it the answer is 503 token_store_busy at once. A flood of made-up tokens is a flood of
 # cache misses; queued without a bound, it held every agency's requests behind it.
 MAX_STORE_QUEUE = 64
+# An agency's staff read the answers: every refusal of a whole request carries its Chinese words too.
+ERROR_ZH = {
+    **{reason.value: text for reason, text in REASON_ZH.items()},
+    "unreadable_file": "文件无法读取（编码、表头或工作表有误），未保存任何数据",
+    "rate_limited": "超出本令牌的报送频率，请按 Retry-After 秒数后重试",
+    "broker_unavailable": "服务暂时无法接收数据，本次请求未保存，请重试",
+    "token_store_unavailable": "令牌服务暂时不可用，请重试",
+    "token_store_busy": "令牌服务繁忙，请稍后重试",
+    "store_unavailable": "数据暂时无法读取，请重试",
+    "bad_request": "请求参数有误",
+}
 
 
 class TokenVerifier(Protocol):
@@ -227,7 +238,8 @@ class Gateway:
         if self._store_queue >= MAX_STORE_QUEUE:
             self.metrics.token_store_errors.inc()
             raise web.HTTPServiceUnavailable(text=strict_json.dumps({
-                "error": "token_store_busy", "detail": "too many token look-ups waiting; retry", "retry": True}),
+                "error": "token_store_busy", "error_zh": ERROR_ZH["token_store_busy"],
+                "detail": "too many token look-ups waiting; retry", "retry": True}),
                 content_type="application/json", headers={"Retry-After": "1"})
         self._store_queue += 1
         try:
@@ -265,7 +277,8 @@ class Gateway:
                 log.error("token look-up failed: %s", exc)
                 self.metrics.token_store_errors.inc()
                 raise web.HTTPServiceUnavailable(text=strict_json.dumps({
-                    "error": "token_store_unavailable", "detail": type(exc).__name__, "retry": True}),
+                    "error": "token_store_unavailable", "error_zh": ERROR_ZH["token_store_unavailable"],
+                    "detail": type(exc).__name__, "retry": True}),
                     content_type="application/json") from exc
             self.tokens.put(key, agency)
         return (agency, key) if agency is not None else None
@@ -297,6 +310,8 @@ class Gateway:
 
 
 def _json_response(data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    if "error" in data and data["error"] in ERROR_ZH:
+        data = {"error": data["error"], "error_zh": ERROR_ZH[data["error"]], **data}
     return web.json_response(data, status=status, dumps=strict_json.dumps, headers=headers)
 
 
@@ -397,7 +412,7 @@ def judge(payloads: list[bytes], catalog: Catalog, agency: str, origin: str, now
             at = f"{origin}#{index}" if lines is None else f"{origin}:line {lines[index]}"
             out.rejected.append(dead_letter(verdict, payload, "gateway", at, now))
             out.results.append({**where, "status": "rejected", "reason": verdict.reason.value,
-                                "detail": verdict.detail})
+                                "reason_zh": REASON_ZH[verdict.reason], "detail": verdict.detail})
     return out
 
 

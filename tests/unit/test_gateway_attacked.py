@@ -95,3 +95,23 @@ def test_a_carriage_return_between_the_members_of_an_ndjson_event_keeps_it_one_e
             assert (await answer.json())["accepted"] == 2
 
     asyncio.run(scenario())
+
+
+def test_every_refusal_an_agency_reads_from_the_gateway_is_in_chinese_too():
+    # The staff reading curl's output read Chinese: a rejected event had only the English reason,
+    # a refused request only an English error.
+    async def scenario() -> None:
+        settings = Settings(gateway_max_events=2)
+        async with TestClient(TestServer(create_app(gateway_for(SlowStore(0), settings)))) as client:
+            rejected = await client.post("/v1/events", json={**EVENT, "unit": "kg"}, headers=HONEST)
+            forged = await client.post("/v1/events", json=EVENT, headers={"Authorization": "Bearer hlt_forged"})
+            too_many = await client.post("/v1/events", json=[EVENT] * 3, headers=HONEST)
+            unreadable = await client.post("/v1/events", data="名称\n1\n".encode(),
+                                           headers={**HONEST, "Content-Type": "text/csv"})
+            bad_limit = await client.get("/v1/dead-letters?limit=0", headers=HONEST)
+            answers = [await r.json() for r in (rejected, forged, too_many, unreadable, bad_limit)]
+        assert answers[0]["results"][0]["reason_zh"] == "单位不符"
+        assert [a["error_zh"] for a in answers[1:]] == [
+            "未认证", "数据过大", "文件无法读取（编码、表头或工作表有误），未保存任何数据", "请求参数有误"]
+
+    asyncio.run(scenario())
