@@ -112,7 +112,7 @@ def strict_loads(text: str) -> Any:
 def test_progress_json_is_strict_json_even_when_a_stored_sum_is_not_finite(monkeypatch):
     row = ProgressRow("ecommerce_turnover", "E-commerce", "flow", "亿元", "cq_commerce", "2019", math.inf,
                       1.0, 18000.0, 2020, 6000.0, math.nan, "on_track", -math.inf, None)
-    monkeypatch.setattr("highland.sinks.client.connect", lambda settings: None)
+    monkeypatch.setattr("highland.sinks.client.connect", lambda settings, **_: None)
     monkeypatch.setattr("highland.sinks.progress.progress", lambda client, db, catalog, day: [row])
     result = CliRunner().invoke(cli, ["progress", "--as-of", "2019-06-30", "--json"])
     assert result.exit_code == 0, result.output
