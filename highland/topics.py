@@ -89,7 +89,9 @@ def topic_configs(settings: Settings, name: str) -> dict[str, str]:
     (CONTRACT §1), and a broker's ``retention.ms`` counts from a record's timestamp, so a backfill of
     events observed years ago would be deleted at the broker's next retention check -- before a worker
     has read it (docs/local-stack.md, "The replay hang"). Bound it by size (``retention.bytes``) instead."""
-    return {"retention.ms": "-1"} if name == settings.topic_events else {}
+    # An agency's own topic carries events too, with the same timestamps.
+    events = name == settings.topic_events or wire.agency_of_topic(settings, name) is not None
+    return {"retention.ms": "-1"} if events else {}
 
 
 def admin(settings: Settings) -> KafkaAdminClient:

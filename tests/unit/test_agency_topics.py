@@ -53,3 +53,11 @@ def test_a_reject_on_an_agencys_topic_is_that_agencys_dead_letter_whatever_it_cl
     letters = split([record("highland.events.in.cq_commerce", 0, {**GOOD, "agency": "cq_transport", "value": -1})],
                     CATALOG, NOW, BatchShares(1), owner)
     assert [letter.agency for letter in letters] == ["cq_commerce"]
+
+
+def test_an_agencys_topic_keeps_its_events_as_the_shared_topic_does():
+    """Its record timestamps are observed_at too: time retention would delete a backfill unread."""
+    from highland.topics import topic_configs
+
+    assert topic_configs(SETTINGS, "highland.events.in.cq_commerce")["retention.ms"] == "-1"
+    assert "retention.ms" not in topic_configs(SETTINGS, "highland.events.dlq")
