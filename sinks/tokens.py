@@ -83,6 +83,16 @@ def _after_now() -> datetime:
     return datetime.fromtimestamp(int(time.time()) + 1, UTC)
 
 
+def _after_latest(client: Any, db: str, table: str, digests: list[str]) -> datetime:
+    """A decision's updated_at: after now and after every row the tokens already have in ``table``.
+    Rows carry the clock of the machine that wrote them; after one written by a machine whose clock
+    runs ahead, a revocation stamped with this machine's now would lose (the token kept working)."""
+    rows = client.execute(f"SELECT toUnixTimestamp(max(updated_at)) FROM {db}.{table} "
+                          "WHERE token_sha256 IN %(h)s", {"h": tuple(digests)})
+    newest = rows[0][0] if rows and rows[0][0] else 0
+    return max(_after_now(), datetime.fromtimestamp(newest + 1, UTC))
+
+
 # --- issue and decide ---------------------------------------------------------------------------
 
 def issue(client: Any, db: str, agency: str, expires_at: datetime | None = None) -> str:
@@ -103,7 +113,7 @@ def set_expiry(client: Any, db: str, agency: str, sha256: str, expires_at: datet
 
 def _revoke(client: Any, db: str, rows: list[tuple[str, str]]) -> None:
     if rows:
-        now = _after_now()
+        now = _after_latest(client, db, AGENCY_TOKENS.name, [digest for _, digest in rows])
         client.execute(AGENCY_TOKENS.insert(db), [(agency, digest, 1, now) for agency, digest in rows])
 
 
@@ -145,7 +155,8 @@ def rotate(client: Any, db: str, id_: str, expires_at: datetime | None = None,
     else:
         until = datetime.now(UTC) + keep_old
         if old.expires_at is None or until < old.expires_at:
-            set_expiry(client, db, old.agency, old.sha256, until)
+            set_expiry(client, db, old.agency, old.sha256, until,
+                       at=_after_latest(client, db, AGENCY_TOKEN_EXPIRY.name, [old.sha256]))
     return new, old
 
 
