@@ -35,6 +35,11 @@ HOSTILE = [
     "指标\\'或1", "\x00", "\u202e",
 ]
 UNKNOWN = "no_such_indicator"
+# What `${indicator:sqlstring}` let through (it doubles the quote, and ClickHouse reads the backslash
+# before it as an escape): the literal ends, `OR 1)` closes the panel's condition, a UNION reads the
+# token table, and `--` comments out the rest of the line with the closing quote.
+EXFILTRATE = ("\\' OR 1) UNION ALL SELECT agency, token_sha256, today(), toUInt64(1), 1., 1., now() "
+              "FROM {db}.agency_tokens --")
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +83,16 @@ def test_hostile_values_answer_as_an_unknown_indicator_and_read_nothing_else(wit
             rows = run(value)
             assert TOKEN_HASH not in repr(rows), (title, value)
             assert rows == unknown, (title, value)
+
+
+def test_the_backslash_injection_returns_no_foreign_row(with_token: Engine, catalog: Catalog):
+    """The district panel with the value that, under `${indicator:sqlstring}`, listed token hashes as
+    districts (and every regional indicator's districts with them)."""
+    engine = with_token
+    sql = next(s for _uid, title, s in _variable_panels(engine.db, catalog) if title.startswith("By district"))
+    time_range = RANGES[definitions.INDICATOR_UID]
+    fiber = engine.query(expand(sql, time_range, {"indicator": "fiber_broadband_ports"})).rows
+    assert fiber  # the known feed's regional indicator has districts: a foreign row would be one of them
+    rows = engine.query(expand(sql, time_range, {"indicator": EXFILTRATE.format(db=engine.db)})).rows
+    assert TOKEN_HASH not in {r["district"] for r in rows}
+    assert rows == []
