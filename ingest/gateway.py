@@ -55,7 +55,7 @@ from highland.ingest.files import FileError
 from highland.ingest.gateway_metrics import GatewayMetrics
 from highland.ingest.names import REASON_ZH, Names
 from highland.ingest.token_use import UseRecorder, UseThrottle
-from highland.ingest.uploads import TooManyRows, is_table, table_rows
+from highland.ingest.uploads import XLSX_TYPE, TooManyRows, is_table, table_rows
 
 from highland import strict_json
 from highland.settings import Settings
@@ -68,6 +68,7 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace, nothing else
 _LINE = re.compile(rb"[^\n]+")
 _NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 OPENAPI = Path(__file__).with_name("openapi.yaml")
+_ZIP = b"PK\x03\x04"  # how every .xlsx (a zip archive) begins
 MAX_DEAD_LETTERS = 1000  # per GET /v1/dead-letters
 # Calls to the token store (look-ups on a cache miss, dead-letter reads) waiting their turn, at
 # most: past it the answer is 503 token_store_busy at once. A flood of made-up tokens is a flood of
@@ -421,6 +422,9 @@ def split_request(body: bytes, content_type: str, charset: str | None, sheet: st
     """(the events as JSON, each one's line in a table or None) of a request body of any accepted
     format; None if a JSON body is not JSON. Raises TooManyEvents past ``max_events`` and FileError
     for a table that cannot be read as a whole. CPU-bound: the gateway runs it in a thread."""
+    if content_type != XLSX_TYPE and body.startswith(_ZIP):  # curl sends a file as a form by default
+        raise FileError(f"the body is an Excel workbook (.xlsx), sent as {content_type}: send it with "
+                        f"Content-Type: {XLSX_TYPE}")
     if is_table(content_type):
         try:
             rows = table_rows(body, content_type, charset=charset, sheet=sheet, max_rows=max_events, names=names)

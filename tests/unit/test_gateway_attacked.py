@@ -115,3 +115,29 @@ def test_every_refusal_an_agency_reads_from_the_gateway_is_in_chinese_too():
             "未认证", "数据过大", "文件无法读取（编码、表头或工作表有误），未保存任何数据", "请求参数有误"]
 
     asyncio.run(scenario())
+
+
+def test_a_workbook_sent_without_its_content_type_is_named_and_not_dead_lettered(tmp_path):
+    # `curl --data-binary @报表.xlsx` without -H sends a form: the answer was "the body is not JSON"
+    # and 64 KiB of the workbook became a malformed_json dead letter in the agency's name.
+    from tests.unit.test_files import XLSX_ROWS, excel_workbook
+
+    book = excel_workbook(tmp_path / "报表.xlsx", XLSX_ROWS).read_bytes()
+
+    async def scenario() -> None:
+        gateway = gateway_for(SlowStore(0))
+        letters: list = []
+
+        async def deliver(accepted: list, rejected: list) -> None:
+            letters.extend(rejected)
+
+        gateway.deliver = deliver  # type: ignore[method-assign]
+        async with TestClient(TestServer(create_app(gateway))) as client:
+            for content_type in ("application/x-www-form-urlencoded", "text/csv", "application/json"):
+                answer = await client.post("/v1/events", data=book, headers={**HONEST, "Content-Type": content_type})
+                said = await answer.json()
+                assert answer.status == 400 and said["error"] == "unreadable_file", said
+                assert "spreadsheetml.sheet" in said["detail"]
+        assert letters == []
+
+    asyncio.run(scenario())
