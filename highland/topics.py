@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import timedelta
 
 from kafka.admin import (
     ACL,
@@ -21,6 +22,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from highland.catalog.loader import catalog_at
 from highland.ingest import wire
+from highland.ingest.events import FUTURE_TOLERANCE
 from highland.settings import Settings
 
 
@@ -82,16 +84,25 @@ def set_credential(settings: Settings, user: str, password: str) -> None:
         raise RuntimeError(f"Kafka refused the credential of {user!r}: {errors[user]}")
 
 
-def topic_configs(settings: Settings, name: str) -> dict[str, str]:
-    """Per-topic settings Highland needs from any Kafka broker.
+# What the broker must accept ahead of its clock: what validation accepts, and an hour for the
+# clocks of the validating host and the broker to differ.
+TIMESTAMP_AHEAD = FUTURE_TOLERANCE + timedelta(hours=1)
 
-    The events topic keeps no time-based retention: its record timestamps are ``observed_at``
-    (CONTRACT §1), and a broker's ``retention.ms`` counts from a record's timestamp, so a backfill of
-    events observed years ago would be deleted at the broker's next retention check -- before a worker
-    has read it (docs/local-stack.md, "The replay hang"). Bound it by size (``retention.bytes``) instead."""
-    # An agency's own topic carries events too, with the same timestamps.
-    events = name == settings.topic_events or wire.agency_of_topic(settings, name) is not None
-    return {"retention.ms": "-1"} if events else {}
+
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    """Per-topic settings Highland needs from any Kafka broker, for the events topics (the shared one
+    and each agency's own), whose record timestamps are ``observed_at`` (CONTRACT §1):
+
+    - no time-based retention: a broker's ``retention.ms`` counts from a record's timestamp, so a
+      backfill of events observed years ago would be deleted at the broker's next retention check --
+      before a worker has read it (docs/local-stack.md, "The replay hang"). Bound it by size
+      (``retention.bytes``) instead;
+    - timestamps up to a day ahead, as validation allows: Kafka 4 refuses a record stamped more than
+      an hour ahead by default (``message.timestamp.after.max.ms``)."""
+    if name != settings.topic_events and wire.agency_of_topic(settings, name) is None:
+        return {}
+    ahead_ms = int(TIMESTAMP_AHEAD.total_seconds() * 1000)
+    return {"retention.ms": "-1", "message.timestamp.after.max.ms": str(ahead_ms)}
 
 
 def admin(settings: Settings) -> KafkaAdminClient:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -19,6 +20,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from highland.settings import Settings
 from highland.topics import ensure_topics
+from tests.integration.support import event
 from tests.integration.test_worker import known_feed, push
 
 pytestmark = [
@@ -207,3 +209,12 @@ def test_events_observed_years_ago_stay_on_the_topic_until_read(isolated: Settin
     push(isolated, feed)
     time.sleep(RETENTION_CHECKS_S)
     assert asyncio.run(_count_from_start(isolated, isolated.topic_events)) == len(feed)
+
+
+def test_an_event_observed_up_to_a_day_ahead_is_accepted_by_the_broker_too(isolated: Settings):
+    """Validation accepts observed_at up to a day in the future (CONTRACT §1); Kafka 4 refuses a
+    record stamped more than an hour ahead unless the topic allows more, and the push failed."""
+    ahead = datetime.now(UTC) + timedelta(hours=23)
+    feed = [event("ahead-1", "cq_economy_it", "internet_plus_index", 4.6, "index", ahead.isoformat())]
+    push(isolated, feed)  # fails unless every event is acknowledged
+    assert asyncio.run(_count_from_start(isolated, isolated.topic_events)) == 1
