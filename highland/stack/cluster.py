@@ -34,9 +34,11 @@ SHARDS = 2
 REPLICAS = 2
 PORT_STEP = 10  # between two servers' ports
 ZOOKEEPER_OFFSET = 181  # ZooKeeper's port: the native port + this
-# The servers' ZooKeeper session: a server killed with SIGKILL holds its replicas "active" until it
-# expires, and a restarted one waits that long before replicating (ENVIRONMENT.md).
-SESSION_TIMEOUT_MS = 10_000
+# The servers' ZooKeeper session (ClickHouse's default). A server killed with SIGKILL holds its
+# replicas "active" until it expires, and a restarted one waits that long before replicating
+# (ENVIRONMENT.md); shorter ones expired on a starved machine, and 18.16 can crash when its session is
+# lost (docs/local-stack.md, "The cluster stack").
+SESSION_TIMEOUT_MS = 30_000
 ZOOKEEPER_CLASSPATH = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar")
 ZOOKEEPER_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 TEMPLATE = Path(__file__).parent / "templates" / "clickhouse-cluster.xml"

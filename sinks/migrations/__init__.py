@@ -16,6 +16,7 @@ from highland.sinks.migrations.operations import (
     CreateView,
     DropTable,
     Migration,
+    RecreateDistributed,
     RunData,
 )
 from highland.sinks.topology import Topology
@@ -62,4 +63,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "0007_observations_by_series", (
         CreateTable(t.OBSERVATIONS_BY_SERIES), RunData(fill_observations_by_series))),
     Migration(8, "0008_token_lifecycle", (CreateTable(t.AGENCY_TOKEN_EXPIRY), CreateTable(t.AGENCY_TOKEN_USES))),
+    # On a cluster, the Distributed observations_by_series with its MATERIALIZED columns as ALIAS: 18.16's
+    # Distributed INSERT sends MATERIALIZED columns, which the shards refuse (docs/clickhouse-dialect.md,
+    # "distributed-materialized"); databases created before c377acb have the form that cannot be written.
+    Migration(9, "0009_distributed_computed_columns", (RecreateDistributed(t.OBSERVATIONS_BY_SERIES),)),
 )

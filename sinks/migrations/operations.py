@@ -49,6 +49,20 @@ class CreateTable(_Statements):
 
 
 @dataclass(frozen=True)
+class RecreateDistributed(_Statements):
+    """On a cluster, a sharded table's Distributed table dropped and created again as rendered now
+    (its rows live in the shards' tables, which stay); nothing on one server."""
+
+    table: Table
+
+    def statements(self, db: str, topology: Topology, version: int) -> list[str]:
+        if not topology.cluster:
+            return []
+        _, distributed = on_cluster.create_table(self.table, db, topology.cluster, version)
+        return [f"DROP TABLE IF EXISTS {db}.{self.table.name} ON CLUSTER {topology.cluster}", distributed]
+
+
+@dataclass(frozen=True)
 class CreateMaterializedView(_Statements):
     view: MaterializedView
 

@@ -64,14 +64,19 @@ def _environment(overrides: dict[str, object]) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def cluster_stack() -> Iterator[Settings]:
-    overrides = cluster_overrides(Settings())
+    base = Settings()
+    overrides = cluster_overrides(base)
     state = Path(str(overrides["state_dir"]))
-    env = _environment(overrides)
+    # The session's passwords: processes the tests start (workers, `highland progress`) read them from
+    # the session's local.env, as they do for the single-node stack.
+    env = {**_environment(overrides),
+           **{k: v for k, v in local.ensure_secrets(base).items() if k in local.SECRET_KEYS}}
     probe = Settings(_env_file=None, **overrides)  # type: ignore[arg-type]
     if not any(s.service.pid() for s in cluster.servers(probe)):
         # Each session starts from empty servers and broker logs (Kafka's resolved jars stay).
         shutil.rmtree(state / "cluster", ignore_errors=True)
         shutil.rmtree(state / "kafka-cluster", ignore_errors=True)
+        local.env_file(probe).unlink(missing_ok=True)
     done = subprocess.run([sys.executable, "-m", "highland", "stack", "up", "--cluster"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     if done.returncode != 0:  # what did start is stopped, by pid, before the failure is reported

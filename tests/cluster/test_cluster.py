@@ -7,18 +7,24 @@ Each fault test prints a FAULT REPORT line (lost, doubled, seconds to resume; do
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
+from clickhouse_driver.errors import ServerException
 from highland.sinks.client import connect
+from highland.sinks.migrate import load_migrations, migrate
 
 from highland.settings import Settings
 from highland.stack import cluster
+from highland.topics import ensure_topics
 from tests.cluster.conftest import admin_password, restart_everything
 from tests.conftest import ROOT
 from tests.integration import test_exactness as exactness
@@ -184,3 +190,65 @@ def test_a_whole_shard_down_mid_write_and_back(on_cluster: Settings, tmp_path):
         cluster.start(settings, admin_password(settings))
 
     run_through(settings, tmp_path, "cluster_shard_down", down, back, seed=1703, down_s=15.0)
+
+
+# --- migration from today's schema --------------------------------------------------------------
+
+GOLDEN = ROOT / "tests" / "fixtures" / "ddl_aa7b72c.json"  # what `migrate` ran at aa7b72c (the last
+# release before the schema was described once), for one server and for a cluster
+
+
+def create_todays_schema(settings: Settings) -> None:
+    """The cluster schema as aa7b72c's ``migrate`` created it (versions 1-7), on this test's database."""
+    golden = json.loads(GOLDEN.read_text())
+    db, client = settings.clickhouse_database, connect(settings, database="default")
+    for sql in golden["migrate_cluster"]:
+        sql = re.sub(rf"\b{golden['database']}\b", db, sql.replace(golden["cluster"], cluster.NAME))
+        if sql.startswith(("CREATE", "DROP")):
+            client.execute(sql)
+    names = {m.version: m.name for m in load_migrations()}
+    client.execute(f"INSERT INTO {db}.schema_migrations (version, name) VALUES", [(v, names[v]) for v in range(1, 8)])
+
+
+@pytest.fixture
+def todays_cluster(cluster_stack: Settings) -> Iterator[Settings]:
+    unique = uuid.uuid4().hex[:10]
+    settings = cluster_stack.model_copy(update={
+        "clickhouse_database": f"t_{unique}", "topic_events": f"t.{unique}.events", "topic_dlq": f"t.{unique}.dlq",
+        "topic_alerts": f"t.{unique}.alerts", "consumer_group": f"t-{unique}"})
+    ensure_topics(settings)
+    create_todays_schema(settings)
+    yield settings
+    connect(settings, database="default").execute(
+        f"DROP DATABASE IF EXISTS {settings.clickhouse_database} ON CLUSTER {cluster.NAME}")
+
+
+def test_a_cluster_with_todays_schema_is_migrated_keeping_its_rows_and_then_stores_a_feed_exactly(
+        todays_cluster: Settings, tmp_path):
+    """A database created ON CLUSTER by aa7b72c (versions 1-7) holding dead letters: today's
+    Distributed observations_by_series refuses the writer's rows on 18.16; `migrate` applies 0008 and
+    0009 on every server, the dead letters stay, and then a worker stores a feed exactly."""
+    settings, db = todays_cluster, todays_cluster.clickhouse_database
+    client = connect(settings)
+    letters = [(0, n, "unknown_indicator", "d", "cq_comms_admin", "http", "", datetime(2020, 1, 1), "{}", "utf-8")
+               for n in range(50)]
+    client.execute(f"INSERT INTO {db}.dead_letters (dlq_partition, dlq_offset, reason, detail, agency, source, "
+                   "origin, received_at, payload, payload_encoding) VALUES", letters)
+    observation = [("internet_plus_index", "chongqing", date(2020, 1, 1), datetime(2020, 1, 1), "a", "e", 0, 1.0, 1)]
+    columns = "indicator, region, day, observed_at, agency, event_id, revision, value, sign"
+    with pytest.raises(ServerException, match="MATERIALIZED"):
+        client.execute(f"INSERT INTO {db}.observations_by_series ({columns}) VALUES", observation)
+
+    assert migrate(settings) == ["0008_token_lifecycle", "0009_distributed_computed_columns"]
+
+    assert client.execute(f"SELECT count() FROM {db}.dead_letters") == [(len(letters),)]
+    expected = {"agency_token_expiry", "agency_token_uses", "observations_by_series"}
+    for srv in cluster.servers(settings):
+        on_server = connect(cluster.server_settings(settings, srv))
+        assert expected <= {name for (name,) in on_server.execute(f"SHOW TABLES FROM {db}")}, srv.name
+        # schema_migrations is replicated to every server: a replica may fetch the last row a moment later.
+        wait_for(lambda c=on_server: c.execute(f"SELECT max(version) FROM {db}.schema_migrations") == [(9,)], 30,
+                 f"{srv.name} to hold version 9")
+    settings = eight_partitions(settings)
+    run_through(settings, tmp_path, "cluster_migrated_from_aa7b72c", lambda: None, lambda: None, seed=1704,
+                down_s=0.0)
