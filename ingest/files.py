@@ -275,10 +275,13 @@ def _csv_rows(path: Path, codec: str, cells: _Cells) -> Iterator[Row]:
                 return
             fields = _columns(path.name, header, f"is the file {'GB18030' if codec.startswith('utf') else 'UTF-8'}? "
                                                  "pass --encoding")
+            ended = reader.line_num
             for record in reader:
+                # A quoted cell may hold line breaks: a row is named by the line it starts on.
+                started, ended = ended + 1, reader.line_num
                 event = cells.event(fields, record)
                 if event is not None:
-                    yield Row(path.name, reader.line_num, to_json(event))
+                    yield Row(path.name, started, to_json(event))
         except UnicodeDecodeError:
             line, sample = _first_undecodable_line(path, codec)
             raise FileError(f"{path.name}: line {line} is not {encoding_label(codec)} text ({sample!r}); save the "

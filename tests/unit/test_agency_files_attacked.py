@@ -156,3 +156,16 @@ def test_long_event_numbers_excel_could_not_keep_are_refused_not_merged(tmp_path
     report = json.loads(highland("push", str(csv), "--agency", "cq_commerce", "--dry-run", "--json").stdout)
     assert (report["accepted"], [(r["line"], r["reason"]) for r in report["rejections"]]) == (
         1, [(2, "schema_violation"), (3, "schema_violation")])
+
+
+def test_a_csv_row_is_named_by_the_line_it_starts_on_when_a_quoted_cell_breaks_lines(tmp_path):
+    # Excel writes a cell typed with Alt+Enter as a quoted cell with a line break: the rows after it
+    # were reported one line late (at the line the row ends on), pointing at the wrong row.
+    from tests.unit.test_push_report import highland
+
+    path = tmp_path / "breaks.csv"
+    path.write_text(CHINESE_HEADER
+                    + 'a,0,重庆市商务委员会,"电子商务\n交易额",重庆市,1,kg,2019/1/31\n'
+                    + "b,0,重庆市商务委员会,电子商务交易额,重庆市,1,kg,2019/1/31\n")
+    report = json.loads(highland("push", str(path), "--agency", "cq_commerce", "--dry-run", "--json").stdout)
+    assert [(r["line"], r["reason"]) for r in report["rejections"]] == [(2, "unit_mismatch"), (4, "unit_mismatch")]
