@@ -27,7 +27,7 @@ import gc
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NamedTuple
@@ -157,7 +157,7 @@ class _EventsEarly(BootStrategy):
 
 
 class Prepared(NamedTuple):
-    """A batch after validation (its rejects already sent to the dead-letter topic)."""
+    """A batch after validation."""
 
     parts: list[BatchColumns]  # the accepted events, one part per writer process
     read: int
@@ -165,6 +165,82 @@ class Prepared(NamedTuple):
     received_at: datetime
     records: list[ConsumerRecord]  # as read: the raw payload of an event the store refuses
     reasons: dict[str, int]  # rejected records by reason
+    letters: list[DeadLetter]  # the rejected records' dead letters
+
+
+SendDeadLetters = Callable[[list[DeadLetter]], Awaitable[None]]
+
+
+class EventSteps:
+    """The events batch's steps (``streams.batches.Steps``): validate, dead-letter, write. The batch
+    consumer runs them in order and commits last."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, sink: ProcessSink, health: Health,
+                 metrics: WorkerMetrics, send_dead_letters: SendDeadLetters) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.sink = sink
+        self.health = health
+        self.metrics = metrics
+        self.send_dead_letters = send_dead_letters
+        self.watch = health.watch("events")
+
+    def owner_of(self, topic: str) -> str | None:
+        return wire.agency_of_topic(self.settings, topic)
+
+    async def validate(self, records: list[ConsumerRecord]) -> Prepared:
+        now = datetime.now(UTC)
+        accepted = BatchShares(self.settings.worker_writers)
+        rejected: list[DeadLetter] = []
+        for start in range(0, len(records), PREPARE_SLICE):
+            # Validation is CPU work in the event loop: yield between slices, so the previous
+            # batch's write gets going in its thread and heartbeats and fetches keep flowing.
+            await asyncio.sleep(0)
+            rejected += split(records[start:start + PREPARE_SLICE], self.catalog, now, accepted, self.owner_of)
+        reasons: dict[str, int] = {}
+        for letter in rejected:
+            reasons[letter.reason.value] = reasons.get(letter.reason.value, 0) + 1
+        return Prepared(accepted.columns(), len(records), len(rejected), now, records, reasons, rejected)
+
+    async def dead_letter(self, batch: Prepared) -> None:
+        if batch.letters:
+            await self.send_dead_letters(batch.letters)
+
+    async def write(self, batch: Prepared, lease: Lease) -> None:
+        """The accepted events to ClickHouse; the events it refused for their content dead-lettered
+        before the batch counts as done (``_nothing_poisoned``)."""
+        started = time.monotonic()
+        with self.watch.running():
+            parts: list[IsolatedPart] = await self.sink.call(
+                "insert", partial(write_isolated, write_events), batch.parts, batch.received_at,
+                self.catalog.plan.timezone, Topology.of(self.settings), lease=lease, done=_nothing_poisoned)
+            poisoned = [row for part in parts for row in part.poisoned]
+            if poisoned:
+                for row in poisoned:
+                    log.warning("poison event at partition %d offset %d dead-lettered: %s", row.partition,
+                                row.offset, row.error)
+                await self.send_dead_letters(poison_letters(batch, poisoned))
+        self._count(batch, WriteResult.of_parts([r for part in parts for r in part.results]), len(poisoned),
+                    time.monotonic() - started)
+
+    def _count(self, batch: Prepared, result: WriteResult, poisoned: int, seconds: float) -> None:
+        health = self.health
+        counters = health.counters
+        counters.batches_written += 1
+        counters.records_consumed += batch.read
+        counters.events_accepted += batch.read - batch.rejected
+        counters.events_stored += result.inserted
+        counters.poison_dead_lettered += poisoned
+        counters.events_rejected += batch.rejected
+        counters.dead_letters_sent += batch.rejected + poisoned
+        for reason, count in batch.reasons.items():
+            health.rejected_by_reason[reason] = health.rejected_by_reason.get(reason, 0) + count
+        self.metrics.batch_events.observe(batch.read)
+        self.metrics.write_seconds.observe(seconds)
+        self.metrics.storage_delay.observe((datetime.now(UTC) - batch.received_at).total_seconds(),
+                                      batch.read - batch.rejected - poisoned)
+        log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected, %d poison",
+                 batch.read, result.inserted, result.skipped, batch.rejected, poisoned)
 
 
 def _origin(msg: ConsumerRecord) -> str:
@@ -301,62 +377,16 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     sink = ProcessSink(settings, health)
     dlq_sink = ClickHouseSink(settings, health)
     evaluator = AlertEvaluator(settings, catalog, ClickHouseSink(settings))
-    events_watch, dead_letters_watch = health.watch("events"), health.watch("dead_letters")
+    dead_letters_watch = health.watch("dead_letters")
 
     async def send_dead_letters(records: list[DeadLetter]) -> None:
         futures = [await wire.send_with_faust(app.producer, wire.dead_letter_record(settings, r)) for r in records]
         await asyncio.gather(*futures)
 
-    def owner_of(topic: str) -> str | None:
-        return wire.agency_of_topic(settings, topic)
-
-    async def prepare_events(records: list[ConsumerRecord]) -> Prepared:
-        now = datetime.now(UTC)
-        accepted = BatchShares(settings.worker_writers)
-        rejected: list[DeadLetter] = []
-        for start in range(0, len(records), PREPARE_SLICE):
-            # Validation is CPU work in the event loop: yield between slices, so the previous
-            # batch's write gets going in its thread and heartbeats and fetches keep flowing.
-            await asyncio.sleep(0)
-            rejected += split(records[start:start + PREPARE_SLICE], catalog, now, accepted, owner_of)
-        if rejected:
-            await send_dead_letters(rejected)
-        reasons: dict[str, int] = {}
-        for letter in rejected:
-            reasons[letter.reason.value] = reasons.get(letter.reason.value, 0) + 1
-        return Prepared(accepted.columns(), len(records), len(rejected), now, records, reasons)
-
-    async def write_prepared(batch: Prepared, lease: Lease) -> None:
-        started = time.monotonic()
-        with events_watch.running():
-            parts: list[IsolatedPart] = await sink.call(
-                "insert", partial(write_isolated, write_events), batch.parts, batch.received_at,
-                catalog.plan.timezone, Topology.of(settings), lease=lease, done=_nothing_poisoned)
-            poisoned = [row for part in parts for row in part.poisoned]
-            if poisoned:
-                for row in poisoned:
-                    log.warning("poison event at partition %d offset %d dead-lettered: %s", row.partition,
-                                row.offset, row.error)
-                await send_dead_letters(poison_letters(batch, poisoned))
-        result = WriteResult.of_parts([r for part in parts for r in part.results])
-        counters = health.counters
-        counters.batches_written += 1
-        counters.records_consumed += batch.read
-        counters.events_accepted += batch.read - batch.rejected
-        counters.events_stored += result.inserted
-        counters.poison_dead_lettered += len(poisoned)
-        counters.events_rejected += batch.rejected
-        counters.dead_letters_sent += batch.rejected + len(poisoned)
-        for reason, count in batch.reasons.items():
-            health.rejected_by_reason[reason] = health.rejected_by_reason.get(reason, 0) + count
-        metrics.batch_events.observe(batch.read)
-        metrics.write_seconds.observe(time.monotonic() - started)
-        metrics.storage_delay.observe((datetime.now(UTC) - batch.received_at).total_seconds(),
-                                      batch.read - batch.rejected - len(poisoned))
-        log.info("batch: %d events, %d stored, %d skipped as already stored, %d rejected, %d poison",
-                 batch.read, result.inserted, result.skipped, batch.rejected, len(poisoned))
-
-    events = BatchConsumer(settings, settings.topic_events, prepare_events, write_prepared, on_error=app.crash,
+    # self_check is read when /metrics is rendered, once the app is built.
+    metrics = WorkerMetrics(health, lambda: self_check.stats.as_dict())
+    steps = EventSteps(settings, catalog, sink, health, metrics, send_dead_letters)
+    events = BatchConsumer(settings, settings.topic_events, steps, on_error=app.crash,
                            also=wire.events_topics(settings, (a.code for a in catalog.agencies))[1:])
     app.boot_strategy = _EventsEarly(app, events)
 
@@ -390,8 +420,6 @@ def create_app(settings: Settings, catalog: Catalog | None = None) -> faust.App:
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
         return web.json({**health.report(), "self_check": self_check.stats.as_dict()})
-
-    metrics = WorkerMetrics(health, lambda: self_check.stats.as_dict())
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -2,12 +2,16 @@
 
 Faust hands a stream one message at a time (a callback and a queue hop per message), which capped
 the worker near 9,000 events/s whatever the batch size. This service reads the events topic with
-aiokafka's ``getmany`` instead, in the same consumer-group semantics, and hands whole batches to two
-stages: ``prepare`` (validation: CPU in the event loop) and ``write`` (ClickHouse, in a thread).
-The two overlap: batch N+1 is read and prepared while batch N is being written, so the Python work
-of one batch runs while ClickHouse works on the other. Writes stay one at a time and in order.
-Offsets are committed explicitly, only after a batch's write returned: at least once, with
+aiokafka's ``getmany`` instead, in the same consumer-group semantics, and hands whole batches to
+``Steps``, one named step each, always in this order: ``validate`` (CPU in the event loop),
+``dead_letter`` (the rejects sent), ``write`` (ClickHouse, in a thread); then the consumer itself
+commits, always last. Validating and dead-lettering batch N+1 overlap the write of batch N, so the
+Python work of one batch runs while ClickHouse works on the other. Writes stay one at a time and in
+order. Offsets are committed explicitly, only after a batch's write returned: at least once, with
 exactness left to the idempotent writer.
+
+The Kafka consumer is injected (``KafkaConsumer``, which aiokafka's consumer satisfies), so the
+unit tests run this very loop on an in-memory broker (tests/support/local_broker.py).
 
 Ownership is the rule that keeps a partition written by one worker at a time: a batch may be
 written and committed only under a ``Lease``, valid while the group has not rebalanced since the
@@ -23,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -33,6 +37,37 @@ from highland.settings import Settings
 
 log = logging.getLogger("highland.worker")
 T = TypeVar("T")
+B = TypeVar("B")
+
+
+class KafkaConsumer(Protocol):
+    """What the batch consumer needs of a Kafka consumer: aiokafka's ``AIOKafkaConsumer`` is one
+    (``kafka_consumer``), the tests' in-memory broker hands out another."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def subscribe(self, topics: Sequence[str], *, listener: ConsumerRebalanceListener) -> None: ...
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[ConsumerRecord]]: ...
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+
+
+def kafka_consumer(settings: Settings) -> KafkaConsumer:
+    """The worker's events consumer: the batch consumer's group, offsets committed by hand only."""
+    s = settings
+    consumer: Any = AIOKafkaConsumer(
+        bootstrap_servers=s.bootstrap_servers, group_id=s.consumer_group, client_id=f"{s.consumer_group}-events",
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        session_timeout_ms=int(s.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
+        max_poll_records=s.worker_batch_size, **s.kafka_security(),
+    )
+    return consumer  # type: ignore[no-any-return]
 
 
 class LeaseLost(Exception):
@@ -77,8 +112,21 @@ class Lease:
         return self._done is None or self._done(fut.result())
 
 
-Prepare = Callable[[list[ConsumerRecord]], Awaitable[Any]]
-Write = Callable[[Any, Lease], Awaitable[None]]
+class Steps(Protocol[B]):
+    """One batch's processing as named steps, run by ``BatchConsumer`` in this order, each awaited
+    before the next: ``validate`` the records read into a batch ``B``; ``dead_letter`` its rejects
+    (their delivery awaited); ``write`` it under its ``Lease``. The consumer commits the batch's
+    offsets after ``write`` returned: commit is always last, and never part of a step. An exception
+    from a step (other than ``LeaseLost`` from ``write``) crashes the worker, which restarts from
+    the last commit."""
+
+    async def validate(self, records: list[ConsumerRecord]) -> B: ...
+
+    async def dead_letter(self, batch: B) -> None: ...
+
+    async def write(self, batch: B, lease: Lease) -> None: ...
+
+
 OnError = Callable[[BaseException], Awaitable[None]]
 
 
@@ -99,22 +147,24 @@ class _Listener(ConsumerRebalanceListener):
 
 class BatchConsumer(Service):
     """Reads ``topic`` in batches of up to ``worker_batch_size`` records (waiting at most
-    ``worker_batch_seconds`` after the first), calls ``prepare`` on each, then ``write`` on what it
-    returned, and commits after the write returns. Any other exception from either stage goes to
-    ``on_error`` (the app crashes and restarts from the last commit) and ends the loop."""
+    ``worker_batch_seconds`` after the first), runs the ``steps`` on each, and commits after its
+    write returns. Any other exception from a step goes to ``on_error`` (the app crashes and
+    restarts from the last commit) and ends the loop. ``consumer``: makes the Kafka consumer, when
+    the service starts (by default ``kafka_consumer(settings)``)."""
 
-    def __init__(self, settings: Settings, topic: str, prepare: Prepare, write: Write, on_error: OnError,
-                 also: Sequence[str] = (), **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, topic: str, steps: Steps[Any], on_error: OnError,
+                 also: Sequence[str] = (), consumer: Callable[[], KafkaConsumer] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.topic = topic
         self.topics = [topic, *also]  # ``also``: the agencies' own topics (docs/agencies.md), same group
-        self.prepare = prepare
-        self.write = write
+        self.steps = steps
         self.on_error = on_error
         self.generation = 0  # bumped on every revocation: leases of earlier batches become invalid
+        self._make_consumer = consumer or (lambda: kafka_consumer(settings))
         self._lease: Lease | None = None  # of the batch being written (one at a time)
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: KafkaConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._writing: asyncio.Future[bool] | None = None
 
@@ -122,14 +172,7 @@ class BatchConsumer(Service):
         return set(self._consumer.assignment()) if self._consumer else set()
 
     async def on_start(self) -> None:
-        s = self.settings
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers, group_id=s.consumer_group, client_id=f"{s.consumer_group}-events",
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=int(s.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
-            max_poll_records=s.worker_batch_size, **s.kafka_security(),
-        )
+        self._consumer = self._make_consumer()
         await self._consumer.start()
         # Subscribing after start() lets the group join run in the background (subscribed before,
         # start() waits for the first assignment and holds up the rest of the worker's start).
@@ -176,9 +219,10 @@ class BatchConsumer(Service):
                 records, lease = batch
                 if not lease.valid:
                     continue  # read before a rebalance: the new owner reads it again
-                # Prepare this batch while the previous one is being written.
+                # Validate and dead-letter this batch while the previous one is being written.
                 try:
-                    prepared = await self.prepare(records)
+                    prepared = await self.steps.validate(records)
+                    await self.steps.dead_letter(prepared)
                 except Exception as exc:
                     await self._crash("preparing a batch failed", exc)
                     return
@@ -206,10 +250,10 @@ class BatchConsumer(Service):
         await self.on_error(exc)
 
     async def _handle(self, prepared: Any, lease: Lease) -> bool:
-        """Write one prepared batch and commit it; False if the worker must stop."""
+        """Write one validated batch and commit it (last); False if the worker must stop."""
         self._lease = lease
         try:
-            await self.write(prepared, lease)
+            await self.steps.write(prepared, lease)
         except LeaseLost:
             log.info("a batch was dropped uncommitted: its partitions were revoked")
             return True

@@ -1,47 +1,69 @@
-"""The events consumer's ownership rule, without a broker: a worker whose partitions are revoked
-never starts another write for them, waits for the one already sent, and commits only what landed."""
+"""The events consumer's ownership rule, on an in-memory broker (tests/support/local_broker.py): a
+worker whose partitions are revoked never starts another write for them, waits for the one already
+sent, and commits only what landed; and a batch's steps run in order, commit last."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from highland.streams.app import ClickHouseSink
 from highland.streams.batches import BatchConsumer, Lease, LeaseLost
 
 from highland.settings import Settings
+from tests.support.local_broker import LocalBroker, LocalConsumer
 
-TP = TopicPartition("t.events", 0)
-OFFSETS = {TP: 500}
+TOPIC = "t.events"
+TP = TopicPartition(TOPIC, 0)
 
-
-class FakeKafka:
-    """Stands in for the aiokafka consumer: records commits."""
-
-    def __init__(self) -> None:
-        self.commits: list[dict[TopicPartition, int]] = []
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.commits.append(dict(offsets))
+Write = Callable[[list[int], Lease], Awaitable[None]]
 
 
-def consumer(store: Any, revoke_wait_s: float = 5.0) -> tuple[BatchConsumer, FakeKafka]:
+class Steps:
+    """A batch's steps for these tests: its records' offsets, no rejects, ``write`` as given."""
+
+    def __init__(self, write: Write, log: list[str] | None = None) -> None:
+        self._write = write
+        self.log = log if log is not None else []
+
+    async def validate(self, records: list[ConsumerRecord]) -> list[int]:
+        self.log.append(f"validate {records[0].offset}")
+        return [r.offset for r in records]
+
+    async def dead_letter(self, batch: list[int]) -> None:
+        self.log.append(f"dead-letter {batch[0]}")
+
+    async def write(self, batch: list[int], lease: Lease) -> None:
+        await self._write(batch, lease)
+
+
+@asynccontextmanager
+async def running(write: Write, records: int, log: list[str] | None = None,
+                  **settings: Any) -> AsyncIterator[tuple[LocalBroker, LocalConsumer, list[BaseException]]]:
+    """A batch consumer reading ``records`` records of one partition from a local broker."""
+    broker = LocalBroker()
+    for n in range(records):
+        broker.produce(TOPIC, b"%d" % n)
+    kafka = broker.consumer()
+    crashes: list[BaseException] = []
+
     async def on_error(exc: BaseException) -> None:
-        raise AssertionError(f"unexpected crash: {exc!r}")
+        crashes.append(exc)
 
-    settings = Settings(worker_revoke_wait_s=revoke_wait_s)
-    async def prepare(records: list[Any]) -> list[Any]:
-        return records
+    batches = BatchConsumer(Settings(**{"worker_revoke_wait_s": 5.0, **settings}), TOPIC, Steps(write, log),
+                            on_error, consumer=lambda: kafka)
+    await batches.start()
+    try:
+        yield broker, kafka, crashes
+    finally:
+        await batches.stop()
 
-    batches = BatchConsumer(settings, TP.topic, prepare, store, on_error)
-    kafka = FakeKafka()
-    batches._consumer = kafka  # type: ignore[assignment]
-    return batches, kafka
 
-
-def through_sink(insert: Any) -> Any:
+def through_sink(insert: Any) -> Write:
     """The worker's write stage: ``insert`` run by the ClickHouse sink, retried under the lease."""
     sink = ClickHouseSink(Settings())
 
@@ -66,15 +88,14 @@ def test_a_write_retrying_when_the_partitions_are_revoked_stops_and_commits_noth
         raise OSError("ClickHouse is away")
 
     async def scenario() -> None:
-        batches, kafka = consumer(through_sink(failing_insert))
-        storing = asyncio.ensure_future(batches._handle([1, 2, 3], Lease(batches, dict(OFFSETS))))
-        await until(lambda: len(attempts) >= 2)  # retrying with back-off
-        await batches.release("partitions revoked")
-        assert await asyncio.wait_for(storing, 10) is True  # dropped, the worker goes on
-        tried = len(attempts)
-        await asyncio.sleep(1.0)  # longer than the back-off: no attempt after the revocation
-        assert len(attempts) == tried
-        assert kafka.commits == []
+        async with running(through_sink(failing_insert), 3) as (broker, kafka, crashes):
+            await until(lambda: len(attempts) >= 2)  # retrying with back-off
+            await kafka.revoke()
+            tried = len(attempts)
+            await asyncio.sleep(1.0)  # longer than the back-off: no attempt after the revocation
+            assert len(attempts) == tried
+            assert broker.commits == []
+            assert crashes == []  # dropped, the worker goes on
 
     asyncio.run(scenario())
 
@@ -86,21 +107,21 @@ def test_a_write_in_flight_at_revocation_is_awaited_and_its_batch_committed_befo
         sent.set()
         assert finish.wait(5)
 
-    async def scenario() -> None:
-        async def store(rows: list[int], lease: Lease) -> None:
-            await lease.attempt(slow_insert, rows)
+    async def store(rows: list[int], lease: Lease) -> None:
+        await lease.attempt(slow_insert, rows)
 
-        batches, kafka = consumer(store)
-        storing = asyncio.ensure_future(batches._handle([1, 2, 3], Lease(batches, dict(OFFSETS))))
-        await until(sent.is_set)
-        releasing = asyncio.ensure_future(batches.release("partitions revoked"))
-        await asyncio.sleep(0.2)
-        assert not releasing.done(), "released the partitions with a write in flight"
-        finish.set()
-        await asyncio.wait_for(releasing, 5)
-        assert kafka.commits == [OFFSETS]  # committed while the partitions were still ours
-        assert await asyncio.wait_for(storing, 5) is True
-        assert kafka.commits == [OFFSETS]  # and not a second time by the loop
+    async def scenario() -> None:
+        async with running(store, 3) as (broker, kafka, crashes):
+            await until(sent.is_set)
+            releasing = asyncio.ensure_future(kafka.revoke())
+            await asyncio.sleep(0.2)
+            assert not releasing.done(), "released the partitions with a write in flight"
+            finish.set()
+            await asyncio.wait_for(releasing, 5)
+            assert broker.commits == [{TP: 3}]  # committed while the partitions were still ours
+            await asyncio.sleep(0.2)
+            assert broker.commits == [{TP: 3}]  # and not a second time by the loop
+            assert crashes == []
 
     asyncio.run(scenario())
 
@@ -115,40 +136,43 @@ def test_a_write_that_left_poison_records_is_not_committed_by_a_revocation_befor
         assert finish.wait(5)
         return [2]  # the poisoned rows
 
-    async def scenario() -> None:
-        async def store(rows: list[int], lease: Lease) -> None:
-            await lease.attempt(insert_with_poison, rows, done=lambda poisoned: not poisoned)
-            await asyncio.sleep(0.5)  # sending their dead letters
+    async def store(rows: list[int], lease: Lease) -> None:
+        await lease.attempt(insert_with_poison, rows, done=lambda poisoned: not poisoned)
+        await asyncio.sleep(0.5)  # sending their dead letters
 
-        batches, kafka = consumer(store)
-        storing = asyncio.ensure_future(batches._handle([1, 2, 3], Lease(batches, dict(OFFSETS))))
-        await until(sent.is_set)
-        releasing = asyncio.ensure_future(batches.release("partitions revoked"))
-        finish.set()
-        await asyncio.wait_for(releasing, 5)
-        assert await asyncio.wait_for(storing, 5) is True
-        assert kafka.commits == []
+    async def scenario() -> None:
+        async with running(store, 3) as (broker, kafka, crashes):
+            await until(sent.is_set)
+            releasing = asyncio.ensure_future(kafka.revoke())
+            finish.set()
+            await asyncio.wait_for(releasing, 5)
+            await asyncio.sleep(0.7)  # the dead letters sent, the write step returned
+            assert broker.commits == []
+            assert crashes == []
 
     asyncio.run(scenario())
 
 
 def test_a_failed_write_in_flight_at_revocation_is_not_committed():
     sent, finish = threading.Event(), threading.Event()
+    attempts: list[int] = []
 
     def failing_insert(client: Any, db: str, rows: list[int]) -> None:
+        attempts.append(len(rows))
         sent.set()
         assert finish.wait(5)
         raise OSError("connection reset")
 
     async def scenario() -> None:
-        batches, kafka = consumer(through_sink(failing_insert))
-        storing = asyncio.ensure_future(batches._handle([1], Lease(batches, dict(OFFSETS))))
-        await until(sent.is_set)
-        releasing = asyncio.ensure_future(batches.release("partitions revoked"))
-        finish.set()
-        await asyncio.wait_for(releasing, 5)
-        assert await asyncio.wait_for(storing, 5) is True  # dropped after the failure, not retried
-        assert kafka.commits == []
+        async with running(through_sink(failing_insert), 1) as (broker, kafka, crashes):
+            await until(sent.is_set)
+            releasing = asyncio.ensure_future(kafka.revoke())
+            finish.set()
+            await asyncio.wait_for(releasing, 5)
+            await asyncio.sleep(0.5)  # longer than the first back-off
+            assert attempts == [1]  # dropped after the failure, not retried
+            assert broker.commits == []
+            assert crashes == []
 
     asyncio.run(scenario())
 
@@ -156,9 +180,13 @@ def test_a_failed_write_in_flight_at_revocation_is_not_committed():
 def test_a_batch_read_before_a_rebalance_is_never_written():
     calls: list[int] = []
 
+    async def never(rows: list[int], lease: Lease) -> None:
+        raise AssertionError("no batch was to be written")
+
     async def scenario() -> None:
-        batches, _ = consumer(None)
-        lease = Lease(batches, dict(OFFSETS))
+        batches = BatchConsumer(Settings(), TOPIC, Steps(never), on_error=never,  # type: ignore[arg-type]
+                                consumer=LocalBroker().consumer)
+        lease = Lease(batches, {TP: 500})
         await batches.release("partitions revoked")
         assert not lease.valid
         try:
@@ -172,59 +200,30 @@ def test_a_batch_read_before_a_rebalance_is_never_written():
     asyncio.run(scenario())
 
 
-class Record:
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-
-
-class QueuedKafka(FakeKafka):
-    """Hands out prepared batches of records, one per getmany, then nothing."""
-
-    def __init__(self, batches: list[list[int]]) -> None:
-        super().__init__()
-        self.batches = batches
-
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
-        if self.batches:
-            return {TP: [Record(o) for o in self.batches.pop(0)]}
-        await asyncio.sleep(timeout_ms / 1000)
-        return {}
-
-
-def test_the_next_batch_is_prepared_while_one_is_written_but_writes_and_commits_stay_one_at_a_time_in_order():
+def test_the_next_batch_is_validated_while_one_is_written_but_writes_and_commits_stay_one_at_a_time_in_order():
     log: list[str] = []
     first_written = asyncio.Event()
 
+    async def write(offsets: list[int], lease: Lease) -> None:
+        log.append(f"write {offsets[0]} starts")
+        if offsets[0] == 0:
+            await first_written.wait()  # held until the test saw the next batch validated
+        log.append(f"write {offsets[0]} ends")
+
     async def scenario() -> None:
-        async def prepare(records: list[Record]) -> list[int]:
-            log.append(f"prepare {records[0].offset}")
-            return [r.offset for r in records]
-
-        async def write(offsets: list[int], lease: Lease) -> None:
-            log.append(f"write {offsets[0]} starts")
-            if offsets[0] == 0:
-                await first_written.wait()  # held until the test saw the next batch prepared
-            log.append(f"write {offsets[0]} ends")
-
-        async def on_error(exc: BaseException) -> None:
-            raise AssertionError(f"unexpected crash: {exc!r}")
-
-        batches = BatchConsumer(Settings(worker_batch_size=2, worker_batch_seconds=0.05), TP.topic, prepare, write,
-                                on_error)
-        kafka = QueuedKafka([[0, 1], [2, 3], [4, 5]])
-        batches._consumer = kafka  # type: ignore[assignment]
-        running = asyncio.ensure_future(batches._run())
-        await until(lambda: "prepare 2" in log)
-        assert "write 0 starts" in log and "write 0 ends" not in log  # prepared during write 0
-        assert "write 2 starts" not in log and "prepare 4" not in log  # and no further
-        assert kafka.commits == []
-        first_written.set()
-        await until(lambda: len(kafka.commits) == 3)
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+        async with running(write, 6, log, worker_batch_size=2, worker_batch_seconds=0.05) as (broker, _, crashes):
+            await until(lambda: "dead-letter 2" in log)
+            assert "write 0 starts" in log and "write 0 ends" not in log  # validated during write 0
+            assert "write 2 starts" not in log and "validate 4" not in log  # and no further
+            assert broker.commits == []
+            first_written.set()
+            await until(lambda: len(broker.commits) == 3)
+            assert crashes == []
+        for n in (0, 2, 4):  # each batch's steps in order: validate, dead-letter, write
+            assert log.index(f"validate {n}") < log.index(f"dead-letter {n}") < log.index(f"write {n} starts")
         writes = [line for line in log if line.startswith("write")]
         assert writes == ["write 0 starts", "write 0 ends", "write 2 starts", "write 2 ends",
                           "write 4 starts", "write 4 ends"]
-        assert kafka.commits == [{TP: 2}, {TP: 4}, {TP: 6}]
+        assert broker.commits == [{TP: 2}, {TP: 4}, {TP: 6}]
 
     asyncio.run(scenario())
