@@ -380,30 +380,33 @@ def _merge_ranges(ws: object) -> list[tuple[int, int, int, int]]:
 
 
 class _Merged:
-    """Fills each row's merged cells from the first cell of their range, row by row (the ranges that
-    cover the current row are the only ones kept)."""
+    """Fills each row's merged cells from the first cell of their range, row by row: down the
+    range's first column (a merge across columns joins cells of one row, which copying would turn
+    into two fields). What covers a cell is kept per column, so the work is one step per range plus
+    the row's cells per row, however many ranges a file declares."""
 
     def __init__(self, ranges: list[tuple[int, int, int, int]]) -> None:
-        self._pending = ranges  # sorted by first row
-        self._active: list[tuple[int, int, int, int, list[object]]] = []
+        self._pending, self._next = ranges, 0  # sorted by first row
+        self._cover: dict[int, tuple[int, int, object]] = {}  # column -> (first row, last row, anchor)
 
     def fill(self, number: int, values: list[object], fields: list[str | None] | None) -> list[object]:
-        while self._pending and self._pending[0][0] <= number:
-            first, last, left, right = self._pending.pop(0)
+        while self._next < len(self._pending) and self._pending[self._next][0] <= number:
+            first, last, left, _right = self._pending[self._next]
+            self._next += 1
             # (an empty first row is skipped before it gets here: then there is nothing to copy)
             anchor = values[left - 1] if first == number and left - 1 < len(values) else None
-            self._active.append((first, last, left, right, [anchor]))
-        self._active = [r for r in self._active if r[1] >= number]
-        if not self._active:
+            if left <= len(values):
+                self._cover[left] = (first, last, anchor)
+        if not self._cover:
             return values
         values = list(values)
-        for first, _last, left, right, (anchor,) in self._active:
-            for column in range(left, right + 1):
-                if (column, number) == (left, first) or column - 1 >= len(values):
-                    continue
-                field = fields[column - 1] if fields is not None and column - 1 < len(fields) else None
-                if values[column - 1] is None and field not in _NOT_COPIED:
-                    values[column - 1] = anchor
+        for column, (first, last, anchor) in list(self._cover.items()):
+            if last < number:
+                del self._cover[column]
+                continue
+            field = fields[column - 1] if fields is not None and column - 1 < len(fields) else None
+            if number != first and values[column - 1] is None and field not in _NOT_COPIED:
+                values[column - 1] = anchor
         return values
 
 
