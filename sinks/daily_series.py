@@ -110,16 +110,6 @@ def stage_columns(client: Any, name: str, structure: Sequence[tuple[str, str]], 
         client.execute(f"INSERT INTO {name} ({', '.join(c for c, _ in structure)}) VALUES", columns, columnar=True)
 
 
-_OBSERVATION_STRUCTURE = OBSERVATIONS_BY_SERIES.structure()
-
-
-def stage_observations(client: Any, rows: Sequence[Observation]) -> None:
-    """``_obs`` from rows made in Python (the writer derives it from its batch in SQL instead),
-    each once: the look-up of stored rows expects distinct rows."""
-    distinct = list(dict.fromkeys(rows))
-    stage_columns(client, "_obs", _OBSERVATION_STRUCTURE, [list(c) for c in zip(*distinct, strict=True)])
-
-
 def zone_literal(tz: str) -> str:
     """The plan's timezone as an SQL string literal (it comes from the catalog; escaped anyway)."""
     return "'" + tz.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -159,7 +149,7 @@ def implied_rows_sql(tz: str, stored: str) -> str:
 # numeric columns -- the touched series-days' primary-key range, and inside it only rows whose
 # ``key`` (hash of agency, event_id) is one of the batch's (PREWHERE: the other columns are read
 # only there, in the common case nowhere) -- a superset that the exact NOT IN then narrows.
-# ``_obs`` holds distinct rows: the writer's derivation makes them so, ``stage_observations`` too.
+# ``_obs`` holds distinct rows: the writer's derivation makes them so (and the tests' staging).
 def new_rows_sql(db: str, topology: Topology, rows: str = "_obs", days: str = "_obs_days") -> str:
     """The rows of the session table ``rows`` not stored yet; ``days``: its distinct series-days."""
     return f"""
@@ -276,13 +266,10 @@ SETTLED = """
     )"""
 
 
-def begin(client: Any, db: str, rows: Sequence[Observation] | None = None, *,
-          topology: Topology = SINGLE_NODE) -> None:
-    """Step 1 for the session's ``_obs`` (``rows``, if given, are staged there first): count, look
-    up, insert the rows not stored yet (before the events INSERT). What it counted waits in the
-    session's ``_before`` for ``settle`` on the same connection. """
-    if rows is not None:
-        stage_observations(client, rows)
+def begin(client: Any, db: str, *, topology: Topology = SINGLE_NODE) -> None:
+    """Step 1 for the session's ``_obs``: count, look up, insert the rows not stored yet (before
+    the events INSERT). What it counted waits in the session's ``_before`` for ``settle`` on the
+    same connection. """
     # Counted before the lookup: a copy of one of our rows that another writer adds in between is
     # then an extra row at settle time, and the day is recomputed rather than updated.
     replace_session_table(client, "_obs_days", "SELECT DISTINCT indicator, region, day FROM _obs")

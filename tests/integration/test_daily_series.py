@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from highland.catalog.loader import default_catalog
 from highland.ingest.events import Accepted, validate
+from highland.sinks import daily_series
 from highland.sinks.client import connect
 from highland.sinks.daily_series import (
     OBSERVATION_COLUMNS,
@@ -26,15 +27,15 @@ from highland.sinks.daily_series import (
     DayState,
     Observation,
     SeriesDay,
-    begin,
     read_states,
     rebuild,
     recompute,
     settle,
+    stage_columns,
 )
 from highland.sinks.migrations import fill_observations_by_series
 from highland.sinks.progress import Actual, query_actuals, reference_actuals
-from highland.sinks.tables import OBSERVATIONS_0006
+from highland.sinks.tables import OBSERVATIONS_0006, OBSERVATIONS_BY_SERIES
 from highland.sinks.topology import SINGLE_NODE
 from highland.sinks.writer import write_events
 
@@ -289,6 +290,15 @@ def from_scratch(client: Any, name: str) -> DayState:
                          where=f"indicator = '{DAY.indicator}' AND day = '{DAY.day}'"))
     return DayState(version, events, total, close, (int(close_obs.replace(tzinfo=UTC).timestamp()), rev, eid)
                     if events else ())
+
+
+def begin(client: Any, db: str, rows: list[Observation]) -> None:
+    """The writer's step 1 for rows made here: the writer derives its session's ``_obs`` from its
+    batch in SQL; a test stages its rows there (each once: the look-up of stored rows expects
+    distinct rows), then begins."""
+    distinct = list(dict.fromkeys(rows))
+    stage_columns(client, "_obs", OBSERVATIONS_BY_SERIES.structure(), [list(c) for c in zip(*distinct, strict=True)])
+    daily_series.begin(client, db)
 
 
 def begin_and_settle(client: Any, name: str, rows: list[Observation]) -> dict[str, int]:
