@@ -30,11 +30,10 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import faust
 from aiokafka import ConsumerRecord
-from clickhouse_driver.errors import Error as ClickHouseError
 from faust.app.base import BootStrategy
 from faust.types import EventT
 from highland.catalog.loader import catalog_at
@@ -44,7 +43,7 @@ from highland.ingest.dead_letters import DeadLetter, dead_letter, unreadable
 from highland.ingest.events import Accepted, Reason, Rejected, Verdict, validate_batch
 from highland.sinks import dead_letters as dead_letter_sink
 from highland.sinks.client import connect
-from highland.sinks.poison import Failure, Unisolated, classify
+from highland.sinks.poison import Unisolated, retryable
 from highland.sinks.topology import Topology
 from highland.sinks.writer import BatchColumns, BatchShares, WriteResult, write_events
 from highland.sinks.writer_process import IsolatedPart, PoisonRow, WriterPool, write_isolated
@@ -58,6 +57,7 @@ from mode import Service, ServiceT
 from highland.settings import Settings
 
 log = logging.getLogger("highland.worker")
+T = TypeVar("T")
 # The Faust app's own group (dead letters only). The events consumer keeps ``consumer_group``: it
 # owns the events offsets, and one group can't mix Faust's assignor with the client's.
 FAUST_GROUP_SUFFIX = "-faust"
@@ -77,6 +77,34 @@ STUCK_CHECK_S = 1.0  # how often batches in progress are checked for being stuck
 CRASH_CHECK_S = 0.2  # how soon a crashed app makes the worker leave
 
 
+async def retrying(what: str, attempt: Callable[[], Awaitable[T]], health: Health | None = None,
+                   failed: Callable[[], None] = lambda: None) -> T:
+    """The one retry loop of the worker's ClickHouse calls: ``attempt()`` again, with back-off,
+    while it fails in a way ``retryable`` says is worth it (``failed`` runs after each such failure);
+    any other exception -- a failure of the content, ``LeaseLost``, a bug -- is raised at once."""
+    delay = 0.2
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not retryable(exc):
+                raise
+            log.warning("ClickHouse %s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, delay)
+            if health is not None:
+                health.counters.infrastructure_retries += 1
+            failed()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _once(target: Callable[..., T], args: tuple[Any, ...], lease: Lease | None,
+                done: Callable[[Any], bool] | None) -> T:
+    """One try of ``target(*args)`` in a thread; under a ``lease``, only while it holds."""
+    if lease is not None:
+        return await lease.attempt(target, *args, done=done)
+    return await asyncio.to_thread(target, *args)
+
+
 class ClickHouseSink:
     """One ClickHouse connection per worker, used from a worker thread so the event loop (and
     with it the group heartbeat) never blocks on a slow or restarting server."""
@@ -93,51 +121,32 @@ class ClickHouseSink:
             self._client = connect(self.settings)
         return self._client
 
-    def _target(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
-        return fn, (self.client, self.db, *args)
-
-    def _failed(self) -> None:
-        self._client = None  # reconnect: the server may have restarted
+    def _reconnect(self) -> None:
+        self._client = None  # the server may have restarted
 
     async def call(self, what: str, fn: Any, *args: Any, lease: Lease | None = None,
                    done: Callable[[Any], bool] | None = None) -> Any:
-        """Run ``fn(client, db, *args)`` in a thread, retrying until ClickHouse answers; under a
+        """Run ``fn(client, db, *args)`` in a thread, ``retrying`` until ClickHouse answers; under a
         ``lease``, only while it holds (``LeaseLost`` once the partitions are gone; ``done``: see
         ``Lease.attempt``). A failure of the content is never retried (it would be forever): the
         poison-record policy inside ``fn`` keeps those from getting here."""
-        delay = 0.2
-        while True:
-            target, full = self._target(fn, args)
-            try:
-                if lease is not None:
-                    return await lease.attempt(target, *full, done=done)
-                return await asyncio.to_thread(target, *full)
-            except (ClickHouseError, OSError, EOFError) as exc:
-                if classify(exc) is Failure.CONTENT:
-                    raise
-                log.warning("ClickHouse %s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__,
-                            exc, delay)
-                if self.health is not None:
-                    self.health.counters.infrastructure_retries += 1
-                self._failed()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return await retrying(what, lambda: _once(fn, (self.client, self.db, *args), lease, done), self.health,
+                              self._reconnect)
 
 
-class ProcessSink(ClickHouseSink):
-    """The same retries, with the connections in the writer processes (sinks/writer_process.py):
-    ``call(what, fn, parts, *args)`` runs ``fn(client, db, part, *args)`` for each part, each in a
-    process of its own, at the same time."""
+class ProcessSink:
+    """The events writes, in the writer processes (sinks/writer_process.py), ``retrying`` as
+    ``ClickHouseSink`` does: ``call(what, fn, parts, *args)`` runs ``fn(client, db, part, *args)``
+    for each part, each in a process of its own, at the same time. A process reconnects by itself,
+    and the next call replaces a dead one."""
 
     def __init__(self, settings: Settings, health: Health | None = None) -> None:
-        super().__init__(settings, health)
+        self.health = health
         self.pool = WriterPool(settings, settings.worker_writers)
 
-    def _target(self, fn: Any, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
-        return self.pool.write, (fn, *args)
-
-    def _failed(self) -> None:
-        pass  # the process reconnects by itself, and the next call replaces a dead one
+    async def call(self, what: str, fn: Any, *args: Any, lease: Lease | None = None,
+                   done: Callable[[Any], bool] | None = None) -> Any:
+        return await retrying(what, lambda: _once(self.pool.write, (fn, *args), lease, done), self.health)
 
 
 class _EventsEarly(BootStrategy):
