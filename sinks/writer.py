@@ -55,12 +55,10 @@ _OBSERVED_AT = Accepted._fields.index("observed_at")
 class WriteResult:
     inserted: int
     skipped: int  # already stored, or superseded by a higher revision
-    indicators: frozenset[str]  # indicators whose numbers may have changed
 
     @classmethod
     def of_parts(cls, results: Sequence[WriteResult]) -> WriteResult:
-        return cls(sum(r.inserted for r in results), sum(r.skipped for r in results),
-                   frozenset().union(*(r.indicators for r in results)))
+        return cls(sum(r.inserted for r in results), sum(r.skipped for r in results))
 
 
 class BatchColumns(NamedTuple):
@@ -166,15 +164,13 @@ class WriteSession:
         daily_series.settle(self.client, self.db, topology=self.topology)
 
     def result(self, batch_size: int) -> WriteResult:
-        # A revision may move an event to another indicator: then both indicators' numbers change.
-        [(fresh, touched)] = self.client.execute(
-            "SELECT (SELECT count() FROM _fresh), groupUniqArray(indicator) FROM _obs")
-        return WriteResult(inserted=fresh, skipped=batch_size - fresh, indicators=frozenset(touched))
+        [(fresh,)] = self.client.execute("SELECT count() FROM _fresh")
+        return WriteResult(inserted=fresh, skipped=batch_size - fresh)
 
     def write(self, batch: BatchColumns, received_at: datetime) -> WriteResult:
         """Every step, in order."""
         if not len(batch):
-            return WriteResult(inserted=0, skipped=0, indicators=frozenset())
+            return WriteResult(inserted=0, skipped=0)
         self.stage(batch)
         self.deduplicate()
         self.insert_events(received_at)
