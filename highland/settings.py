@@ -232,7 +232,8 @@ def get_settings() -> Settings:
 # What a `highland worker` child must read as its parent does: the services and names it works on
 # and the knobs that tests and the benchmark set. (A data directory is the caller's: one per worker.)
 WORKER_FIELDS = (
-    "kafka_bootstrap", "clickhouse_port", "clickhouse_database", "clickhouse_password", "topic_events",
+    "kafka_bootstrap", "clickhouse_port", "clickhouse_database", "clickhouse_password", "clickhouse_cluster",
+    "topic_events",
     "topic_dlq", "topic_alerts", "consumer_group", "worker_batch_size", "worker_writers", "alert_check_seconds",
     "alert_webhook_url", "notify", "worker_stuck_after_s", "worker_web_enabled", "worker_web_port", "worker_web_host",
     "catalog_dir",
