@@ -195,6 +195,13 @@ class Settings(BaseSettings):
     s3_filer_port: int = 28888
     install_missing: bool = True
 
+    @field_validator("clickhouse_cluster", mode="before")
+    @classmethod
+    def _no_cluster_when_empty(cls, value: object) -> object:
+        """An empty HIGHLAND_CLICKHOUSE_CLUSTER (what worker_environment writes for one server) means
+        one server: a cluster named "" would render ``ON CLUSTER`` with no name."""
+        return None if value == "" else value
+
     @field_validator("catalog_dir", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
