@@ -264,7 +264,7 @@ def _format(settings: Settings, node: Node, config: Path, logging: Path, cluster
         return
     scram = ["--add-scram", f"{sasl.mechanism}=[name={sasl.admin},password={sasl.admin_password}]"] if sasl else []
     done = subprocess.run(
-        [*_jvm(settings, logging), STORAGE_TOOL, "format", "--config", str(config), "--cluster-id", cluster_id,
+        [*_jvm(settings, logging), STORAGE_TOOL, "format", "--config", str(config), f"--cluster-id={cluster_id}",
          *scram],
         capture_output=True, text=True, timeout=120, cwd=node.home,
     )

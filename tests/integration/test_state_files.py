@@ -17,7 +17,10 @@ def too_open(root: Path) -> list[str]:
     """Every path under ``root`` with a permission bit for group or others (symlinks aside)."""
     found = []
     for path in [root, *root.rglob("*")]:
-        info = path.lstat()
+        try:
+            info = path.lstat()
+        except FileNotFoundError:  # a part the running server merged away while we walked
+            continue
         if not stat.S_ISLNK(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
             found.append(f"{oct(stat.S_IMODE(info.st_mode))} {path}")
     return found
