@@ -35,6 +35,7 @@ class Steps:
         return [r.offset for r in records]
 
     async def dead_letter(self, batch: list[int]) -> None:
+        await asyncio.sleep(0.01)  # the rejects' delivery takes a while: the write must wait for it
         self.log.append(f"dead-letter {batch[0]}")
 
     async def write(self, batch: list[int], lease: Lease) -> None:
