@@ -118,8 +118,7 @@ def retryable(exc: BaseException) -> bool:
     """Whether a ClickHouse call that raised ``exc`` is worth making again as it was: the worker's
     one retry loop (``streams.app.retrying``) asks this. Not a failure of the content (it would fail
     for ever), and nothing but ClickHouse's, a socket's or a writer process's failure (``WriteFailed``
-    is an ``OSError``): the writer child answers ``WriteFailed`` only for ``Failure.INFRASTRUCTURE``,
-    since ``write_isolated`` has already bisected the rest."""
+    is an ``OSError``). A writer child's failures reach it as raised there (sinks/writer_process.py)."""
     return isinstance(exc, (ClickHouseError, OSError, EOFError)) and classify(exc) is not Failure.CONTENT
 
 

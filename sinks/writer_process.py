@@ -16,8 +16,9 @@ process group can't cut a write in half: the worker's shutdown decides when it e
 A write runs under the poison-record policy (sinks/poison.py) in the child itself, over its own
 connection: ``write_isolated`` sets aside the rows a column can't hold, bisects the rest on any
 failure that is not the infrastructure's, and answers with what was written and the rows that
-could not be (the worker dead-letters them). Only an infrastructure failure comes back as
-retryable (``WriteFailed``); anything else that escapes is a ``WriterCrashed``.
+could not be (the worker dead-letters them). The child decides nothing about a failure: whatever
+escapes is raised again in the parent as itself (the child's traceback added as a note), and the
+worker's one retry loop asks the one rule, ``sinks.poison.retryable``, as for any ClickHouse call.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -38,7 +40,7 @@ from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
 
 from highland.sinks.client import connect
-from highland.sinks.poison import Failure, PoisonPolicy, classify, describe, out_of_bounds
+from highland.sinks.poison import Failure, PoisonPolicy, out_of_bounds
 from highland.sinks.writer import BATCH_STRUCTURE, BatchColumns
 
 from highland.settings import Settings
@@ -50,12 +52,13 @@ _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class WriteFailed(OSError):
-    """The infrastructure (ClickHouse, the connection, the process) failed: worth a retry."""
+    """The writer process itself failed (it died, or its pipe broke): an ``OSError``, so the one
+    rule retries it, and the next call starts another process."""
 
 
 class WriterCrashed(RuntimeError):
-    """The call raised something else in the writer process (a bug, or a failure no record could
-    be blamed for): not worth a retry."""
+    """The call raised an exception that can't cross a pipe as itself (it doesn't survive pickling):
+    it crosses as this, named in its text, the child's traceback in its note."""
 
 
 class PoisonRow(NamedTuple):
@@ -145,7 +148,8 @@ class WriterProcess:
         self._process = self._conn = None
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(client, db, *args)`` in the child; ``fn`` is a module-level function."""
+        """``fn(client, db, *args)`` in the child; ``fn`` is a module-level function. What it raises
+        is raised here (``WriteFailed`` if the child itself is gone)."""
         with self._lock:
             conn = self._ensure()
             try:
@@ -156,8 +160,9 @@ class WriterProcess:
                 raise WriteFailed(f"the writer process is gone ({type(exc).__name__}); starting another") from exc
         if ok:
             return value  # type: ignore[no-any-return]
-        kind, text = value
-        raise (WriteFailed if kind == "retry" else WriterCrashed)(text)
+        error, where = value
+        error.add_note(where)
+        raise error
 
     def close(self) -> None:
         """Let the child finish its call and leave (killed after 5 s)."""
@@ -236,8 +241,18 @@ def serve(conn: Connection, settings: Settings, parent: int) -> None:
             if client is not None:
                 client.disconnect()
             client = None  # reconnect next time: the server may have restarted
-            if classify(exc) is Failure.INFRASTRUCTURE:
-                reply = (False, ("retry", describe(exc)))
-            else:  # a bug, content no policy isolated, or Unisolated: the parent crashes the worker
-                reply = (False, ("crash", traceback.format_exc()))
+            reply = (False, _crossing(exc))
         conn.send(reply)
+
+
+def _crossing(exc: Exception) -> tuple[Exception, str]:
+    """What the child raised, as the parent will raise it, and where it was raised. An exception
+    that doesn't come back from pickling as itself (one whose constructor wants other arguments
+    than it keeps) would break the pipe, so it crosses as a ``WriterCrashed`` carrying its
+    traceback."""
+    where = f"raised in the writer process:\n{traceback.format_exc()}"
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return WriterCrashed(f"{type(exc).__name__}: {exc}"), where
+    return exc, where

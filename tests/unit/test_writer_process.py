@@ -1,9 +1,11 @@
 """The writer processes (sinks/writer_process.py): calls run in a child of their own, failures come
-back as retryable or not, a child never outlives the worker -- even one killed by SIGKILL -- and a
-pool writes the partition-disjoint parts of one batch at the same time."""
+back as raised (the worker's one rule, sinks.poison.retryable, decides what they mean), a child
+never outlives the worker -- even one killed by SIGKILL -- and a pool writes the partition-disjoint
+parts of one batch at the same time."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,8 +21,11 @@ import pytest
 from clickhouse_driver.errors import ServerException
 from highland.catalog.loader import default_catalog
 from highland.ingest.events import Accepted
+from highland.sinks.poison import Unisolated, retryable
 from highland.sinks.writer import BATCH_STRUCTURE, BatchShares
 from highland.sinks.writer_process import WriteFailed, WriterCrashed, WriterPool, WriterProcess
+from highland.streams.app import ProcessSink
+from highland.streams.health import Health
 
 from highland.settings import Settings
 from tests.conftest import ROOT
@@ -37,6 +42,19 @@ def clickhouse_refuses(client: Any, db: str) -> None:
 
 def buggy(client: Any, db: str) -> None:
     raise KeyError("no such day")
+
+
+def nothing_to_blame(client: Any, db: str) -> None:
+    raise Unisolated("2 record(s) failed alone and nothing else was written")
+
+
+class Unpicklable(Exception):
+    def __init__(self, what: str, why: str) -> None:  # pickle calls cls(*args): args is one text
+        super().__init__(f"{what}: {why}")
+
+
+def raises_unpicklable(client: Any, db: str) -> None:
+    raise Unpicklable("a day", "cannot cross")
 
 
 def exit_abruptly(client: Any, db: str) -> None:
@@ -60,12 +78,24 @@ def test_a_call_runs_in_another_process_with_the_settings_database(writer: Write
     assert writer.call(where_and_what, 1)[0] == pid  # the same child, call after call
 
 
-def test_a_clickhouse_failure_is_retryable_and_a_bug_is_not(writer: WriterProcess):
-    with pytest.raises(WriteFailed, match="Table is read-only"):
+def test_a_failure_comes_back_as_raised_and_the_one_rule_decides_what_it_means(writer: WriterProcess):
+    with pytest.raises(ServerException, match="Table is read-only") as refused:
         writer.call(clickhouse_refuses)
-    with pytest.raises(WriterCrashed, match="KeyError: 'no such day'"):
+    assert refused.value.code == 242 and retryable(refused.value)
+    with pytest.raises(KeyError, match="no such day") as bug:
         writer.call(buggy)
+    assert not retryable(bug.value)
+    assert "in the writer process" in bug.value.__notes__[0] and "in buggy" in bug.value.__notes__[0]
+    with pytest.raises(Unisolated):  # the worker crashes on it
+        writer.call(nothing_to_blame)
     assert writer.call(where_and_what, 2)[2] == 4  # and the child still serves
+
+
+def test_a_failure_that_cannot_cross_the_pipe_as_itself_crosses_as_a_crash(writer: WriterProcess):
+    with pytest.raises(WriterCrashed, match="Unpicklable: a day: cannot cross") as crash:
+        writer.call(raises_unpicklable)
+    assert not retryable(crash.value) and "in raises_unpicklable" in crash.value.__notes__[0]
+    assert writer.call(where_and_what, 3)[2] == 6
 
 
 def test_a_child_that_dies_is_replaced_by_the_next_call(writer: WriterProcess):
@@ -143,7 +173,7 @@ def test_a_pool_writes_the_parts_of_a_batch_at_the_same_time_each_in_its_own_pro
 
 
 def test_a_failed_part_fails_the_batch_once_every_part_answered_and_the_pool_still_serves(pool: WriterPool):
-    with pytest.raises(WriteFailed, match="Too many parts"):
+    with pytest.raises(ServerException, match="Too many parts"):
         pool.write(fail_part, [["bad"], ["good"]])
     assert pool.write(fail_part, [["one"], ["two"]]) == ["one", "two"]
     assert pool.write(fail_part, [[], ["only"]]) == ["only"]  # an empty part is not sent
@@ -162,3 +192,33 @@ def test_a_batch_splits_by_partition_so_that_no_two_parts_share_a_key():
     partition = [name for name, _ in BATCH_STRUCTURE].index("kafka_partition")
     assert [sorted(set(part.columns[partition])) for part in parts] == [[0, 2], [1, 3, 5]]
     assert sum(len(part) for part in parts) == len(partitions)
+
+
+# --- the worker's side: its one retry loop decides ------------------------------------------------------
+
+def read_only_twice(client: Any, db: str, part: list[str], folder: str) -> str:
+    tries = Path(folder) / "tries"
+    tries.write_text(str(int(tries.read_text() if tries.exists() else "0") + 1))
+    if int(tries.read_text()) < 3:
+        raise ServerException("Table is read-only", code=242)
+    return part[0]
+
+
+def buggy_part(client: Any, db: str, part: list[str], folder: str) -> None:
+    with (Path(folder) / "bug").open("a") as tries:
+        tries.write("x")
+    raise KeyError("no such day")
+
+
+def test_the_worker_retries_a_childs_failure_the_rule_calls_retryable_and_raises_a_bug_at_once(tmp_path: Path):
+    health = Health(stuck_after_s=30)
+    sink = ProcessSink(Settings(worker_writers=1), health)
+    try:
+        assert asyncio.run(sink.call("insert", read_only_twice, [["written"]], str(tmp_path))) == ["written"]
+        assert health.counters.infrastructure_retries == 2
+        with pytest.raises(KeyError, match="no such day"):
+            asyncio.run(sink.call("insert", buggy_part, [["x"]], str(tmp_path)))
+        assert (tmp_path / "bug").read_text() == "x"  # tried once
+    finally:
+        for process in sink.pool.processes:
+            process.close()
