@@ -116,6 +116,19 @@ def _differs(wanted: Json, existing: Json) -> bool:
     return any(existing.get(key) != value for key, value in wanted.items())
 
 
+def _upsert(what: str, wanted: Json, fetch: Callable[[], Json], create: Callable[[], object],
+            update: Callable[[], object]) -> str:
+    """Create ``wanted`` if Grafana has none, update it if a key we set differs, else leave it; says which."""
+    existing = _get_or_none(fetch)
+    if existing is None:
+        create()
+        return f"{what}: created"
+    if not _differs(wanted, existing):
+        return f"{what}: unchanged"
+    update()
+    return f"{what}: updated"
+
+
 def _fingerprint(secret: str) -> str:
     """A short hash of the password, stored beside it so a rotation is seen as a change without the
     password ever being readable back (Grafana never returns secureJsonData)."""
@@ -142,14 +155,9 @@ def upsert_prometheus(api: GrafanaApi, settings: Settings) -> str:
     """The pipeline dashboard's Prometheus (no secret: it is reached inside the deployment)."""
     wanted = prometheus_datasource(settings)
     uid = wanted["uid"]
-    existing = _get_or_none(lambda: api.datasource.get_datasource_by_uid(uid))
-    if existing is None:
-        api.datasource.create_datasource(wanted)
-        return f"datasource {uid}: created"
-    if not _differs(wanted, existing):
-        return f"datasource {uid}: unchanged"
-    api.datasource.update_datasource_by_uid(uid, wanted)
-    return f"datasource {uid}: updated"
+    return _upsert(f"datasource {uid}", wanted, lambda: api.datasource.get_datasource_by_uid(uid),
+                   lambda: api.datasource.create_datasource(wanted),
+                   lambda: api.datasource.update_datasource_by_uid(uid, wanted))
 
 
 def ensure_folder(api: GrafanaApi) -> str:
@@ -175,14 +183,9 @@ def upsert_dashboard(api: GrafanaApi, board: Json) -> str:
 
 def upsert_rule(api: GrafanaApi, rule: Json) -> str:
     uid = rule["uid"]
-    existing = _get_or_none(lambda: api.alertingprovisioning.get_alertrule(uid))
-    if existing is None:
-        api.alertingprovisioning.create_alertrule(rule)
-        return f"alert rule {uid}: created"
-    if not _differs(rule, existing):
-        return f"alert rule {uid}: unchanged"
-    api.alertingprovisioning.update_alertrule(uid, rule)
-    return f"alert rule {uid}: updated"
+    return _upsert(f"alert rule {uid}", rule, lambda: api.alertingprovisioning.get_alertrule(uid),
+                   lambda: api.alertingprovisioning.create_alertrule(rule),
+                   lambda: api.alertingprovisioning.update_alertrule(uid, rule))
 
 
 def ensure_group_interval(api: GrafanaApi) -> str:
