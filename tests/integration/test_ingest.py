@@ -20,6 +20,7 @@ from highland.sinks.tokens import issue, revoke_all
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from highland.settings import Settings
 from tests.conftest import ROOT
@@ -229,10 +230,27 @@ def test_gateway_answers_503_when_the_broker_is_down(isolated: Settings, tmp_pat
     try:
         status, body = gw.request("GET", "/health")
         assert status == 503 and body["broker"] is False
-        status, body = gw.request("POST", "/v1/events", json.dumps(GOOD).encode(), auth(token))
+        one_good_one_bad = [GOOD, {**GOOD, "event_id": "e-2", "indicator": "gdp"}]
+        status, body = gw.request("POST", "/v1/events", json.dumps(one_good_one_bad).encode(), auth(token))
         assert status == 503 and body["retry"] is True and body["accepted"] == 0
+        # Nothing reached the broker, so nothing counts as accepted, rejected or dead-lettered.
+        metrics = {s.name: s.value for f in text_string_to_metric_families(gateway_text(gw, "/metrics"))
+                   for s in f.samples}
+        assert metrics["highland_gateway_events_received_total"] == 2
+        assert metrics["highland_gateway_events_accepted_total"] == 0
+        assert metrics["highland_gateway_dead_lettered_total"] == 0
+        assert "highland_gateway_events_rejected_total" not in metrics
     finally:
         gw.stop()
+
+
+def gateway_text(gw: GatewayProcess, path: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
