@@ -77,6 +77,16 @@ def stat(title: str, expr: str, colour: str) -> Json:
     return _on_prometheus(panel)
 
 
+def rate(counter: str, by: str | None = None) -> str:
+    """Per second over Grafana's rate interval, summed over every instance (or per value of ``by``)."""
+    return f"sum by ({by}) (rate({counter}[{RATE}]))" if by else f"sum(rate({counter}[{RATE}]))"
+
+
+def increase(counter: str, window: str = RATE) -> str:
+    """How much ``counter`` grew over ``window``, summed over every instance."""
+    return f"sum(increase({counter}[{window}]))"
+
+
 def quantiles(metric: str, *labels: str) -> list[tuple[str, str]]:
     by = ", ".join(("le", *labels))
     return [(f"histogram_quantile({q}, sum by ({by}) (rate({metric}_bucket[{RATE}])))", f"p{int(q * 100)}")
@@ -89,46 +99,45 @@ def pipeline() -> Json:
     g = "highland_gateway_"
     grid.add(stat("workers_up", f'sum(up{{job="{WORKER_JOB}"}})', "green"), w=6, h=4)
     grid.add(stat("gateways_up", f'sum(up{{job="{GATEWAY_JOB}"}})', "green"), w=6, h=4)
-    grid.add(stat("stuck_now", f"sum({w}stuck_batches_now)", "orange"),
-             w=6, h=4)
-    grid.add(stat("repairs", f"sum(increase({w}self_check_rows_repaired_total[$__range]))", "red"), w=6, h=4)
+    grid.add(stat("stuck_now", f"sum({w}stuck_batches_now)", "orange"), w=6, h=4)
+    grid.add(stat("repairs", increase(f"{w}self_check_rows_repaired_total", "$__range"), "red"), w=6, h=4)
     grid.add(series("throughput", "throughput_description", [
-        (f"sum(rate({w}records_consumed_total[{RATE}]))", "worker: read"),
-        (f"sum(rate({w}events_accepted_total[{RATE}]))", "worker: accepted"),
-        (f"sum(rate({w}events_stored_total[{RATE}]))", "worker: stored"),
-        (f"sum(rate({g}events_accepted_total[{RATE}]))", "gateway: accepted"),
+        (rate(f"{w}records_consumed_total"), "worker: read"),
+        (rate(f"{w}events_accepted_total"), "worker: accepted"),
+        (rate(f"{w}events_stored_total"), "worker: stored"),
+        (rate(f"{g}events_accepted_total"), "gateway: accepted"),
     ], unit="ops"), w=12, h=8)
     grid.add(series("rejected", "rejected_description", [
-        (f"sum by (reason) (rate({w}events_rejected_total[{RATE}]))", "worker: {{reason}}"),
-        (f"sum by (reason) (rate({g}events_rejected_total[{RATE}]))", "gateway: {{reason}}"),
+        (rate(f"{w}events_rejected_total", by="reason"), "worker: {{reason}}"),
+        (rate(f"{g}events_rejected_total", by="reason"), "gateway: {{reason}}"),
     ], unit="ops"), w=12, h=8)
     grid.add(series("dead_letters", "dead_letters_description", [
-        (f"sum(rate({w}dead_letters_sent_total[{RATE}]))", "worker: sent"),
-        (f"sum(rate({g}dead_lettered_total[{RATE}]))", "gateway: sent"),
-        (f"sum(rate({w}dead_letters_stored_total[{RATE}]))", "stored"),
+        (rate(f"{w}dead_letters_sent_total"), "worker: sent"),
+        (rate(f"{g}dead_lettered_total"), "gateway: sent"),
+        (rate(f"{w}dead_letters_stored_total"), "stored"),
     ], unit="ops"), w=12, h=8)
     grid.add(series("delay", "delay_description", quantiles(f"{w}arrival_to_storage_seconds"), unit="s"),
              w=12, h=8)
     grid.add(series("write", "write_description", quantiles(f"{w}write_seconds"), unit="s"), w=8, h=8)
     grid.add(series("batch", "batch_description", [
-        (f"sum(rate({w}batch_events_sum[{RATE}])) / sum(rate({w}batch_events_count[{RATE}]))", "mean"),
+        (f"{rate(f'{w}batch_events_sum')} / {rate(f'{w}batch_events_count')}", "mean"),
     ], unit="short"), w=8, h=8)
     grid.add(series("trouble", "trouble_description", [
-        (f"sum(increase({w}stuck_batches_total[{RATE}]))", "stuck batches"),
-        (f"sum(increase({w}poison_dead_lettered_total[{RATE}]))", "poison records"),
-        (f"sum(increase({w}infrastructure_retries_total[{RATE}]))", "retries"),
+        (increase(f"{w}stuck_batches_total"), "stuck batches"),
+        (increase(f"{w}poison_dead_lettered_total"), "poison records"),
+        (increase(f"{w}infrastructure_retries_total"), "retries"),
     ], unit="short"), w=8, h=8)
     grid.add(series("self_check", "self_check_description", [
-        (f"sum(rate({w}self_check_keys_checked_total[{RATE}]))", "keys checked / s"),
-        (f"sum(increase({w}self_check_rows_repaired_total[{RATE}]))", "rows repaired"),
-        (f"sum(increase({w}self_check_days_repaired_total[{RATE}]))", "days repaired"),
+        (rate(f"{w}self_check_keys_checked_total"), "keys checked / s"),
+        (increase(f"{w}self_check_rows_repaired_total"), "rows repaired"),
+        (increase(f"{w}self_check_days_repaired_total"), "days repaired"),
     ], unit="short"), w=8, h=8)
     grid.add(series("gateway_requests", "gateway_requests_description", [
-        (f"sum by (status) (rate({g}requests_total[{RATE}]))", "{{status}}"),
+        (rate(f"{g}requests_total", by="status"), "{{status}}"),
     ], unit="reqps"), w=8, h=8)
     grid.add(series("token_failures", "token_failures_description", [
-        (f"sum(increase({g}unauthenticated_requests_total[{RATE}]))", "401 no valid token"),
-        (f"sum(increase({g}token_store_errors_total[{RATE}]))", "503 token store"),
+        (increase(f"{g}unauthenticated_requests_total"), "401 no valid token"),
+        (increase(f"{g}token_store_errors_total"), "503 token store"),
     ], unit="short"), w=8, h=8)
     grid.add(series("gateway_latency", "gateway_latency_description", quantiles(f"{g}request_seconds"), unit="s"),
              w=24, h=8)
