@@ -26,6 +26,7 @@ from rich.cells import cell_len
 from highland.settings import Settings
 from tests.integration.support import event, worker_env
 from tests.integration.test_board import AS_OF, Terminal, board_terminal, known_feed, wait_for_screen, write
+from tests.support.cells import cells_at
 
 pytestmark = pytest.mark.integration
 CATALOG = default_catalog()
@@ -46,16 +47,6 @@ def stopped_feeds() -> list[dict]:
 def feed() -> list[dict]:
     kept = ("ecommerce_turnover", "internet_plus_index")
     return [e for e in known_feed() if e["indicator"] in kept] + stopped_feeds()
-
-
-def cells_at(text: str, start: int, end: int) -> str:
-    """What occupies terminal cells [start, end) of a line."""
-    out, at = [], 0
-    for ch in text:
-        if start <= at < end:
-            out.append(ch)
-        at += cell_len(ch)
-    return "".join(out)
 
 
 def right_edges(header: str, names: tuple[str, ...]) -> dict[str, int]:

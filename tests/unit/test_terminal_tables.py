@@ -18,6 +18,8 @@ from highland.dashboards.terminal import alerts_table, dlq_table, progress_summa
 from rich.cells import cell_len
 from rich.console import Console
 
+from tests.support.cells import cells_at
+
 CATALOG = default_catalog()
 WIDTH = 80
 DAY = date(2020, 12, 31)
@@ -30,16 +32,6 @@ def render(table: object) -> list[str]:
     with console.capture() as cap:
         console.print(table)
     return cap.get().rstrip("\n").splitlines()
-
-
-def cell_slice(text: str, start: int, end: int) -> str:
-    """The characters of ``text`` between cell offsets ``start`` and ``end``."""
-    out, at = [], 0
-    for ch in text:
-        if start <= at < end:
-            out.append(ch)
-        at += cell_len(ch)
-    return "".join(out)
 
 
 def cell_of(text: str, index: int) -> int:
@@ -73,16 +65,16 @@ def test_progress_in_chinese_keeps_every_name_whole_and_every_column_aligned_at_
     body = lines[lines.index(header) + 2:]
     names, current = [], ""
     for text in body:
-        word = cell_slice(text, starts["状态"], starts["最近报送"]).strip()
+        word = cells_at(text, starts["状态"], starts["最近报送"]).strip()
         if word:  # the first line of an indicator; folded lines carry only the rest of its name
             if current:
                 names.append(current)
             current = ""
             assert word in WORDS.values(), text
             for h, end in ends.items():
-                assert cell_slice(text, end - 1, end) != " ", (h, text)
-                assert cell_slice(text, end, end + 1) == " ", (h, text)
-        current += cell_slice(text, 0, name_width).strip()
+                assert cells_at(text, end - 1, end) != " ", (h, text)
+                assert cells_at(text, end, end + 1) == " ", (h, text)
+        current += cells_at(text, 0, name_width).strip()
     names.append(current)
     assert names == [i.name_zh for i in CATALOG.indicators]
     stopped = [x for x in body if "停报" in x]
@@ -137,7 +129,7 @@ def test_the_catalog_in_chinese_fits_80_cells_and_keeps_agency_names_whole():
     assert max(cell_len(x) for x in lines) <= WIDTH
     header = lines[0]
     start = cell_of(header, header.index("责任单位"))
-    column = "".join(cell_slice(x, start, WIDTH).strip() for x in lines[2:])
+    column = "".join(cells_at(x, start, WIDTH).strip() for x in lines[2:])
     for ind in CATALOG.indicators:
         agency = next(a.name_zh for a in CATALOG.agencies if a.code == ind.agency)
         assert agency in column
