@@ -351,6 +351,21 @@ def test_an_unauthenticated_client_that_expects_100_continue_never_sends_its_bod
     assert answer.startswith(b"HTTP/1.1 401"), answer  # not "100 Continue": the body is never asked for
 
 
+def test_a_client_that_expects_100_continue_is_told_413_before_it_sends_a_body_over_the_limit(
+        isolated: Settings, gateway):
+    token = issue(connect(isolated), isolated.clickhouse_database, "cq_commerce")
+
+    def answer_to(length: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+            s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + token.encode() + b"\r\n"
+                      b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % length)
+            return s.recv(4096)
+
+    assert answer_to(100 * 1024 * 1024).startswith(b"HTTP/1.1 413"), "the body over the limit was asked for"
+    assert answer_to(100).startswith(b"HTTP/1.1 100 Continue")  # within the limit: send it
+
+
 def test_a_flood_of_a_million_tiny_events_is_refused_at_once_while_health_answers(isolated: Settings, gateway):
     token = issue(connect(isolated), isolated.clickhouse_database, "cq_commerce")
     poller = HealthPoller(gateway)
