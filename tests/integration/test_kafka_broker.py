@@ -22,6 +22,7 @@ from highland.settings import Settings
 from highland.topics import ensure_topics
 from tests.integration.support import event
 from tests.integration.test_worker import known_feed, push
+from tests.support.partition import stored_values
 
 pytestmark = [
     pytest.mark.integration,
@@ -45,24 +46,6 @@ def _batch(first: int, count: int, producer: tuple[int, int]) -> bytes:
     for i in range(count):
         builder.append(i, timestamp=None, key=None, value=f"v{first + i}".encode(), headers=[])
     return bytes(builder.build())
-
-
-async def _values(settings: Settings, topic: str) -> list[str]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        values: list[str] = []
-        deadline = time.monotonic() + 30
-        while await consumer.position(tp) < end and time.monotonic() < deadline:
-            for records in (await consumer.getmany(tp, timeout_ms=500)).values():
-                values += [r.value.decode() for r in records]
-        return values
-    finally:
-        await consumer.stop()
 
 
 async def _send_twice_then_next(settings: Settings, topic: str, idempotent: bool) -> list[tuple[int, int]]:
@@ -104,7 +87,7 @@ def test_an_idempotent_producers_retried_batch_is_stored_once(stack: Settings, u
     acks = asyncio.run(_send_twice_then_next(stack, topic, idempotent=True))
     # The retry is acknowledged with the first copy's offset, and nothing is appended for it.
     assert acks == [(0, 0), (0, 0), (0, 10)]
-    assert asyncio.run(_values(stack, topic)) == [f"v{i}" for i in range(15)]
+    assert [v.decode() for v in asyncio.run(stored_values(stack, topic, 30))] == [f"v{i}" for i in range(15)]
 
 
 def test_without_idempotence_the_same_retry_is_stored_twice(stack: Settings, unique: str):
@@ -112,7 +95,7 @@ def test_without_idempotence_the_same_retry_is_stored_twice(stack: Settings, uni
     topic = _one_partition_topic(stack, f"k.{unique}.plain")
     acks = asyncio.run(_send_twice_then_next(stack, topic, idempotent=False))
     assert acks == [(0, 0), (0, 10), (0, 20)]
-    values = asyncio.run(_values(stack, topic))
+    values = [v.decode() for v in asyncio.run(stored_values(stack, topic, 30))]
     assert len(values) == 25 and values[:10] == values[10:20]
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from highland.sinks.migrate import migrate
 from kafka.admin import KafkaAdminClient
 
@@ -27,6 +27,7 @@ from highland.stack import kafka
 from highland.topics import ensure_topics
 from tests.integration.support import WorkerProcess
 from tests.integration.test_worker import assert_exact, known_feed, push
+from tests.support.partition import stored_values
 
 pytestmark = [
     pytest.mark.integration,
@@ -136,24 +137,6 @@ async def _send_through_kills(settings: Settings, topic: str, count: int, kill: 
         await producer.stop()
 
 
-async def _read_all(settings: Settings, topic: str) -> list[int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        values: list[int] = []
-        deadline = time.monotonic() + 60
-        while await consumer.position(tp) < end and time.monotonic() < deadline:
-            for records in (await consumer.getmany(tp, timeout_ms=500)).values():
-                values += [int(r.value) for r in records]
-        return values
-    finally:
-        await consumer.stop()
-
-
 def test_an_idempotent_producer_stores_each_record_once_across_a_leader_killed_and_restarted(
         quorum: Settings, unique: str):
     topic = f"q.{unique}.idempotent"
@@ -174,4 +157,4 @@ def test_an_idempotent_producer_stores_each_record_once_across_a_leader_killed_a
     count = 30_000
     asyncio.run(_send_through_kills(quorum, topic, count, kill_then_restart))
     # Every record acknowledged is there once, in the order sent.
-    assert asyncio.run(_read_all(quorum, topic)) == list(range(count))
+    assert [int(v) for v in asyncio.run(stored_values(quorum, topic, 60))] == list(range(count))
