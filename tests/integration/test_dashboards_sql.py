@@ -216,10 +216,9 @@ def catalog() -> Catalog:
     return default_catalog()
 
 
-@pytest.fixture(scope="module")
-def server(stack: Settings, catalog: Catalog) -> Iterator[Engine]:
-    """ClickHouse 18.16: a database of this module, migrated, plan synced, feed inserted; panels are
-    run as the read-only dashboards user."""
+def served(stack: Settings, catalog: Catalog, name: str, on_cluster: str = "") -> Iterator[Engine]:
+    """A database of its own on ``stack``, migrated, feed inserted, plan synced; panels are run as the
+    read-only dashboards user. Dropped after (``on_cluster``: the DROP's ON CLUSTER clause)."""
     settings = stack.model_copy(update={"clickhouse_database": f"t_dash_{uuid.uuid4().hex[:8]}"})
     migrate(settings)
     writer = connect(settings)
@@ -231,10 +230,16 @@ def server(stack: Settings, catalog: Catalog) -> Iterator[Engine]:
         rows, meta = reader.execute(sql, with_column_types=True)
         return meta, rows
 
-    engine = Engine("clickhouse-18.16", settings.clickhouse_database, run)
+    engine = Engine(name, settings.clickhouse_database, run)
     engine.writer = writer  # type: ignore[attr-defined]  # for the reference `progress()`
     yield engine
-    connect(settings, database="default").execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
+    connect(settings, database="default").execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}{on_cluster}")
+
+
+@pytest.fixture(scope="module")
+def server(stack: Settings, catalog: Catalog) -> Iterator[Engine]:
+    """ClickHouse 18.16, one server."""
+    yield from served(stack, catalog, "clickhouse-18.16")
 
 
 @pytest.fixture(scope="module")
