@@ -8,6 +8,8 @@ pdftoppm. Statuses are derived here from the catalog's trajectory, not from dash
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import subprocess
@@ -75,9 +77,9 @@ def poppler() -> None:
                        capture_output=True)
 
 
-def write(settings: Settings) -> None:
+def write(settings: Settings, events: list[dict] | None = None) -> None:
     batch = []
-    for offset, e in enumerate(feed()):
+    for offset, e in enumerate(feed() if events is None else events):
         verdict = validate(dumps(e), CATALOG)
         assert isinstance(verdict, Accepted), verdict
         batch.append(Positioned(verdict, 0, offset))
@@ -159,3 +161,67 @@ def test_an_unknown_period_or_output_is_refused_with_a_reason(isolated: Settings
                            str(tmp_path / "r.pdf")], env=worker_env(isolated, "report", tmp_path),
                           capture_output=True, text=True)
     assert done.returncode != 0 and "--period must be one of: month, quarter, year" in done.stdout + done.stderr
+
+
+# --- the report's numbers are `highland progress`'s ---------------------------------------------
+
+FLOW = CATALOG.indicator("ecommerce_turnover")  # year to date: its sum restarts each January
+assert FLOW
+
+
+def flow_feed() -> list[dict]:
+    """Turnover with fractions a rounding to four digits would change, over two years."""
+    return [event(f"et-{day}", FLOW.agency, FLOW.code, value, FLOW.unit, f"{day}T12:00:00+08:00")
+            for day, value in (("2019-01-31", 1234.5678), ("2019-02-28", 987.654), ("2019-12-31", 12.345),
+                               ("2020-02-29", 345.678), ("2020-03-01", 0.125))]
+
+
+def shown(value: float | None) -> str:
+    """A number as `highland progress` prints it (docs/reports.md: the report shows the same digits)."""
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.2f}"
+
+
+def progress_json(settings: Settings, day: date, tmp: Path) -> dict[str, dict]:
+    done = subprocess.run([sys.executable, "-m", "highland", "progress", "--as-of", day.isoformat(), "--json"],
+                          env=worker_env(settings, "progress", tmp), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return {row["indicator"]: row for row in json.loads(done.stdout)["indicators"]}
+
+
+def html_entries(page: str) -> dict[str, str]:
+    """Each indicator's block of the full list, as text."""
+    return {code: html.unescape(re.sub(r"<[^>]+>", "", block))
+            for code, block in re.findall(r'data-indicator="([^"]+)">(.*?)</table>', page, re.S)}
+
+
+@pytest.mark.parametrize("day", [
+    date(2020, 2, 29),  # a leap day
+    date(2019, 4, 1),  # a quarter's first day: the period is one day long
+    date(2015, 6, 30),  # before the plan: only its baseline year
+    date(2021, 3, 31),  # after the plan's last day
+], ids=str)
+def test_every_number_and_status_in_a_report_is_the_one_progress_gives_for_that_day(
+        isolated: Settings, tmp_path: Path, day: date) -> None:
+    write(isolated, feed() + flow_feed())
+    out = tmp_path / "r.html"
+    done = subprocess.run([sys.executable, "-m", "highland", "report", "--as-of", day.isoformat(), "--period",
+                           "quarter", "--lang", "en", "--out", str(out)],
+                          env=worker_env(isolated, "report", tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = progress_json(isolated, day, tmp_path)
+    entries = html_entries(out.read_text(encoding="utf-8"))
+    assert sorted(entries) == sorted(rows)
+    for code, text in entries.items():
+        r = rows[code]
+        numbers = (f"actual: {shown(r['actual'])} · expected: {shown(r['expected'])} · "
+                   f"target ({r['target_year']}): {shown(r['target'])}")
+        assert numbers in text, (code, numbers, text)
+        assert f"status: {status_word('en', r['status'])}" in text, (code, r["status"], text)
+        assert ("last report" in text) == bool(r["stale"]), (code, r["stale"], text)
+    page = out.read_text(encoding="utf-8")
+    for status in ("on_track", "at_risk", "off_track", "no_data"):
+        count = sum(r["status"] == status for r in rows.values())
+        assert re.search(rf"{re.escape(status_word('en', status))}: <b>{count}</b>", page), (status, count)
+    assert f"stopped feeds: <b>{sum(bool(r['stale']) for r in rows.values())}</b>" in page
