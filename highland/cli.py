@@ -665,7 +665,8 @@ def report_cmd(
     catalog = catalog_at(get_settings().catalog_dir)
     now = datetime.now(ZoneInfo(catalog.plan.timezone))
     day = _parse_date(as_of) or default_as_of(catalog, now.date())
-    report = gather(connect(settings), settings.clickhouse_database, catalog, day, Period(period))
+    # The read-only user, as `progress`: whoever writes reports for officials needs no write rights.
+    report = gather(connect(settings, reader=True), settings.clickhouse_database, catalog, day, Period(period))
     html = render_html(report, catalog, "en" if lang == "en" else "zh", now)
     if out_path.suffix.lower() == ".pdf":
         out_path.write_bytes(render_pdf(html))

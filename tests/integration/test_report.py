@@ -225,3 +225,13 @@ def test_every_number_and_status_in_a_report_is_the_one_progress_gives_for_that_
         count = sum(r["status"] == status for r in rows.values())
         assert re.search(rf"{re.escape(status_word('en', status))}: <b>{count}</b>", page), (status, count)
     assert f"stopped feeds: <b>{sum(bool(r['stale']) for r in rows.values())}</b>" in page
+
+
+def test_a_report_is_made_with_the_read_only_users_rights_as_progress_is(isolated: Settings, tmp_path: Path) -> None:
+    write(isolated)
+    out = tmp_path / "r.html"
+    env = {**worker_env(isolated, "report", tmp_path), "HIGHLAND_CLICKHOUSE_PASSWORD": "not-the-writers"}
+    done = subprocess.run([sys.executable, "-m", "highland", "report", "--as-of", AS_OF.isoformat(), "--out",
+                           str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert out.read_text(encoding="utf-8").count('data-indicator="') == len(CATALOG.indicators)
