@@ -235,3 +235,66 @@ def test_a_report_is_made_with_the_read_only_users_rights_as_progress_is(isolate
                            str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert out.read_text(encoding="utf-8").count('data-indicator="') == len(CATALOG.indicators)
+
+
+# --- a plan folder's strings are text, never markup -----------------------------------------------
+
+HOSTILE = {
+    "plan.yaml": """\
+plan:
+  code: hostile_plan_made_for_this_test
+  title_zh: "规划</title><script>alert('zh')</script>"
+  title_en: "Plan <script>alert(1)</script> & \\"co\\""
+  document: none
+  published: 2021-03-01
+  timezone: Asia/Shanghai
+  baseline_year: 2020
+  target_year: 2025
+  default_thresholds: {on_track: 0.95, at_risk: 0.85}
+indicators:
+  - code: widget_sales
+    name_zh: "小部件<img src=x onerror=alert(2)>"
+    name_en: "Widget </td><script>alert(3)</script>"
+    section: test
+    unit: "<b>亿元</b>"
+    unit_aliases: {}
+    kind: flow
+    baseline: {year: 2020, value: 100}
+    target: {year: 2025, value: 200}
+    agency: test_office
+    cadence_days: 31
+""",
+    "agencies.yaml": """\
+agencies:
+  - {code: test_office, name_zh: "测试办<script>alert(4)</script>", name_en: "Office <iframe src=//x>"}
+""",
+    "districts.yaml": """\
+districts:
+  - {code: one, name_zh: 一区, name_en: "District <1>"}
+""",
+}
+
+
+def test_markup_in_a_plan_folders_names_and_units_is_printed_as_text_in_both_languages(
+        isolated: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "plan"
+    folder.mkdir()
+    for name, text in HOSTILE.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    env = {**worker_env(isolated, "report", tmp_path), "HIGHLAND_CATALOG_DIR": str(folder)}
+    checked = subprocess.run([sys.executable, "-m", "highland", "catalog", "validate", str(folder)], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # a valid plan: names are free text
+    for lang in ("zh", "en"):
+        out = tmp_path / f"{lang}.html"
+        done = subprocess.run([sys.executable, "-m", "highland", "report", "--as-of", "2022-02-28", "--lang", lang,
+                               "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        page = out.read_text(encoding="utf-8")
+        for tag in ("<script", "<img src=x", "<iframe", "<b>亿元", "</title><"):
+            assert tag not in page, (lang, tag)
+        title = "规划&lt;/title&gt;&lt;script&gt;" if lang == "zh" else "Plan &lt;script&gt;alert(1)&lt;/script&gt;"
+        name = "小部件&lt;img src=x" if lang == "zh" else "Widget &lt;/td&gt;&lt;script&gt;"
+        assert f"<title>{title}" in page and f"<h1>{title}" in page and name in page, lang
+        assert "&lt;b&gt;亿元&lt;/b&gt;" in page
+        assert page.count('data-indicator="') == 1  # a plan of one indicator
