@@ -79,8 +79,14 @@ class Settings(BaseSettings):
     # (docs/agencies.md, "Gateway limits"). Unset, the gateway uses clickhouse_user.
     clickhouse_token_reader_user: str | None = None
     clickhouse_token_reader_password: SecretStr = SecretStr("")
+    # The local stack's (18.16) users.d file listing the databases the reader may use, kept by
+    # `migrate` (sinks/reader_access.py; docs/security.md, "The local stack"). Unset elsewhere.
+    clickhouse_reader_databases_file: Path | None = None
     # Set to a cluster name to create Replicated*/Distributed tables ON CLUSTER.
     clickhouse_cluster: str | None = None
+    # On a cluster, how long a writer waits for a replica to catch up with its shard's log before it
+    # reads (sinks/replicas.py); then the write fails as the infrastructure's and is retried.
+    clickhouse_replica_wait_seconds: float = Field(30.0, gt=0)
 
     # --- What people read ---------------------------------------------------------------------
     # The language of the CLI's tables, the board, the dashboards and the alert texts (docs/i18n.md):
@@ -202,7 +208,7 @@ class Settings(BaseSettings):
         one server: a cluster named "" would render ``ON CLUSTER`` with no name."""
         return None if value == "" else value
 
-    @field_validator("catalog_dir", mode="before")
+    @field_validator("catalog_dir", "clickhouse_reader_databases_file", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         """An empty HIGHLAND_CATALOG_DIR (what worker_environment writes for None) means unset; a

@@ -73,6 +73,7 @@ def data_table(table: Table) -> str:
 
 def create_table(table: Table, db: str, cluster: str, version: int | None = None) -> list[str]:
     """The statements that create ``table`` on ``cluster`` (as of migration ``version``), in order."""
+    db = table.database(db)
     _checked(db, cluster)
     clauses = "".join(f"\n{line}" for line in table.clauses())
     if isinstance(table.layout, Everywhere):
@@ -123,6 +124,7 @@ def create_view(view: View, db: str, cluster: str) -> list[str]:
 
 def drop_table(table: Table, db: str, cluster: str) -> list[str]:
     """The Distributed table first, then its shards' tables."""
+    db = table.database(db)
     _checked(db, cluster)
     names = dict.fromkeys([table.name, data_table(table)])
     return [f"DROP TABLE IF EXISTS {db}.{name} ON CLUSTER {cluster}" for name in names]
@@ -138,6 +140,11 @@ def add_column(table: Table, column: Column, db: str, cluster: str) -> list[tupl
                          "\"distributed-materialized\"): not rendered yet")
     names = dict.fromkeys([data_table(table), table.name])
     return [(name, table.add_column(db, column, name, f" ON CLUSTER {cluster}")) for name in names]
+
+
+def create_database(database: str, cluster: str) -> list[str]:
+    _checked(database, cluster)
+    return [f"CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {cluster}"]
 
 
 def bootstrap_statements(database: str, cluster: str) -> list[str]:

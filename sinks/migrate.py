@@ -40,13 +40,16 @@ def schema_statements(db: str, topology: Topology = SINGLE_NODE) -> list[str]:
 
 
 def migrate(settings: Settings, database: str | None = None) -> list[str]:
-    """Apply the pending migrations to ``database`` (default: the configured one)."""
+    """Apply the pending migrations to ``database`` (default: the configured one). On the local stack,
+    the read-only user is allowed the database first, and it can read it on return (sinks/reader_access.py)."""
     from highland.sinks.client import connect
+    from highland.sinks.reader_access import allow, wait_until_readable
 
     db = database or settings.clickhouse_database
     topology = Topology.of(settings)
     client = connect(settings, database="default")
     try:
+        listed = allow(settings, client, db)
         for statement in bootstrap_statements(db, topology):
             client.execute(statement)
         done = {v for (v,) in client.execute(f"SELECT version FROM {db}.{SCHEMA_MIGRATIONS.name}")}
@@ -58,6 +61,8 @@ def migrate(settings: Settings, database: str | None = None) -> list[str]:
             client.execute(f"INSERT INTO {db}.{SCHEMA_MIGRATIONS.name} (version, name) VALUES",
                            [(migration.version, migration.name)])
             applied.append(migration.name)
+        if listed:
+            wait_until_readable(settings, db)
         return applied
     finally:
         client.disconnect()

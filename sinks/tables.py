@@ -19,7 +19,7 @@ shard, so it is chosen for the deduplication its readers do.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Engines with a replicated form (``Replicated`` + name): the only ones migrations may use.
 MERGE_TREES = frozenset({"MergeTree", "ReplacingMergeTree", "SummingMergeTree"})
@@ -82,6 +82,17 @@ class Everywhere:
 Layout = Sharded | Everywhere
 RANDOM = Sharded()
 
+# The database of the tables the read side must never see (the token tables): the served database's
+# name and this suffix, e.g. ``highland_auth`` next to ``highland``. On ClickHouse 18.16, which has no
+# grants, only a database can be kept from a user (``allow_databases``): the local stack's reader is
+# allowed the served databases and never these (docs/security.md, "The local stack").
+AUTH_SUFFIX = "_auth"
+
+
+def auth_database(db: str) -> str:
+    """The database holding ``db``'s token tables."""
+    return db + AUTH_SUFFIX
+
 
 @dataclass(frozen=True)
 class Table:
@@ -92,6 +103,7 @@ class Table:
     layout: Layout
     partition_by: str | None = None
     settings: tuple[tuple[str, int], ...] = ()
+    auth: bool = False  # lives in the served database's auth_database (the token tables)
     _by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +117,21 @@ class Table:
         if isinstance(self.layout, Sharded) and not set(self.layout.columns) <= known:
             raise ValueError(f"{self.name}: sharding key {self.layout.key} names unknown columns "
                              f"{sorted(set(self.layout.columns) - known)}")
+
+    # --- where it lives ------------------------------------------------------------------------------
+
+    def database(self, db: str) -> str:
+        """The database this table lives in when ``db`` is the one served."""
+        return auth_database(db) if self.auth else db
+
+    def qualified(self, db: str) -> str:
+        """``database.table`` when ``db`` is the database served."""
+        return f"{self.database(db)}.{self.name}"
+
+    def in_served_database(self) -> Table:
+        """This table in the served database itself, where the migrations before 0010 created the
+        token tables (0010 moves them to the auth database)."""
+        return replace(self, auth=False)
 
     # --- the column lists the code uses -------------------------------------------------------------
 
@@ -123,7 +150,7 @@ class Table:
 
     def insert(self, db: str) -> str:
         """``INSERT INTO db.table (every insertable column) VALUES``, for rows in :attr:`names` order."""
-        return f"INSERT INTO {db}.{self.name} ({', '.join(self.names)}) VALUES"
+        return f"INSERT INTO {self.qualified(db)} ({', '.join(self.names)}) VALUES"
 
     def without(self, *names: str) -> tuple[str, ...]:
         """:attr:`names` without ``names`` (each must be a column)."""
@@ -165,7 +192,7 @@ class Table:
         return lines
 
     def create(self, db: str, version: int | None = None) -> str:
-        return "\n".join([f"CREATE TABLE IF NOT EXISTS {db}.{self.name}", self.body(version),
+        return "\n".join([f"CREATE TABLE IF NOT EXISTS {self.qualified(db)}", self.body(version),
                           f"ENGINE = {self.engine.render()}", *self.clauses()])
 
     def after(self, column: Column) -> str:
@@ -178,7 +205,7 @@ class Table:
     def add_column(self, db: str, column: Column, target: str | None = None, on_cluster: str = "") -> str:
         """``ALTER TABLE … ADD COLUMN`` on this table (or ``target``, a table of its on a cluster), without
         IF NOT EXISTS (docs/clickhouse-dialect.md, "add-column"): the AddColumn operation looks first."""
-        return (f"ALTER TABLE {db}.{target or self.name}{on_cluster} "
+        return (f"ALTER TABLE {self.database(db)}.{target or self.name}{on_cluster} "
                 f"ADD COLUMN {column.definition()}{self.after(column)}")
 
 
@@ -247,6 +274,9 @@ DEAD_LETTERS = Table(
              ("payload", "String"), ("payload_encoding", "String")),
     Engine("ReplacingMergeTree"), ("dlq_partition", "dlq_offset"), Sharded(("dlq_partition", "dlq_offset")))
 
+# The token tables live in the auth database (auth_database; migration 0010 moved them there), which
+# the read side is never allowed.
+#
 # Agency bearer tokens for the HTTP gateway, stored as SHA-256 only (tokens are 256-bit random, so a
 # fast hash is enough). The latest row per (agency, token) by updated_at decides revocation; the rows
 # of one token (issue, revocation) on one shard.
@@ -254,7 +284,7 @@ AGENCY_TOKENS = Table(
     "agency_tokens",
     _columns(("agency", "String"), ("token_sha256", "String"), ("revoked", "UInt8"), ("updated_at", "DateTime")),
     Engine("ReplacingMergeTree", version="updated_at"), ("agency", "token_sha256"),
-    Sharded(("agency", "token_sha256")))
+    Sharded(("agency", "token_sha256")), auth=True)
 
 # When an agency token stops being valid (`highland tokens issue --expires`, `tokens rotate
 # --keep-old`): the latest row per token by updated_at decides. A token without a row (issued before
@@ -264,7 +294,7 @@ AGENCY_TOKEN_EXPIRY = Table(
     "agency_token_expiry",
     _columns(("agency", "String"), ("token_sha256", "String"), ("expires_at", "DateTime"), ("updated_at", "DateTime")),
     Engine("ReplacingMergeTree", version="updated_at"), ("agency", "token_sha256"),
-    Sharded(("agency", "token_sha256")))
+    Sharded(("agency", "token_sha256")), auth=True)
 
 # When a token was last used, for `highland tokens list`: written by the gateway and by `push` at most
 # once a minute per token and process (settings.token_use_record_seconds), never per request. The
@@ -272,7 +302,8 @@ AGENCY_TOKEN_EXPIRY = Table(
 AGENCY_TOKEN_USES = Table(
     "agency_token_uses",
     _columns(("agency", "String"), ("token_sha256", "String"), ("used_at", "DateTime")),
-    Engine("ReplacingMergeTree", version="used_at"), ("agency", "token_sha256"), Sharded(("agency", "token_sha256")))
+    Engine("ReplacingMergeTree", version="used_at"), ("agency", "token_sha256"), Sharded(("agency", "token_sha256")),
+    auth=True)
 
 # Live windows: what is ARRIVING now, per agency / indicator / region, in tumbling 1-minute and
 # 1-hour windows of the worker's receive time. Fed by materialized views from `events`, in the same

@@ -5,7 +5,7 @@ A token is ``hlt_`` and 256 random bits, shown once when issued; ClickHouse keep
 (a fast hash is enough for 256 random bits). Its id, the first 12 hex digits of that hash, names it
 in `tokens list / revoke / rotate`: enough to tell an agency's tokens apart, no help in guessing one.
 
-Three tables (sinks/migrations 0002 and 0008), each read by the latest row per token:
+Three tables (sinks/migrations 0002 and 0008; in the auth database since 0010), each read by the latest row per token:
 ``agency_tokens`` (issued, revoked), ``agency_token_expiry`` (optional: until when it is valid) and
 ``agency_token_uses`` (when it was last used, written at most once per
 ``settings.token_use_record_seconds`` per token and process, never per request).
@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from highland.sinks.client import connect
-from highland.sinks.tables import AGENCY_TOKEN_EXPIRY, AGENCY_TOKEN_USES, AGENCY_TOKENS
+from highland.sinks.tables import AGENCY_TOKEN_EXPIRY, AGENCY_TOKEN_USES, AGENCY_TOKENS, Table
 
 from highland.settings import Settings
 
@@ -83,11 +83,11 @@ def _after_now() -> datetime:
     return datetime.fromtimestamp(int(time.time()) + 1, UTC)
 
 
-def _after_latest(client: Any, db: str, table: str, digests: list[str]) -> datetime:
+def _after_latest(client: Any, db: str, table: Table, digests: list[str]) -> datetime:
     """A decision's updated_at: after now and after every row the tokens already have in ``table``.
     Rows carry the clock of the machine that wrote them; after one written by a machine whose clock
     runs ahead, a revocation stamped with this machine's now would lose (the token kept working)."""
-    rows = client.execute(f"SELECT toUnixTimestamp(max(updated_at)) FROM {db}.{table} "
+    rows = client.execute(f"SELECT toUnixTimestamp(max(updated_at)) FROM {table.qualified(db)} "
                           "WHERE token_sha256 IN %(h)s", {"h": tuple(digests)})
     newest = rows[0][0] if rows and rows[0][0] else 0
     return max(_after_now(), datetime.fromtimestamp(newest + 1, UTC))
@@ -113,7 +113,7 @@ def set_expiry(client: Any, db: str, agency: str, sha256: str, expires_at: datet
 
 def _revoke(client: Any, db: str, rows: list[tuple[str, str]]) -> None:
     if rows:
-        now = _after_latest(client, db, AGENCY_TOKENS.name, [digest for _, digest in rows])
+        now = _after_latest(client, db, AGENCY_TOKENS, [digest for _, digest in rows])
         client.execute(AGENCY_TOKENS.insert(db), [(agency, digest, 1, now) for agency, digest in rows])
 
 
@@ -156,7 +156,7 @@ def rotate(client: Any, db: str, id_: str, expires_at: datetime | None = None,
         until = datetime.now(UTC) + keep_old
         if old.expires_at is None or until < old.expires_at:
             set_expiry(client, db, old.agency, old.sha256, until,
-                       at=_after_latest(client, db, AGENCY_TOKEN_EXPIRY.name, [old.sha256]))
+                       at=_after_latest(client, db, AGENCY_TOKEN_EXPIRY, [old.sha256]))
     return new, old
 
 
@@ -167,12 +167,12 @@ def list_tokens(client: Any, db: str, agency: str | None = None) -> list[TokenIn
     where, params = ("WHERE agency = %(a)s", {"a": agency}) if agency else ("", {})
     rows = client.execute(
         f"SELECT agency, token_sha256, toUnixTimestamp(min(updated_at)), argMax(revoked, updated_at) "
-        f"FROM {db}.agency_tokens {where} GROUP BY agency, token_sha256", params)
+        f"FROM {AGENCY_TOKENS.qualified(db)} {where} GROUP BY agency, token_sha256", params)
     expiry = dict(client.execute(
         f"SELECT token_sha256, toUnixTimestamp(argMax(expires_at, updated_at)) "
-        f"FROM {db}.agency_token_expiry {where} GROUP BY token_sha256", params))
+        f"FROM {AGENCY_TOKEN_EXPIRY.qualified(db)} {where} GROUP BY token_sha256", params))
     used = dict(client.execute(
-        f"SELECT token_sha256, toUnixTimestamp(max(used_at)) FROM {db}.agency_token_uses {where} "
+        f"SELECT token_sha256, toUnixTimestamp(max(used_at)) FROM {AGENCY_TOKEN_USES.qualified(db)} {where} "
         "GROUP BY token_sha256", params))
     tokens = [TokenInfo(token_id(digest), owner, _utc(created) or datetime.now(UTC), _utc(expiry.get(digest)),
                         _utc(used.get(digest)), bool(revoked), digest)
@@ -184,12 +184,12 @@ def agency_of(client: Any, db: str, token: str, now: datetime | None = None) -> 
     """The agency a token belongs to while it is valid (issued, not revoked, not expired); else None."""
     digest = token_hash(token)
     rows = client.execute(
-        f"SELECT agency FROM {db}.agency_tokens WHERE token_sha256 = %(h)s "
+        f"SELECT agency FROM {AGENCY_TOKENS.qualified(db)} WHERE token_sha256 = %(h)s "
         "GROUP BY agency, token_sha256 HAVING argMax(revoked, updated_at) = 0", {"h": digest})
     if not rows:
         return None
     expiry = client.execute(
-        f"SELECT toUnixTimestamp(argMax(expires_at, updated_at)) FROM {db}.agency_token_expiry "
+        f"SELECT toUnixTimestamp(argMax(expires_at, updated_at)) FROM {AGENCY_TOKEN_EXPIRY.qualified(db)} "
         "WHERE token_sha256 = %(h)s GROUP BY token_sha256", {"h": digest})
     if expiry and expiry[0][0] <= (now or datetime.now(UTC)).timestamp():
         return None

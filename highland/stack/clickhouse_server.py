@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from highland.settings import Settings
+from highland.sinks.reader_access import listed, render
 from highland.stack.private import private_folder, write_private
 from highland.stack.processes import Service, port_open, wait_until
 
@@ -54,11 +55,20 @@ def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def render_config(settings: Settings, admin_password: str, timezone: str = "UTC") -> Path:
+def reader_databases_file(settings: Settings) -> Path:
+    """The users.d file listing the databases the local reader may use (sinks/reader_access.py)."""
+    return settings.state_dir / "clickhouse" / "users.d" / "reader-databases.xml"
+
+
+def render_config(settings: Settings, admin_password: str, timezone: str = "UTC",
+                  reader_list: bool = True) -> Path:
     """Write config.xml and users.xml into ``<state_dir>/clickhouse`` and return the config path.
 
     The local stack's server runs in UTC; ``timezone`` runs one in another zone (tests prove that what
-    a person reads does not depend on it: docs/clickhouse-dialect.md, "server-time-zone")."""
+    a person reads does not depend on it: docs/clickhouse-dialect.md, "server-time-zone").
+    ``reader_list``: the reader is allowed only the databases its users.d list names (kept by
+    ``migrate``: sinks/reader_access.py), here the configured one and those listed before; else
+    every database (the cluster stack's servers)."""
     root = settings.state_dir / "clickhouse"
     for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
         private_folder(root / sub)  # the server, started under a umask of 077, keeps it so below
@@ -79,6 +89,10 @@ def render_config(settings: Settings, admin_password: str, timezone: str = "UTC"
     )
     write_private(root / "config.xml", config)
     write_private(root / "users.xml", users)  # password hashes
+    listing = reader_databases_file(settings)
+    if reader_list:
+        names = sorted(listed(listing) | {settings.clickhouse_database})
+        write_private(listing, render(names, settings.clickhouse_reader_user))
     return root / "config.xml"
 
 

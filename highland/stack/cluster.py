@@ -166,7 +166,7 @@ def _cluster_config(settings: Settings, srv: Server, admin_password: str) -> str
 
 
 def _write_configs(settings: Settings, srv: Server, admin_password: str) -> Path:
-    config = clickhouse_server.render_config(server_settings(settings, srv), admin_password)
+    config = clickhouse_server.render_config(server_settings(settings, srv), admin_password, reader_list=False)
     # 600: it holds the admin password the servers query each other with.
     write_private(config.parent / "config.d" / "cluster.xml", _cluster_config(settings, srv, admin_password))
     return config

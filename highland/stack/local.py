@@ -65,7 +65,9 @@ def ensure_secrets(settings: Settings) -> dict[str, str]:
             values[key] = os.environ.get(key) or secrets.token_urlsafe(18)
             changed = True
     wanted = LOCAL_DEFAULTS[settings.broker]
-    for key, value in {**LOCAL_USERS, **wanted}.items():
+    # The reader is kept from the token tables by the databases it is allowed (sinks/reader_access.py).
+    listing = {"HIGHLAND_CLICKHOUSE_READER_DATABASES_FILE": str(clickhouse_server.reader_databases_file(settings))}
+    for key, value in {**LOCAL_USERS, **listing, **wanted}.items():
         if key not in values:
             values[key] = value
             changed = True

@@ -11,6 +11,7 @@ from typing import Any
 
 from highland.sinks import tables as t
 from highland.sinks.migrations.operations import (
+    CreateAuthDatabase,
     CreateMaterializedView,
     CreateTable,
     CreateView,
@@ -47,9 +48,27 @@ def fill_observations_by_series(client: Any, db: str, topology: Topology) -> Non
         rebuild(client, db, default_catalog().plan.timezone)
 
 
+TOKEN_TABLES = (t.AGENCY_TOKENS, t.AGENCY_TOKEN_EXPIRY, t.AGENCY_TOKEN_USES)
+
+
+def move_token_tables(client: Any, db: str, topology: Topology) -> None:
+    """Migration 0010's data step: each token table's rows copied from the served database into the
+    auth database, then the old table dropped. A copy cut short by a crash is made again whole: a
+    token's rows are read by argMax, min and max (sinks/tokens.py), so a row stored twice changes
+    nothing, while a copy skipped because some rows were there would lose the rest."""
+    for table in TOKEN_TABLES:
+        old = table.in_served_database()
+        [(exists,)] = client.execute(f"EXISTS TABLE {old.qualified(db)}")
+        if exists:
+            columns = ", ".join(table.names)
+            client.execute(f"INSERT INTO {table.qualified(db)} ({columns}) SELECT {columns} FROM {old.qualified(db)}")
+            DropTable(old).apply(client, db, topology, 10)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0001_events", (CreateTable(t.EVENTS),)),
-    Migration(2, "0002_dead_letters_tokens", (CreateTable(t.DEAD_LETTERS), CreateTable(t.AGENCY_TOKENS))),
+    Migration(2, "0002_dead_letters_tokens", (
+        CreateTable(t.DEAD_LETTERS), CreateTable(t.AGENCY_TOKENS.in_served_database()))),
     Migration(3, "0003_live_windows", (
         CreateTable(t.EVENT_WINDOWS_1M), CreateMaterializedView(t.EVENT_WINDOWS_1M_MV),
         CreateTable(t.EVENT_WINDOWS_1H), CreateMaterializedView(t.EVENT_WINDOWS_1H_MV))),
@@ -62,9 +81,15 @@ MIGRATIONS: tuple[Migration, ...] = (
     # The observations again, ordered by numbers; the rows of 0006's table moved over, which is dropped.
     Migration(7, "0007_observations_by_series", (
         CreateTable(t.OBSERVATIONS_BY_SERIES), RunData(fill_observations_by_series))),
-    Migration(8, "0008_token_lifecycle", (CreateTable(t.AGENCY_TOKEN_EXPIRY), CreateTable(t.AGENCY_TOKEN_USES))),
+    Migration(8, "0008_token_lifecycle", (
+        CreateTable(t.AGENCY_TOKEN_EXPIRY.in_served_database()),
+        CreateTable(t.AGENCY_TOKEN_USES.in_served_database()))),
     # On a cluster, the Distributed observations_by_series with its MATERIALIZED columns as ALIAS: 18.16's
     # Distributed INSERT sends MATERIALIZED columns, which the shards refuse (docs/clickhouse-dialect.md,
     # "distributed-materialized"); databases created before c377acb have the form that cannot be written.
     Migration(9, "0009_distributed_computed_columns", (RecreateDistributed(t.OBSERVATIONS_BY_SERIES),)),
+    # The token tables in a database of their own, which the read side is never allowed: on 18.16 a
+    # database is the only thing a user can be kept from (docs/security.md, "The local stack").
+    Migration(10, "0010_token_database", (
+        CreateAuthDatabase(), *(CreateTable(table) for table in TOKEN_TABLES), RunData(move_token_tables))),
 )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from highland.sinks import cluster as on_cluster
-from highland.sinks.tables import MaterializedView, Table, View
+from highland.sinks.tables import MaterializedView, Table, View, auth_database
 from highland.sinks.topology import Topology
 
 
@@ -59,7 +59,7 @@ class RecreateDistributed(_Statements):
         if not topology.cluster:
             return []
         _, distributed = on_cluster.create_table(self.table, db, topology.cluster, version)
-        return [f"DROP TABLE IF EXISTS {db}.{self.table.name} ON CLUSTER {topology.cluster}", distributed]
+        return [f"DROP TABLE IF EXISTS {self.table.qualified(db)} ON CLUSTER {topology.cluster}", distributed]
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class AddColumn:
         for table, sql in self.targets(db, topology, version):
             [(present,)] = client.execute(
                 "SELECT count() FROM system.columns WHERE database = %(db)s AND table = %(table)s "
-                "AND name = %(column)s", {"db": db, "table": table, "column": self.column})
+                "AND name = %(column)s", {"db": self.table.database(db), "table": table, "column": self.column})
             if not present:
                 client.execute(sql)
 
@@ -120,7 +120,17 @@ class DropTable(_Statements):
     def statements(self, db: str, topology: Topology, version: int) -> list[str]:
         if topology.cluster:
             return on_cluster.drop_table(self.table, db, topology.cluster)
-        return [f"DROP TABLE IF EXISTS {db}.{self.table.name}"]
+        return [f"DROP TABLE IF EXISTS {self.table.qualified(db)}"]
+
+
+@dataclass(frozen=True)
+class CreateAuthDatabase(_Statements):
+    """The served database's auth database (sinks/tables.py, ``auth_database``): the token tables'."""
+
+    def statements(self, db: str, topology: Topology, version: int) -> list[str]:
+        if topology.cluster:
+            return on_cluster.create_database(auth_database(db), topology.cluster)
+        return [f"CREATE DATABASE IF NOT EXISTS {auth_database(db)}"]
 
 
 DataStep = Callable[[Any, str, Topology], None]

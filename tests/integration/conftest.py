@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from highland.sinks.client import connect
 from highland.sinks.migrate import migrate
+from highland.sinks.tables import auth_database
 
 from highland.settings import Settings
 from highland.stack import kafka, local
@@ -51,4 +52,6 @@ def isolated(stack: Settings, unique: str) -> Iterator[Settings]:
     ensure_topics(settings)
     migrate(settings)
     yield settings
-    connect(settings, database="default").execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
+    admin = connect(settings, database="default")
+    for database in (settings.clickhouse_database, auth_database(settings.clickhouse_database)):
+        admin.execute(f"DROP DATABASE IF EXISTS {database}")

@@ -16,7 +16,11 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from highland.sinks.tables import AUTH_SUFFIX
+
 DEPLOY_DB = "highland"
+# A table of the auth database (the token tables), as ``needs`` reads it: ``<db>.<AUTH_MARK><table>``.
+AUTH_MARK = "auth__"
 TEMPORARY = ("CREATE TEMPORARY TABLE", "*.*")
 # Columns granted one by one: the dashboards' user never reads a dead letter's raw payload.
 COLUMN_GRANTED = {"dead_letters": ("dlq_partition", "dlq_offset", "reason", "detail", "agency", "source", "origin",
@@ -45,24 +49,33 @@ def _tables(sql: str, db: str) -> set[str]:
     return set(re.findall(rf"\b{re.escape(db)}\.(\w+)", sql))
 
 
+def _obj(table: str) -> str:
+    """The table as deploy/ names it: in ``highland``, or in ``highland_auth`` (the token tables)."""
+    if table.startswith(AUTH_MARK):
+        return f"{DEPLOY_DB}{AUTH_SUFFIX}.{table.removeprefix(AUTH_MARK)}"
+    return f"{DEPLOY_DB}.{table}"
+
+
 def _select(table: str, sql: str) -> set[tuple[str, str]]:
     if table in VIEWS:
-        return {("SELECT", f"{DEPLOY_DB}.{table}")} | {p for t in VIEWS[table] for p in _select(t, sql)}
+        return {("SELECT", _obj(table))} | {p for t in VIEWS[table] for p in _select(t, sql)}
     if table in COLUMN_GRANTED:
         columns = COLUMN_GRANTED[table]
         used = columns if re.search(r"SELECT\s+\*|\*\s+FROM", sql) else tuple(
             c for c in columns if re.search(rf"\b{c}\b", sql))
-        return {(f"SELECT({c})", f"{DEPLOY_DB}.{table}") for c in used}
-    return {("SELECT", f"{DEPLOY_DB}.{table}")}
+        return {(f"SELECT({c})", _obj(table)) for c in used}
+    return {("SELECT", _obj(table))}
 
 
 def needs(sql: str, db: str) -> set[tuple[str, str]]:
     """The privileges current ClickHouse checks for ``sql`` (one statement on database ``db``)."""
     text = " ".join(sql.split())
     head = text.upper()
-
-    def obj(table: str) -> str:
-        return f"{DEPLOY_DB}.{table}"
+    if m := re.match(rf"CREATE DATABASE (IF NOT EXISTS )?{re.escape(db)}({AUTH_SUFFIX})?\b", text):
+        return {("CREATE DATABASE", f"{DEPLOY_DB}{m.group(2) or ''}.*")}
+    # The auth database's tables read as tables of ``db`` with a mark, so every pattern below holds.
+    text = re.sub(rf"\b{re.escape(db)}{AUTH_SUFFIX}\.(\w+)", rf"{db}.{AUTH_MARK}\1", text)
+    obj = _obj
 
     out: set[tuple[str, str]] = set()
     if head.startswith(("CREATE TEMPORARY TABLE", "DROP TEMPORARY TABLE")) or re.search(
@@ -76,8 +89,6 @@ def needs(sql: str, db: str) -> set[tuple[str, str]]:
         written = {m.group(1)}
         out.add(("INSERT", obj(m.group(1))))
         out |= {("INSERT", obj(t)) for t in MATERIALIZED_TARGETS.get(m.group(1), ())}
-    elif m := re.match(rf"CREATE DATABASE (IF NOT EXISTS )?{re.escape(db)}\b", text):
-        return {("CREATE DATABASE", f"{DEPLOY_DB}.*")}
     elif m := re.match(rf"CREATE (MATERIALIZED )?VIEW (IF NOT EXISTS )?{re.escape(db)}\.(\w+)", text):
         written = {m.group(3)}
         out.add(("CREATE VIEW", obj(m.group(3))))

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from highland.ingest.gateway import OPENAPI
 from highland.sinks.client import connect
+from highland.sinks.tables import AGENCY_TOKEN_USES
 from highland.sinks.tokens import issue, revoke_all
 from jsonschema import Draft202012Validator
 
@@ -86,7 +87,8 @@ def test_a_token_is_issued_listed_used_rotated_revoked_and_expires(isolated: Set
         # Used five times: "last used" is set, and written once, not once per request.
         assert [post(gw, first) for _ in range(5)] == [200] * 5
         wait_for(lambda: listed(isolated)[first_id]["last_used_at"] is not None, 10, "last used to be noted")
-        [(uses,)] = connect(isolated).execute(f"SELECT count() FROM {isolated.clickhouse_database}.agency_token_uses")
+        [(uses,)] = connect(isolated).execute(
+            f"SELECT count() FROM {AGENCY_TOKEN_USES.qualified(isolated.clickhouse_database)}")
         assert uses == 1
 
         # Rotated, the old one kept for an hour: both work, the old one now expires.

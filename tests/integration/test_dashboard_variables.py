@@ -15,6 +15,7 @@ from highland.catalog.models import Catalog
 from highland.dashboards import definitions
 from highland.dashboards.macros import expand
 from highland.dashboards.queries import INDICATOR_VAR
+from highland.sinks.tables import AGENCY_TOKENS, auth_database
 
 from tests.integration import test_dashboards_sql as known
 from tests.integration.test_dashboards_sql import RANGES, Engine, boards
@@ -46,7 +47,7 @@ EXFILTRATE = ("\\' OR 1) UNION ALL SELECT agency, token_sha256, today(), toUInt6
 def with_token(engine: Engine) -> Engine:
     run = engine._run  # the writer is not at hand on 18.16: store through the engine that owns the data
     writer = getattr(engine, "writer", None)
-    sql = f"INSERT INTO {engine.db}.agency_tokens (agency, token_sha256, revoked, updated_at) VALUES"
+    sql = f"INSERT INTO {AGENCY_TOKENS.qualified(engine.db)} (agency, token_sha256, revoked, updated_at) VALUES"
     if writer is not None:
         from datetime import UTC, datetime
 
@@ -93,6 +94,6 @@ def test_the_backslash_injection_returns_no_foreign_row(with_token: Engine, cata
     time_range = RANGES[definitions.INDICATOR_UID]
     fiber = engine.query(expand(sql, time_range, {"indicator": "fiber_broadband_ports"})).rows
     assert fiber  # the known feed's regional indicator has districts: a foreign row would be one of them
-    rows = engine.query(expand(sql, time_range, {"indicator": EXFILTRATE.format(db=engine.db)})).rows
+    rows = engine.query(expand(sql, time_range, {"indicator": EXFILTRATE.format(db=auth_database(engine.db))})).rows
     assert TOKEN_HASH not in {r["district"] for r in rows}
     assert rows == []

@@ -16,7 +16,7 @@ from highland.sinks.client import connect
 from highland.sinks.migrate import bootstrap_statements, load_migrations, migrate, schema_statements
 from highland.sinks.migrations.operations import AddColumn, CreateTable, Migration
 from highland.sinks.progress import query_actuals, reference_actuals
-from highland.sinks.tables import Column, Engine, Sharded, Table
+from highland.sinks.tables import TABLES, Column, Engine, Sharded, Table, auth_database
 from highland.sinks.topology import SINGLE_NODE
 from highland.sinks.writer import write_events
 
@@ -49,8 +49,14 @@ def tables_of(client: Any, db: str) -> dict[str, str]:
     return {name: query.replace(f" {db}.", " DB.") for name, query in rows}
 
 
-def contents(client: Any, db: str, tables: dict[str, list[str]]) -> dict[str, list[tuple[Any, ...]]]:
-    return {table: client.execute(f"SELECT {', '.join(columns)} FROM {db}.{table} ORDER BY {', '.join(columns)}")
+def contents(client: Any, db: str, tables: dict[str, list[str]],
+             migrated: bool = False) -> dict[str, list[tuple[Any, ...]]]:
+    """Each table's rows; ``migrated``: read where it lives now (the token tables: in the auth database
+    since 0010)."""
+    def where(table: str) -> str:
+        return TABLES[table].qualified(db) if migrated and table in TABLES else f"{db}.{table}"
+
+    return {table: client.execute(f"SELECT {', '.join(columns)} FROM {where(table)} ORDER BY {', '.join(columns)}")
             for table, columns in tables.items()}
 
 
@@ -114,15 +120,18 @@ def test_a_database_migrated_by_aa7b72c_upgrades_in_place_and_keeps_its_data(iso
         applied = migrate(settings)
 
         assert applied == [m.name for m in load_migrations() if m.version > 7]
-        after = contents(client, db, columns)
+        after = contents(client, db, columns, migrated=True)
         recorded = before.pop("schema_migrations")
         assert after.pop("schema_migrations")[:len(recorded)] == recorded  # later versions recorded after
         assert after == before
         assert tables_of(client, db) == tables_of(client, isolated.clickhouse_database)
+        assert tables_of(client, auth_database(db)) == tables_of(client, auth_database(isolated.clickhouse_database))
+        assert not {"agency_tokens", "agency_token_expiry", "agency_token_uses"} & set(tables_of(client, db))
         assert migrate(settings) == []
         _write_and_check_exact(client, db)
     finally:
         client.execute(f"DROP DATABASE IF EXISTS {db}")
+        client.execute(f"DROP DATABASE IF EXISTS {auth_database(db)}")
 
 
 def _write_and_check_exact(client: Any, db: str) -> None:

@@ -34,7 +34,7 @@ from highland.sinks.client import connect
 from highland.sinks.cluster import local_name
 from highland.sinks.migrate import migrate
 from highland.sinks.plan_tables import sync_plan_tables
-from highland.sinks.tables import TABLES, Sharded
+from highland.sinks.tables import AUTH_SUFFIX, TABLES, Sharded, auth_database
 from kafka import KafkaProducer
 from pydantic import SecretStr
 
@@ -251,11 +251,13 @@ def run(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         name = role.split("-")[0]
         user = {"reader": settings.clickhouse_reader_user,
                 "tokens": settings.clickhouse_token_reader_user}.get(name) or settings.clickhouse_user
-        logged = _logged(admin, user, since, until, (db, upgraded.clickhouse_database))
-        statements.setdefault(name, []).extend(re.sub(rf"\b{db}_up\b", db, q) for q in logged)
+        served = (db, upgraded.clickhouse_database)
+        logged = _logged(admin, user, since, until, (*served, *map(auth_database, served)))
+        statements.setdefault(name, []).extend(re.sub(rf"\b{db}_up(?={AUTH_SUFFIX}\b|\b)", db, q) for q in logged)
     yield Run(db, statements, dlq.stdout, board_run.stdout)
-    admin.execute(f"DROP DATABASE IF EXISTS {db}")
-    admin.execute(f"DROP DATABASE IF EXISTS {upgraded.clickhouse_database}")
+    for served in (db, upgraded.clickhouse_database):
+        admin.execute(f"DROP DATABASE IF EXISTS {served}")
+        admin.execute(f"DROP DATABASE IF EXISTS {auth_database(served)}")
 
 
 def _needs(run: Run, role: str) -> dict[tuple[str, str], str]:
@@ -309,8 +311,9 @@ def test_the_reader_and_the_token_reader_are_kept_to_their_tables(run: Run):
     assert not [g for g in reader if g[0] in ("SELECT(payload)", "SELECT(payload_encoding)")]
     gateway = grants["highland_tokens"]
     assert {t.removesuffix("_local") for _p, t in gateway} == {
-        "highland.agency_tokens", "highland.agency_token_expiry", "highland.agency_token_uses", "highland.dead_letters"}
-    assert {t.removesuffix("_local") for p, t in gateway if p != "SELECT"} == {"highland.agency_token_uses"}
+        "highland_auth.agency_tokens", "highland_auth.agency_token_expiry", "highland_auth.agency_token_uses",
+        "highland.dead_letters"}
+    assert {t.removesuffix("_local") for p, t in gateway if p != "SELECT"} == {"highland_auth.agency_token_uses"}
     assert not any(p.startswith(("CREATE TEMPORARY", "URL", "REMOTE", "FILE", "SOURCES")) for p, _ in reader)
 
 

@@ -35,7 +35,7 @@ from highland.sinks.migrate import load_migrations, migrate, schema_statements
 from highland.sinks.migrations import fill_observations_by_series
 from highland.sinks.migrations.operations import CreateMaterializedView, CreateTable, CreateView
 from highland.sinks.progress import latest_events_sql, query_actuals, reference_actuals
-from highland.sinks.tables import Column, Engine, Everywhere, MaterializedView, Sharded, Table
+from highland.sinks.tables import AUTH_SUFFIX, Column, Engine, Everywhere, MaterializedView, Sharded, Table
 from highland.sinks.topology import Topology
 
 from highland.settings import Settings
@@ -85,24 +85,25 @@ def _check_table(table: Table, out: list[str], single: list[str]) -> None:
     assert table.body() in data and table.body() in plain  # the columns, as described
     for clause in table.clauses():  # ORDER BY / PARTITION BY / SETTINGS kept
         assert f"\n{clause}" in data and f"\n{clause}" in plain
+    db = table.database(DB)  # the token tables: the auth database
     extra = "".join(f", {a}" for a in table.engine.arguments())
     if isinstance(layout, Everywhere):
         assert len(out) == 1
-        assert data.startswith(f"CREATE TABLE IF NOT EXISTS {DB}.{table.name} ON CLUSTER {CLUSTER}\n")
-        path = f"/clickhouse/tables/all/{DB}/{table.name}"
+        assert data.startswith(f"CREATE TABLE IF NOT EXISTS {db}.{table.name} ON CLUSTER {CLUSTER}\n")
+        path = f"/clickhouse/tables/all/{db}/{table.name}"
         assert f"Replicated{table.engine.name}('{path}', '{{replica}}'{extra})" in data
         return
     local = local_name(table.name)
     assert len(out) == 2
-    assert data.startswith(f"CREATE TABLE IF NOT EXISTS {DB}.{local} ON CLUSTER {CLUSTER}\n")
-    assert f"Replicated{table.engine.name}('/clickhouse/tables/{{shard}}/{DB}/{local}', '{{replica}}'{extra})" in data
+    assert data.startswith(f"CREATE TABLE IF NOT EXISTS {db}.{local} ON CLUSTER {CLUSTER}\n")
+    assert f"Replicated{table.engine.name}('/clickhouse/tables/{{shard}}/{db}/{local}', '{{replica}}'{extra})" in data
     # The local table's shape; with MATERIALIZED columns, the columns with those as ALIAS (18.16's
     # Distributed INSERT would send them: docs/clickhouse-dialect.md, "distributed-materialized").
     computed = [c for c in table.columns if c.materialized is not None]
-    shape = (f" AS {DB}.{local}" if not computed else
+    shape = (f" AS {db}.{local}" if not computed else
              "\n" + table.body().replace(" MATERIALIZED ", " ALIAS "))
-    assert out[1] == (f"CREATE TABLE IF NOT EXISTS {DB}.{table.name} ON CLUSTER {CLUSTER}{shape}\n"
-                      f"ENGINE = Distributed({CLUSTER}, {DB}, {local}, {layout.key})")
+    assert out[1] == (f"CREATE TABLE IF NOT EXISTS {db}.{table.name} ON CLUSTER {CLUSTER}{shape}\n"
+                      f"ENGINE = Distributed({CLUSTER}, {db}, {local}, {layout.key})")
 
 
 def _check_materialized_view(view: MaterializedView, out: list[str]) -> None:
@@ -271,8 +272,9 @@ def test_every_cluster_statement_parses_on_current_clickhouse(chdb_session: Any)
         if engine:  # the parser put the engine where we meant it, with its arguments
             assert f"ENGINE = {engine.group(1)}(" in formatted
         if "Distributed(" in sql:
-            distributed = (rf" ON CLUSTER {CLUSTER}(?: AS {DB}\.(\w+_local)|\n\(\n.*\))\n"
-                           rf"ENGINE = Distributed\({CLUSTER}, {DB}, \w+_local, ")
+            db = rf"{DB}(?:{AUTH_SUFFIX})?"  # the token tables: the auth database
+            distributed = (rf" ON CLUSTER {CLUSTER}(?: AS {db}\.(\w+_local)|\n\(\n.*\))\n"
+                           rf"ENGINE = Distributed\({CLUSTER}, {db}, \w+_local, ")
             assert re.search(distributed, formatted, re.S)
         if "MATERIALIZED VIEW" in sql:
             assert re.search(rf" TO {DB}\.\w+_local\n", formatted)

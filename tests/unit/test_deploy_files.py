@@ -20,6 +20,7 @@ import yaml
 from highland.catalog.loader import default_catalog
 from highland.dashboards import alerting
 from highland.dashboards.build import READER_PASSWORD_ENV
+from highland.sinks.tables import auth_database
 
 from highland.settings import Settings
 
@@ -274,7 +275,9 @@ def test_clickhouse_users_match_the_settings(services: dict[str, dict[str, Any]]
     db = worker_env["HIGHLAND_CLICKHOUSE_DATABASE"]
     for user in (writer, reader):
         grants = [q.text or "" for q in user.iter("query")]
-        assert grants and all(q.rsplit(" ON ", 1)[1].startswith(f"{db}.") or q.endswith(" ON *.*") for q in grants)
+        assert grants and all(q.rsplit(" ON ", 1)[1].startswith((f"{db}.", f"{auth_database(db)}."))
+                              or q.endswith(" ON *.*") for q in grants)
+    assert not [q for q in reader.iter("query") if f"{auth_database(db)}." in (q.text or "")]  # no token table
     reader_grants = " ".join(q.text or "" for q in reader.iter("query"))
     assert "INSERT" not in reader_grants and "ALTER" not in reader_grants
     assert "CLUSTER" in " ".join(q.text or "" for q in writer.iter("query"))  # ON CLUSTER DDL

@@ -68,7 +68,7 @@ def format_query(session: Any, sql: str) -> str:
 def test_migrate_runs_what_aa7b72c_ran(mode: str, monkeypatch: pytest.MonkeyPatch, chdb_session: Any):
     client = RecordingClient()
     monkeypatch.setattr(highland.sinks.client, "connect", lambda *a, **k: client)
-    migrate(Settings(clickhouse_cluster=MODES[mode], clickhouse_database=DB))
+    migrate(Settings(clickhouse_cluster=MODES[mode], clickhouse_database=DB, clickhouse_reader_databases_file=None))
     golden = GOLDEN[f"migrate_{mode}"]
     ran, later = client.executed[:len(golden)], client.executed[len(golden):]
     assert len(ran) == len(golden)
@@ -81,10 +81,11 @@ def test_migrate_runs_what_aa7b72c_ran(mode: str, monkeypatch: pytest.MonkeyPatc
             assert " ALIAS cityHash64(" in new and " MATERIALIZED " not in new
             continue
         assert format_query(chdb_session, old) == format_query(chdb_session, new)
-    # Whatever runs after 0007 belongs to later migrations only.
+    # Whatever runs after 0007 belongs to later migrations only; their data steps only look (0010: no
+    # token table in the served database to move on an empty one).
     newer = [m for m in load_migrations() if m.version > LAST_GOLDEN_VERSION]
     topology = Topology(MODES[mode])
-    assert later == [sql for m in newer for sql in
+    assert [sql for sql in later if not sql.startswith("EXISTS TABLE")] == [sql for m in newer for sql in
                      [*m.statements(DB, topology), f"INSERT INTO {DB}.schema_migrations (version, name) VALUES"]]
 
 
