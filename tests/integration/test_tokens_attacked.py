@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from highland.sinks.client import connect
 from highland.sinks.tables import AGENCY_TOKEN_EXPIRY, AGENCY_TOKENS
-from highland.sinks.tokens import Verifier, token_hash, token_id
+from highland.sinks.tokens import Verifier, issue, token_hash, token_id
 
 from highland.settings import Settings
 from tests.integration.test_agency_door import tokens
@@ -46,3 +46,11 @@ def test_keep_old_shortens_a_token_issued_on_a_machine_whose_clock_runs_ahead(is
     [old] = [t for t in json.loads(tokens(isolated, "list", "--json").stdout) if t["id"] == old_id]
     # Before: the year-long expiry written "later" by the fast clock won over the hour asked.
     assert datetime.fromisoformat(old["expires_at"]) < datetime.now(UTC) + timedelta(hours=2)
+
+
+def test_keep_old_never_lengthens_a_token_that_expires_sooner(isolated: Settings):
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    old_id = token_id(token_hash(issue(connect(isolated), isolated.clickhouse_database, "cq_commerce", soon)))
+    tokens(isolated, "rotate", old_id, "--keep-old", "7d")
+    [old] = [t for t in json.loads(tokens(isolated, "list", "--json").stdout) if t["id"] == old_id]
+    assert datetime.fromisoformat(old["expires_at"]) == soon  # not a week: "never longer than it already was"
