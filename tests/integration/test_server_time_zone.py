@@ -52,6 +52,9 @@ def shanghai_server(stack: Settings) -> Iterator[Settings]:
     settings = stack.model_copy(update={
         "state_dir": stack.state_dir / "server-in-shanghai",
         "clickhouse_port": stack.clickhouse_port + 5, "clickhouse_http_port": stack.clickhouse_http_port + 5})
+    # Its reader's list of databases is its own (sinks/reader_access.py).
+    settings = settings.model_copy(update={
+        "clickhouse_reader_databases_file": clickhouse_server.reader_databases_file(settings)})
     admin = local.ensure_secrets(stack)["HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD"]
     started = clickhouse_server.start(settings, admin, timezone=SHANGHAI)
     yield settings
