@@ -160,6 +160,15 @@ class Settings(BaseSettings):
     gateway_token_cache_seconds: float = Field(1.0, gt=0)
     gateway_rate_events_per_s: float = Field(5_000.0, gt=0)
     gateway_rate_burst_events: int = Field(20_000, ge=1)
+    # Failed authentications (no token, an unknown, revoked or expired one) per client address: this
+    # many a second with this burst, then 429 without a token look-up, so a flood of made-up tokens
+    # from one address cannot hold the token store for others. A look-up of an uncached token counts
+    # until it proves valid, so the burst also bounds one address's look-ups in flight (keep it
+    # below the gateway's 64 waiting store calls). X-Forwarded-For is believed only from these
+    # proxies (comma-separated addresses or CIDR networks; empty: none): docs/agencies.md.
+    gateway_auth_failures_per_s: float = Field(1.0, gt=0)
+    gateway_auth_failure_burst: int = Field(20, ge=1)
+    gateway_trusted_proxies: str = ""
     # "Last used" of `highland tokens list`: a door notes a token's use at most this often per token
     # and process, so requests never become one ClickHouse write each.
     token_use_record_seconds: float = Field(60.0, gt=0)

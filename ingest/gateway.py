@@ -17,7 +17,8 @@ allowed request.
 Status codes: 200 every event accepted; 400 some rejected (or the body is not JSON); 403 every
 rejection is ``forbidden_agency``; 401 no valid token (the body is not read, nothing is stored;
 the attempt is counted and logged); 413 body over the byte or event limit; 429 over the token's
-rate (``Retry-After`` says when to retry); 503 the broker did not acknowledge (nothing in the
+rate, or the client's address has failed to authenticate too often (``Retry-After`` says when to
+retry); 503 the broker did not acknowledge (nothing in the
 request counts as accepted; retry). ``GET /health`` answers 200 when the broker is reachable,
 else 503, and reports the count of unauthenticated attempts (a readiness check); ``GET /live``
 answers 200 while the process serves HTTP (a liveness check: a broker outage must not restart
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import json
 import logging
 import math
@@ -79,6 +81,7 @@ ERROR_ZH = {
     **{reason.value: text for reason, text in REASON_ZH.items()},
     "unreadable_file": "文件无法读取（编码、表头或工作表有误），未保存任何数据",
     "rate_limited": "超出本令牌的报送频率，请按 Retry-After 秒数后重试",
+    "too_many_failed_authentications": "该地址认证失败次数过多，请按 Retry-After 秒数后重试",
     "broker_unavailable": "服务暂时无法接收数据，本次请求未保存，请重试",
     "token_store_unavailable": "令牌服务暂时不可用，请重试",
     "token_store_busy": "令牌服务繁忙，请稍后重试",
@@ -109,6 +112,14 @@ class BrokerDown(RuntimeError):
 
 class TooManyEvents(Exception):
     pass
+
+
+class TooManyFailures(Exception):
+    """The client's address has failed to authenticate more often than its budget allows."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"retry in {wait:.1f} s")
+        self.wait = wait
 
 
 # --- bounded state -----------------------------------------------------------------------------
@@ -173,11 +184,47 @@ class RateLimiter:
         wait = self.wait(key, events)
         if wait > 0:
             return wait
-        self._buckets[key] = (self._level(key) - min(events, self.burst), self._clock())
+        self._set(key, self._level(key) - min(events, self.burst))
+        return 0.0
+
+    def give_back(self, key: str, events: int) -> None:
+        """Return ``events`` taken in advance (never above the burst)."""
+        if key in self._buckets:
+            self._set(key, min(float(self.burst), self._level(key) + events))
+
+    def _set(self, key: str, level: float) -> None:
+        self._buckets[key] = (level, self._clock())
         self._buckets.move_to_end(key)
         while len(self._buckets) > self.size:
             self._buckets.popitem(last=False)
-        return 0.0
+
+
+def trusted_networks(setting: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``gateway_trusted_proxies``: comma-separated addresses or networks (CIDR)."""
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in setting.split(",") if part.strip())
+
+
+def _is_trusted(address: str, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def client_address(peer: str | None, forwarded_for: str | None,
+                   trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> str:
+    """The address a request comes from. ``X-Forwarded-For`` is believed only from a trusted proxy
+    (anyone else could write any address into it): then the nearest address in it that is not a
+    trusted proxy itself, as each proxy appends the address it was reached from."""
+    address = peer or "?"
+    if not forwarded_for or not _is_trusted(address, trusted):
+        return address
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else address
 
 
 @dataclass
@@ -198,6 +245,12 @@ class Gateway:
         self.tokens = TokenCache(s.gateway_token_cache_size, s.gateway_token_cache_seconds)
         self.rates = RateLimiter(s.gateway_rate_events_per_s, s.gateway_rate_burst_events,
                                  s.gateway_token_cache_size)
+        # Failed authentications per client address (docs/agencies.md, "Gateway limits"): a look-up
+        # of an uncached token is taken from its address's bucket before it runs and given back when
+        # the token is valid, so one address has at most the burst of look-ups waiting at once.
+        self.failures = RateLimiter(s.gateway_auth_failures_per_s, s.gateway_auth_failure_burst,
+                                    s.gateway_token_cache_size)
+        self.trusted_proxies = trusted_networks(s.gateway_trusted_proxies)
         self._start_lock = asyncio.Lock()
         self.metrics = GatewayMetrics()
         self.uses = UseThrottle(s.token_use_record_seconds, s.gateway_token_cache_size)
@@ -260,21 +313,35 @@ class Gateway:
             raise BrokerDown(str(exc) or type(exc).__name__) from exc
 
     # --- auth -----------------------------------------------------------------------------------
-    async def agency_for(self, request: web.Request) -> tuple[str, str] | None:
+    def address_of(self, request: web.Request) -> str:
+        return client_address(request.remote, request.headers.get("X-Forwarded-For"), self.trusted_proxies)
+
+    def _failed(self, address: str) -> None:
+        """Count a failed authentication against ``address``; TooManyFailures once over its budget."""
+        wait = self.failures.take(address, 1)
+        if wait > 0:
+            raise TooManyFailures(wait)
+
+    async def agency_for(self, request: web.Request, address: str) -> tuple[str, str] | None:
         """(agency, token key) of the request's bearer token, from its headers only; None if it
-        has none or it is unknown or revoked."""
+        has none or it is unknown or revoked; TooManyFailures when ``address`` has failed too often
+        (then an uncached token is not looked up at all)."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
+            self._failed(address)
             return None
         key = TokenCache.key(token)
         found, agency = self.tokens.get(key)
         if not found:
+            self._failed(address)  # taken in advance, given back below for a valid token
             try:
                 agency = await self.in_store(self.token_lookup, token)
             except web.HTTPServiceUnavailable:
+                self.failures.give_back(address, 1)
                 raise
             except Exception as exc:  # the token store is down: a retry signal, not a refusal
+                self.failures.give_back(address, 1)
                 log.error("token look-up failed: %s", exc)
                 self.metrics.token_store_errors.inc()
                 raise web.HTTPServiceUnavailable(text=strict_json.dumps({
@@ -282,6 +349,10 @@ class Gateway:
                     "detail": type(exc).__name__, "retry": True}),
                     content_type="application/json") from exc
             self.tokens.put(key, agency)
+            if agency is not None:
+                self.failures.give_back(address, 1)
+        elif agency is None:
+            self._failed(address)
         return (agency, key) if agency is not None else None
 
     def note_use(self, key: str, agency: str) -> None:
@@ -451,12 +522,10 @@ def create_app(gateway: Gateway) -> web.Application:
 
     async def admit(request: web.Request) -> web.Response | str:
         """The checks on the headers alone: token, declared size, rate. The agency, or the answer."""
-        now, origin = datetime.now(UTC), request.remote or "?"
-        identity = await gateway.agency_for(request)
-        if identity is None:
-            gateway.count_unauthenticated(origin, now)
-            return _unread(_json_response({"error": Reason.UNAUTHENTICATED.value,
-                                           "detail": "missing, unknown, revoked or expired bearer token"}, status=401))
+        now, origin = datetime.now(UTC), gateway.address_of(request)
+        identity = await identify(request, origin, now)
+        if isinstance(identity, web.Response):
+            return _unread(identity)
         agency, key = identity
         gateway.note_use(key, agency)
         if request.content_length is not None and request.content_length > limit:
@@ -486,7 +555,7 @@ def create_app(gateway: Gateway) -> web.Application:
             if isinstance(verdict, web.Response):
                 return verdict
             agency = verdict
-        now, origin = datetime.now(UTC), request.remote or "?"
+        now, origin = datetime.now(UTC), gateway.address_of(request)
         body = await _read_limited(request, limit)
         if body is None:
             return await _too_large(gateway, f"request body over {limit} bytes", origin, now, agency)
@@ -525,13 +594,28 @@ def create_app(gateway: Gateway) -> web.Application:
                                   status=503)
         return _json_response({"status": "ok", "broker": True, **counts})
 
-    async def authenticated(request: web.Request) -> str | web.Response:
-        """The agency of a request without a body (a GET), or its 401."""
-        identity = await gateway.agency_for(request)
+    async def identify(request: web.Request, origin: str, now: datetime) -> tuple[str, str] | web.Response:
+        """(agency, token key), or the answer to a request without a valid token: 401, or 429 while
+        its address is over its failed authentications."""
+        try:
+            identity = await gateway.agency_for(request, origin)
+        except TooManyFailures as exc:
+            gateway.count_unauthenticated(origin, now)
+            seconds = max(1, math.ceil(exc.wait))
+            return _json_response({"error": "too_many_failed_authentications", "retry_after": seconds,
+                                   "detail": f"too many failed authentications from {origin}; retry in {seconds} s"},
+                                  status=429, headers={"Retry-After": str(seconds)})
         if identity is None:
-            gateway.count_unauthenticated(request.remote or "?", datetime.now(UTC))
+            gateway.count_unauthenticated(origin, now)
             return _json_response({"error": Reason.UNAUTHENTICATED.value,
                                    "detail": "missing, unknown, revoked or expired bearer token"}, status=401)
+        return identity
+
+    async def authenticated(request: web.Request) -> str | web.Response:
+        """The agency of a request without a body (a GET), or its 401 (429)."""
+        identity = await identify(request, gateway.address_of(request), datetime.now(UTC))
+        if isinstance(identity, web.Response):
+            return identity
         agency, key = identity
         gateway.note_use(key, agency)
         request["token_key"] = key
