@@ -112,6 +112,17 @@ def sample_days(first: date, as_of: date) -> list[date]:
     return days
 
 
+def chart_days(first: date, last: date, as_of: date) -> list[date]:
+    """The chart's x positions for a plan whose first day is ``first`` and last day ``last``: month
+    ends from ``first`` through the report's day, or through ``last`` when the report comes later,
+    then the report's day. Each is one read of progress, so a report long after the plan (a year
+    mistyped, 2109 for 2019) costs what one on the plan's last day does; before the plan: its day."""
+    if as_of < first:
+        return [as_of]
+    days = sample_days(first, min(as_of, last))
+    return days if days[-1] == as_of else [*days, as_of]
+
+
 def stopped_since(row: ProgressRow, tz: str) -> date | None:
     """The day of the feed's last observation when the feed stopped (``row.stale``: more than one
     reporting cadence passed since it, catalog/domain.py ``is_stale``), else None."""
@@ -136,8 +147,7 @@ def build(catalog: Catalog, as_of: date, period: Period, now: list[ProgressRow],
 
 def gather(client: Any, db: str, catalog: Catalog, as_of: date, period: Period) -> Report:
     """Read every number a report needs: progress on each sample day from the plan's first year."""
-    first = date(catalog.plan.baseline_year + 1, 1, 1)
-    days = sample_days(first, as_of) if as_of >= first else [as_of]
+    days = chart_days(date(catalog.plan.baseline_year + 1, 1, 1), date(catalog.plan.target_year, 12, 31), as_of)
     paths: dict[str, list[Point]] = {i.code: [] for i in catalog.indicators}
     rows_on: dict[date, list[ProgressRow]] = {}
     for day in days:

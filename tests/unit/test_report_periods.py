@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 from highland.catalog.domain import ProgressRow
-from highland.dashboards.report import Entry, Period, period_start, sample_days, stopped_since
+from highland.dashboards.report import Entry, Period, chart_days, period_start, sample_days, stopped_since
 
 
 @pytest.mark.parametrize(("as_of", "period", "start"), [
@@ -26,6 +26,16 @@ def test_a_chart_samples_every_month_end_then_the_report_day() -> None:
         date(2019, 1, 31), date(2019, 2, 28), date(2019, 3, 31), date(2019, 4, 10)]
     # A report on a month's last day does not sample that day twice.
     assert sample_days(date(2020, 1, 1), date(2020, 2, 29)) == [date(2020, 1, 31), date(2020, 2, 29)]
+
+
+def test_a_chart_after_the_plan_samples_the_plan_then_the_report_day() -> None:
+    first, last = date(2016, 1, 1), date(2020, 12, 31)
+    in_plan = chart_days(first, last, last)
+    assert len(in_plan) == 60 and in_plan[-1] == last
+    assert chart_days(first, last, date(2030, 6, 30)) == [*in_plan, date(2030, 6, 30)]
+    assert chart_days(first, last, date(9999, 12, 31)) == [*in_plan, date(9999, 12, 31)]  # no date overflow
+    assert chart_days(first, last, date(2015, 6, 30)) == [date(2015, 6, 30)]  # before the plan: its day
+    assert chart_days(first, last, date(2019, 4, 10)) == sample_days(first, date(2019, 4, 10))
 
 
 def row(status: str, last: str | None = None, stale: bool = False) -> ProgressRow:
