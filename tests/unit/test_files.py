@@ -60,6 +60,17 @@ def test_a_gb18030_csv_with_chinese_headers_and_names_reads_as_codes(tmp_path):
     ]
 
 
+def test_a_gb18030_character_outside_gbk_is_read_as_itself_and_leaves_the_other_rows_alone(tmp_path):
+    """GB18030's four-byte characters (CJK Extension A and B, minority scripts) are not in GBK: read
+    as GBK, one such character made the whole file unreadable instead of one row unknown."""
+    path = tmp_path / "报表.csv"
+    rare = "t3,0,重庆市商务委员会,电子商务交易额,㐀𠀀区,7,亿元,2019/3/31\n"
+    path.write_bytes((CHINESE_HEADER + GB_ROWS.replace(",,,,,,,\n", rare)).encode("gb18030"))
+    events = _events(path)
+    assert [e["event_id"] for e in events] == ["t1", "t2", "p1", "t3"]
+    assert events[-1]["region"] == "㐀𠀀区"  # as written: the validator names it unknown_region
+
+
 def test_utf8_with_or_without_bom_and_header_variants(tmp_path):
     text = ("编号,版本,单位名称,指标名称,区县,指标值,计量单位,日期\n"
             "v1,1,cq_commerce,ecommerce_turnover,,3,亿元,2019年5月1日\n")
