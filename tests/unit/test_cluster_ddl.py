@@ -4,9 +4,14 @@ Replicated*/Distributed tables, checked three ways:
 1. structurally, against the descriptions they come from (sinks/tables.py) and the single-server DDL;
 2. for syntax on current ClickHouse (chdb 26.x): ``formatQuery`` parses a statement without executing
    it, so ON CLUSTER and Replicated engines are accepted although chdb has neither a cluster nor Keeper;
-3. for meaning, by running a single-node image of the rendered DDL in chdb (ON CLUSTER removed,
-   Replicated* -> its plain engine, Distributed -> a Merge table over the same local table) and the
-   project's own progress queries on it, by the original table names.
+3. for meaning, on a one-node image of the cluster's layout in chdb, rendered from the same
+   descriptions (each sharded table's rows in its local table under its plain engine, the original
+   name a Buffer table that passes every insert straight to it, as one shard's Distributed table
+   would; materialized views on the local tables), by running the project's own writer, self-check
+   and progress queries on it by the original table names.
+
+No regular expression reads SQL here: what a statement must hold comes from the descriptions, and
+what ClickHouse made of it from its own parser (``formatQuery``, ``EXPLAIN AST``) and system tables.
 
 What today's rendering must equal, statement for statement, is tests/unit/test_schema_golden.py.
 """
@@ -14,7 +19,7 @@ What today's rendering must equal, statement for statement, is tests/unit/test_s
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -33,9 +38,9 @@ from highland.sinks.cluster import (
 from highland.sinks.daily_series import rebuild
 from highland.sinks.migrate import load_migrations, migrate, schema_statements
 from highland.sinks.migrations import fill_observations_by_series
-from highland.sinks.migrations.operations import CreateMaterializedView, CreateTable, CreateView
+from highland.sinks.migrations.operations import CreateMaterializedView, CreateTable, CreateView, RecreateDistributed
 from highland.sinks.progress import latest_events_sql, query_actuals, reference_actuals
-from highland.sinks.tables import AUTH_SUFFIX, Column, Engine, Everywhere, MaterializedView, Sharded, Table
+from highland.sinks.tables import Column, Engine, Everywhere, MaterializedView, Sharded, Table
 from highland.sinks.topology import Topology
 
 from highland.settings import Settings
@@ -268,16 +273,29 @@ def test_every_cluster_statement_parses_on_current_clickhouse(chdb_session: Any)
         formatted = format_query(chdb_session, sql)
         assert f" ON CLUSTER {CLUSTER}" in formatted, sql
         assert format_query(chdb_session, formatted) == formatted  # the parse is stable
-        engine = re.search(r"ENGINE = (\w+)\(", sql)
-        if engine:  # the parser put the engine where we meant it, with its arguments
-            assert f"ENGINE = {engine.group(1)}(" in formatted
-        if "Distributed(" in sql:
-            db = rf"{DB}(?:{AUTH_SUFFIX})?"  # the token tables: the auth database
-            distributed = (rf" ON CLUSTER {CLUSTER}(?: AS {db}\.(\w+_local)|\n\(\n.*\))\n"
-                           rf"ENGINE = Distributed\({CLUSTER}, {db}, \w+_local, ")
-            assert re.search(distributed, formatted, re.S)
-        if "MATERIALIZED VIEW" in sql:
-            assert re.search(rf" TO {DB}\.\w+_local\n", formatted)
+
+
+@pytest.mark.parametrize(("migration", "op"), OPERATIONS, ids=OPERATION_IDS)
+def test_the_parser_reads_each_part_where_the_description_put_it(chdb_session: Any, migration: Any, op: Any):
+    """The engine, a Distributed table's shape and local table, a materialized view's target: where
+    the description says, in the statement as current ClickHouse parsed and formatted it."""
+    formatted = [format_query(chdb_session, sql) for sql in op.statements(DB, ON_CLUSTER, migration.version)]
+    if isinstance(op, CreateTable):
+        assert f"ENGINE = Replicated{op.table.engine.name}(" in formatted[0]
+        if isinstance(op.table.layout, Sharded):
+            _check_distributed(op.table, formatted[1])
+    elif isinstance(op, RecreateDistributed):
+        _check_distributed(op.table, formatted[1])
+    elif isinstance(op, CreateMaterializedView):
+        [view] = formatted
+        assert f" TO {DB}.{local_name(op.view.target.name)}\n" in view
+
+
+def _check_distributed(table: Table, formatted: str) -> None:
+    db, local = table.database(DB), local_name(table.name)
+    computed = any(c.materialized is not None for c in table.columns)  # named, as ALIAS (part 1)
+    assert (f" ON CLUSTER {CLUSTER}\n(\n" if computed else f" ON CLUSTER {CLUSTER} AS {db}.{local}\n") in formatted
+    assert f"ENGINE = Distributed({CLUSTER}, {db}, {local}, " in formatted
 
 
 @pytest.mark.parametrize("broken", [
@@ -294,30 +312,60 @@ def test_the_syntax_check_rejects_broken_statements(chdb_session: Any, broken: s
 # --- 3. meaning: the rendered schema on one node, and the project's queries on it --------------------------
 
 LOCAL_DB = "cluster_single_node"
-_DISTRIBUTED = re.compile(r"^(CREATE TABLE IF NOT EXISTS \w+\.\w+)(?P<shape> AS \w+\.\w+|\n\(\n.*\))\n"
-                          r"ENGINE = Distributed\(\w+, (?P<db>\w+), (?P<local>\w+), (?P<key>.+)\)$", re.S)
 
 
-def single_node(sql: str) -> tuple[str, str | None]:
-    """A rendered cluster statement as one node can run it, and the sharding key if it had one."""
-    sql = re.sub(rf" ON CLUSTER {CLUSTER}\b", "", sql)
-    sql = re.sub(r"Replicated(\w*MergeTree)\('[^']*', '\{replica\}'(?:, )?", r"\1(", sql)
-    if m := _DISTRIBUTED.match(sql):
-        # The local table's shape even where the Distributed one names its columns: that form only
-        # turns MATERIALIZED into ALIAS for 18.16's INSERT, and a Merge table takes no ALIAS in PREWHERE.
-        return f"{m.group(1)} AS {m['db']}.{m['local']}\nENGINE = Merge({m['db']}, '^{m['local']}$')", m["key"]
-    return sql, None
+def as_local(table: Table) -> Table:
+    """A sharded table as its local table (its rows on one shard); a table everywhere as itself."""
+    return replace(table, name=local_name(table.name)) if isinstance(table.layout, Sharded) else table
+
+
+def one_node_image(db: str) -> list[str]:
+    """The cluster's layout on one node, rendered from the descriptions the cluster DDL is rendered
+    from. A sharded table's rows are in its local table, under the plain engine of its Replicated
+    one; its original name is a Buffer table that keeps nothing (every limit 0: each insert goes
+    straight through) and reads the local table -- one shard's Distributed table, which a Merge table
+    cannot stand for, as it takes no insert. A table everywhere is itself; materialized views read
+    and fill the local tables; views read the original names."""
+    databases = sorted({table.database(db) for table in tables.TABLES.values()})
+    statements = [f"CREATE DATABASE IF NOT EXISTS {name}" for name in databases]
+    for table in tables.TABLES.values():
+        statements.append(as_local(table).create(db))
+        if isinstance(table.layout, Sharded):
+            home, local = table.database(db), local_name(table.name)
+            statements.append(f"CREATE TABLE IF NOT EXISTS {home}.{table.name} AS {home}.{local}\n"
+                              f"ENGINE = Buffer({home}, {local}, 1, 0, 0, 0, 0, 0, 0)")
+    for _, op in OPERATIONS:
+        if isinstance(op, CreateMaterializedView):
+            view = op.view
+            statements.append(replace(view, source=as_local(view.source), target=as_local(view.target)).create(db))
+        elif isinstance(op, CreateView):
+            statements.append(op.view.create(db))
+    return statements
+
+
+class OneNodeCluster(Topology):
+    """The cluster's topology as the one-node image takes it: sets sent with GLOBAL IN, mutations on
+    the local tables, and no ON CLUSTER (the one node is the whole cluster, and chdb has no Keeper)."""
+
+    def mutable(self, db: str, table: str) -> str:
+        return f"{db}.{local_name(table)}"
+
+
+ONE_NODE_CLUSTER = OneNodeCluster(CLUSTER)
 
 
 class ChdbClient:
-    """Just enough of clickhouse-driver's ``execute`` for sinks.progress, on chdb."""
+    """Just enough of clickhouse-driver's ``execute`` for sinks.progress, on chdb; ``ran`` is every
+    statement as it ran."""
 
     def __init__(self, session: Any) -> None:
         self.session = session
+        self.ran: list[str] = []
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         if params:
             sql = sql % {k: self._literal(v) for k, v in params.items()}
+        self.ran.append(sql)
         result = self.session.query(sql, "JSONCompact").data()
         if not result.strip():
             return []
@@ -342,46 +390,41 @@ class ChdbClient:
         return sql_literal(str(value))
 
 
-class LocalInserts(ChdbClient):
-    """On the single-node image the original names are Merge tables, which take no INSERT: write to
-    the shard-local table, as a Distributed insert would."""
-
-    def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        sql = re.sub(rf"^(\s*INSERT INTO {LOCAL_DB}\.)(\w+)", lambda m: m.group(1) + local_name(m.group(2)), sql)
-        return super().execute(sql, params)
-
-
 @pytest.fixture(scope="module")
-def single_node_schema(chdb_session: Any) -> dict[str, str]:
-    """The cluster DDL, made runnable on one node, applied to LOCAL_DB; returns the sharding keys."""
-    chdb_session.query(f"DROP DATABASE IF EXISTS {LOCAL_DB}")
-    keys: dict[str, str] = {}
-    for sql in all_cluster_statements(LOCAL_DB):
-        runnable, key = single_node(sql)
-        chdb_session.query(runnable)
-        if key:
-            keys[re.search(r"Merge\(\w+, '\^(\w+)\$'\)", runnable).group(1)] = key  # type: ignore[union-attr]
-    return keys
+def single_node_schema(chdb_session: Any) -> None:
+    """The one-node image of the cluster's layout, in LOCAL_DB."""
+    for database in sorted({table.database(LOCAL_DB) for table in tables.TABLES.values()}):
+        chdb_session.query(f"DROP DATABASE IF EXISTS {database}")
+    for sql in one_node_image(LOCAL_DB):
+        chdb_session.query(sql)
 
 
-def test_single_node_image_has_every_table_and_view(chdb_session: Any, single_node_schema: dict[str, str]):
-    tables = set(chdb_session.query(f"SHOW TABLES FROM {LOCAL_DB}", "CSV").data().replace('"', "").split())
-    for name, layout in LAYOUTS.items():
-        assert name in tables
-        assert (local_name(name) in tables) == isinstance(layout, Sharded)
+def test_single_node_image_has_every_table_and_view(chdb_session: Any, single_node_schema: None):
+    present = set(ChdbClient(chdb_session).execute(
+        f"SELECT database, name FROM system.tables WHERE database LIKE '{LOCAL_DB}%'"))
+    for table in tables.TABLES.values():
+        db = table.database(LOCAL_DB)
+        assert (db, table.name) in present
+        assert ((db, local_name(table.name)) in present) == isinstance(table.layout, Sharded)
     views = {op.view.name for _, op in OPERATIONS if isinstance(op, CreateView | CreateMaterializedView)}
-    assert views <= tables
+    assert {(LOCAL_DB, view) for view in views} <= present
 
 
-def test_sharding_keys_are_integers_over_the_local_tables(chdb_session: Any, single_node_schema: dict[str, str]):
-    assert set(single_node_schema) == {local_name(n) for n, lay in LAYOUTS.items() if isinstance(lay, Sharded)}
-    for local, key in single_node_schema.items():
-        described = chdb_session.query(f"DESCRIBE (SELECT {key} AS k FROM {LOCAL_DB}.{local})", "CSV").data()
-        assert re.match(r'^"k","U?Int(8|16|32|64)"', described), (local, described)
+INTEGERS = {"UInt8", "UInt16", "UInt32", "UInt64", "Int8", "Int16", "Int32", "Int64"}
+
+
+def test_sharding_keys_are_integers_over_the_local_tables(chdb_session: Any, single_node_schema: None):
+    """Each sharded table's key, as its Distributed table names it (part 1), over its local table."""
+    sharded = [t for t in tables.TABLES.values() if isinstance(t.layout, Sharded)]
+    assert sharded
+    for table in sharded:
+        local = f"{table.database(LOCAL_DB)}.{local_name(table.name)}"
+        [(name, kind, *_)] = ChdbClient(chdb_session).execute(f"DESCRIBE (SELECT {table.layout.key} AS k FROM {local})")
+        assert (name, kind in INTEGERS) == ("k", True), (table.name, kind)
 
 
 def test_progress_queries_run_by_the_original_names_and_stay_exact(chdb_session: Any,
-                                                                   single_node_schema: dict[str, str]):
+                                                                   single_node_schema: None):
     catalog = default_catalog()
     flow = next(i for i in catalog.indicators if i.kind is Kind.FLOW and not i.regional)
     # Two observations; the first sent twice (a re-delivery) and then revised: 10 -> 25; the second 5.
@@ -389,10 +432,10 @@ def test_progress_queries_run_by_the_original_names_and_stay_exact(chdb_session:
     values = ", ".join(
         f"('{flow.agency}', '{eid}', {rev}, '{flow.code}', 'chongqing', {val}, '{flow.unit}', {val}, "
         f"'2020-03-01 00:00:00', '2020-03-01 00:00:00', 0, {n})" for n, (eid, rev, val) in enumerate(rows))
-    # Rows reach a shard's local table (the Distributed insert's job); the windows' views fire there.
+    # Rows straight into a shard's local table; the windows' views fire there.
     chdb_session.query(f"INSERT INTO {LOCAL_DB}.events_local VALUES {values}")
-    # The per-day series, built from those events (one node: inserts go to the local tables).
-    rebuild(LocalInserts(chdb_session), LOCAL_DB, catalog.plan.timezone, chunks=2)
+    # The per-day series, built from those events (written by the original names).
+    rebuild(ChdbClient(chdb_session), LOCAL_DB, catalog.plan.timezone, chunks=2)
     for read in (query_actuals, reference_actuals):
         actuals = read(ChdbClient(chdb_session), LOCAL_DB, catalog, date(2020, 6, 30))
         assert actuals[flow.code].value == pytest.approx(25.0 + 5.0)
@@ -403,27 +446,59 @@ def test_progress_queries_run_by_the_original_names_and_stay_exact(chdb_session:
     assert float(value_sum) == pytest.approx(sum(v for _, _, v in rows))
 
 
-class WriterClient(LocalInserts):
+class WriterClient(ChdbClient):
     """Also takes the writer's columnar INSERTs (rendered as VALUES): enough of the driver for
     sinks.writer, whose session tables live in the chdb session."""
 
-    statements: list[str]
-
     def execute(self, sql: str, params: Any = None, *, columnar: bool = False,
                 external_tables: Any = None) -> list[tuple[Any, ...]]:
-        self.__dict__.setdefault("statements", []).append(sql)
         if external_tables:
             raise AssertionError("the writer sends its batch once, as a session table")
         if isinstance(params, list):
-            assert columnar and sql.rstrip().endswith("VALUES"), sql
+            assert columnar, sql
             rows = zip(*params, strict=True)
             return super().execute(sql + " " + ", ".join(
                 "(" + ", ".join(self._literal(v) for v in row) + ")" for row in rows))
         return super().execute(sql, params)
 
 
+MEMBERSHIPS = {"in", "notIn", "globalIn", "globalNotIn"}
+
+
+def set_lookups(session: Any, sql: str) -> list[tuple[str, set[str]]]:
+    """Each IN of ``sql`` that tests against a subquery, as ClickHouse's own parser reads it
+    (``EXPLAIN AST``, one space of indent a level): its function (``in``, ``globalNotIn``, ...) and
+    the tables that the query it filters reads."""
+    text = session.query(f"EXPLAIN AST {sql}", "TabSeparatedRaw").data().splitlines()
+    lines, depth = [line.split() for line in text], [len(line) - len(line.lstrip(" ")) for line in text]
+
+    def below(i: int) -> range:
+        return range(i + 1, next((j for j in range(i + 1, len(lines)) if depth[j] <= depth[i]), len(lines)))
+
+    def enclosing_select(i: int) -> int:
+        level = depth[i]
+        for j in range(i - 1, -1, -1):
+            if depth[j] < level:
+                if lines[j][0] == "SelectQuery":
+                    return j
+                level = depth[j]
+        raise AssertionError(f"no query around line {i} of the AST of {sql}")
+
+    found = []
+    for i, words in enumerate(lines):
+        if words[0] != "Function" or words[1] not in MEMBERSHIPS:
+            continue
+        if [lines[j][0] for j in below(i) if depth[j] == depth[i] + 2][1:] != ["Subquery"]:
+            continue  # a set of literals
+        select = enclosing_select(i)  # its FROM: SelectQuery > TablesInSelectQuery > element > expression
+        reads = {lines[j][1] for j in below(select)
+                 if depth[j] == depth[select] + 4 and lines[j][0] == "TableIdentifier"}
+        found.append((words[1], reads))
+    return found
+
+
 def test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session: Any,
-                                                              single_node_schema: dict[str, str]):
+                                                              single_node_schema: None):
     """The writer's SQL (session tables, GLOBAL IN over the Distributed names, a re-delivered batch,
     a revision) on current ClickHouse, with the cluster's table layout."""
     from highland.ingest.events import Accepted
@@ -451,15 +526,16 @@ def test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session: Any
                            topology=Topology(CLUSTER))
     assert revised.inserted == 1
     # Every lookup of the Distributed tables over a session table sends its set to the shards.
-    lookups = [q for q in client.statements if f"FROM {LOCAL_DB}." in q and " IN (SELECT" in q]
-    assert lookups and all(word in {"GLOBAL", "NOT"} for q in lookups for word in re.findall(r"(\S+) IN \(SELECT", q))
+    lookups = [(function, reads) for sql in client.ran for function, reads in set_lookups(chdb_session, sql)
+               if any(table.startswith(f"{LOCAL_DB}.") for table in reads)]
+    assert lookups and {function for function, _ in lookups} <= {"globalIn", "globalNotIn"}, lookups
     for read in (query_actuals, reference_actuals):
         actuals = read(ChdbClient(chdb_session), LOCAL_DB, catalog, date(2020, 6, 30))
         assert actuals[flow.code].value == pytest.approx(25.0 + 5.0)
 
 
 def test_every_superseded_revision_is_withdrawn_on_current_clickhouse(chdb_session: Any,
-                                                                      single_node_schema: dict[str, str]):
+                                                                      single_node_schema: None):
     """Three revisions of each key stored (as writers that died before deriving their rows leave
     them), then the newest re-delivered: the write withdraws both lower ones. (Current ClickHouse's
     ANY INNER JOIN keeps one left row per key, 18.16's kept them all: with it, one stays live.)"""
@@ -487,15 +563,8 @@ def test_every_superseded_revision_is_withdrawn_on_current_clickhouse(chdb_sessi
     assert actuals[flow.code].value == pytest.approx(3.0 * len(keys))
 
 
-class ClusterAlters(WriterClient):
-    """One node stands for the cluster: an ALTER ... ON CLUSTER runs on it alone."""
-
-    def execute(self, sql: str, params: Any = None, **kwargs: Any) -> list[tuple[Any, ...]]:
-        return super().execute(re.sub(rf" ON CLUSTER {CLUSTER}\b", "", sql), params, **kwargs)
-
-
 def test_the_self_check_runs_by_the_original_names_and_mends_a_forged_state(chdb_session: Any,
-                                                                            single_node_schema: dict[str, str]):
+                                                                            single_node_schema: None):
     """The self-check's SQL (sinks/audit.py: the sweep's slice, GLOBAL IN over the Distributed names,
     the recomputation, the deletion of a state that claims too many rows) on current ClickHouse,
     with the cluster's table layout."""
@@ -506,18 +575,18 @@ def test_the_self_check_runs_by_the_original_names_and_mends_a_forged_state(chdb
     test_the_writer_runs_by_the_original_names_and_stays_exact(chdb_session, single_node_schema)
     catalog = default_catalog()
     flow = next(i for i in catalog.indicators if i.kind is Kind.FLOW and not i.regional)
-    client, tz = ClusterAlters(chdb_session), catalog.plan.timezone
+    client, tz = WriterClient(chdb_session), catalog.plan.timezone
     everything = {"agency": "", "event_id": "", "limit": 1000}
     assert sweep_slice_end(client, LOCAL_DB, everything) is None  # two keys: the slice reaches the end
     assert sweep_slice_end(client, LOCAL_DB, {**everything, "limit": 1}) == (flow.agency, "e1")
     keys = sweep_keys_sql(LOCAL_DB, bounded=False)
-    assert check(client, LOCAL_DB, tz, keys, everything, repair=False, topology=Topology(CLUSTER)).clean
+    assert check(client, LOCAL_DB, tz, keys, everything, repair=False, topology=ONE_NODE_CLUSTER).clean
     chdb_session.query(f"INSERT INTO {LOCAL_DB}.daily_series_local (indicator, region, day, version, events, "
                        f"value_sum) VALUES ('{flow.code}', 'chongqing', '2020-03-01', 99, 1, 1e6)")
-    found = check(client, LOCAL_DB, tz, keys, everything, repair=True, topology=Topology(CLUSTER))
+    found = check(client, LOCAL_DB, tz, keys, everything, repair=True, topology=ONE_NODE_CLUSTER)
     assert [d.indicator for d in found.wrong_days] == [flow.code]
     deadline = time.monotonic() + 20
-    while not check(client, LOCAL_DB, tz, keys, everything, repair=False, topology=Topology(CLUSTER)).clean:
+    while not check(client, LOCAL_DB, tz, keys, everything, repair=False, topology=ONE_NODE_CLUSTER).clean:
         assert time.monotonic() < deadline, "the forged state was not deleted"
         time.sleep(0.2)
     actuals = query_actuals(ChdbClient(chdb_session), LOCAL_DB, catalog, date(2020, 6, 30))
