@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from highland.sinks.client import connect
 from highland.sinks.migrate import migrate
+from highland.sinks.tables import auth_database
 
 from highland.settings import Settings
 from highland.stack import cluster, kafka, local
@@ -91,19 +92,31 @@ def admin_password(settings: Settings) -> str:
     return local.ensure_secrets(settings)["HIGHLAND_CLICKHOUSE_ADMIN_PASSWORD"]
 
 
+def of_its_own(settings: Settings) -> Settings:
+    """``settings`` with a database, topics (created here) and a consumer group of one test's own."""
+    unique = uuid.uuid4().hex[:10]
+    own = settings.model_copy(update={
+        "clickhouse_database": f"t_{unique}", "topic_events": f"t.{unique}.events", "topic_dlq": f"t.{unique}.dlq",
+        "topic_alerts": f"t.{unique}.alerts", "consumer_group": f"t-{unique}"})
+    ensure_topics(own)
+    return own
+
+
+def drop_database(settings: Settings) -> None:
+    """The test's database and its auth database (the token tables), on every server."""
+    admin = connect(settings, database="default")
+    for database in (settings.clickhouse_database, auth_database(settings.clickhouse_database)):
+        admin.execute(f"DROP DATABASE IF EXISTS {database} ON CLUSTER {cluster.NAME}")
+
+
 @pytest.fixture
 def on_cluster(cluster_stack: Settings) -> Iterator[Settings]:
     """Settings pointing at a fresh database (migrated ON CLUSTER) and fresh topics of this test only."""
-    unique = uuid.uuid4().hex[:10]
-    settings = cluster_stack.model_copy(update={
-        "clickhouse_database": f"t_{unique}", "topic_events": f"t.{unique}.events", "topic_dlq": f"t.{unique}.dlq",
-        "topic_alerts": f"t.{unique}.alerts", "consumer_group": f"t-{unique}"})
-    ensure_topics(settings)
+    settings = of_its_own(cluster_stack)
     migrate(settings)
     yield settings
     restart_everything(settings)  # a fault test that failed half-way leaves nothing down for the next
-    connect(settings, database="default").execute(
-        f"DROP DATABASE IF EXISTS {settings.clickhouse_database} ON CLUSTER {cluster.NAME}")
+    drop_database(settings)
 
 
 def restart_everything(settings: Settings) -> None:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -24,8 +23,7 @@ from highland.sinks.migrate import load_migrations, migrate
 
 from highland.settings import Settings
 from highland.stack import cluster
-from highland.topics import ensure_topics
-from tests.cluster.conftest import admin_password, restart_everything
+from tests.cluster.conftest import admin_password, drop_database, of_its_own, restart_everything
 from tests.conftest import ROOT
 from tests.integration import test_exactness as exactness
 from tests.integration.support import WorkerProcess, wait_for, worker_env
@@ -212,15 +210,10 @@ def create_todays_schema(settings: Settings) -> None:
 
 @pytest.fixture
 def todays_cluster(cluster_stack: Settings) -> Iterator[Settings]:
-    unique = uuid.uuid4().hex[:10]
-    settings = cluster_stack.model_copy(update={
-        "clickhouse_database": f"t_{unique}", "topic_events": f"t.{unique}.events", "topic_dlq": f"t.{unique}.dlq",
-        "topic_alerts": f"t.{unique}.alerts", "consumer_group": f"t-{unique}"})
-    ensure_topics(settings)
+    settings = of_its_own(cluster_stack)
     create_todays_schema(settings)
     yield settings
-    connect(settings, database="default").execute(
-        f"DROP DATABASE IF EXISTS {settings.clickhouse_database} ON CLUSTER {cluster.NAME}")
+    drop_database(settings)
 
 
 def test_a_cluster_with_todays_schema_is_migrated_keeping_its_rows_and_then_stores_a_feed_exactly(
