@@ -208,6 +208,14 @@ class Catalog(_Strict):
     agencies: tuple[Agency, ...]
     districts: tuple[District, ...]
 
+    @field_validator("indicators")
+    @classmethod
+    def _some_target(cls, indicators: tuple[Indicator, ...]) -> tuple[Indicator, ...]:
+        # An empty list (a slip of the indentation) would watch nothing, and silently.
+        if not indicators:
+            raise ValueError("a plan states at least one target")
+        return indicators
+
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> Self:
         if isinstance(info.context, dict) and info.context.get(REFERENCES_CHECKED_BY_CALLER):

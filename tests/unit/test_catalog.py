@@ -194,6 +194,15 @@ def test_validate_lists_every_problem_with_its_file_and_line(tmp_path):
     assert validate_catalog(DATA_DIR) == []
 
 
+def test_a_plan_without_a_target_is_not_a_plan(tmp_path):
+    """An empty list of targets (a slip of the indentation) would watch nothing, silently: every event
+    unknown_indicator, every report and progress empty."""
+    no_targets = _broken_copy(tmp_path, lambda plan: plan.update(indicators=[]))
+    plan = no_targets / "plan.yaml"
+    assert validate_catalog(no_targets) == [
+        f"{plan}:{_line_of(plan, 'indicators: []')}: indicators: Value error, a plan states at least one target"]
+
+
 def test_a_baseline_is_a_number_or_from_data(tmp_path):
     def mutate(plan):
         plan["indicators"][0]["baseline"] = {"year": 2015, "value": "unknown"}
