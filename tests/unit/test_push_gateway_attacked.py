@@ -36,6 +36,8 @@ class FakeGateway:
         trouble = self.troubles.pop(0) if self.troubles else None
         if trouble == "429":
             return web.json_response({"error": "rate_limited"}, status=429, headers={"Retry-After": "0"})
+        if trouble == "503":  # the broker did not acknowledge: nothing in the request was kept
+            return web.json_response({"error": "broker_unavailable", "accepted": 0, "retry": True}, status=503)
         if trouble == "drop":  # the process went away mid-request
             assert request.transport is not None
             request.transport.abort()
@@ -75,8 +77,8 @@ def push(path, gateway: FakeGateway) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
 
 
-@pytest.mark.parametrize("troubles", [["429"] * 8, ["drop"], ["drop", "429", "drop"]],
-                         ids=["eight-429s", "a-restart", "restart-busy-restart"])
+@pytest.mark.parametrize("troubles", [["429"] * 8, ["drop"], ["503"], ["drop", "429", "drop"]],
+                         ids=["eight-429s", "a-restart", "broker-down", "restart-busy-restart"])
 def test_a_push_through_a_busy_or_restarting_gateway_delivers_every_row(rows, troubles):
     gateway = FakeGateway(troubles)
     gateway.start()
