@@ -38,7 +38,7 @@ from highland.sinks.daily_series import (
     states_sql,
     store_missing,
 )
-from highland.sinks.tables import DAILY_SERIES, OBSERVATIONS_BY_SERIES
+from highland.sinks.tables import DAILY_SERIES, EVENTS, OBSERVATIONS_BY_SERIES
 from highland.sinks.topology import SINGLE_NODE, Topology
 from highland.sinks.writer import stored_revisions_sql
 
@@ -101,7 +101,12 @@ def sweep_slice_end(client: Any, db: str, params: dict[str, Any]) -> tuple[str, 
 def check(client: Any, db: str, tz: str, keys: str, params: dict[str, Any], *, repair: bool,
           topology: Topology = SINGLE_NODE) -> Finding:
     """Check (and with ``repair``, mend) the series of the keys ``keys`` selects (a SELECT of
-    agency, event_id with ``params``). On one connection: its session tables are the check's."""
+    agency, event_id with ``params``). On one connection: its session tables are the check's. On a
+    cluster it reads once every replica holds what was stored before it began, as the writer does
+    (sinks/topology.py): a replica behind would show rows missing that are not, and a repair from
+    it would write a day's state from too few rows."""
+    topology.open_session(client)
+    topology.await_replicas(client, db, (EVENTS, OBSERVATIONS_BY_SERIES, DAILY_SERIES))
     client.execute("DROP TEMPORARY TABLE IF EXISTS _audit_keys")
     client.execute("CREATE TEMPORARY TABLE _audit_keys (agency String, event_id String) ENGINE = Memory")
     client.execute(f"INSERT INTO _audit_keys {keys}", params)

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 from highland.ingest.events import Accepted
 from highland.sinks import daily_series
 from highland.sinks.daily_series import replace_session_table, stage_columns
-from highland.sinks.tables import EVENTS
+from highland.sinks.tables import DAILY_SERIES, EVENTS, OBSERVATIONS_BY_SERIES
 from highland.sinks.topology import SINGLE_NODE, Topology
 
 EVENT_COLUMNS = EVENTS.names
@@ -138,7 +138,9 @@ class WriteSession:
         self.client, self.db, self.tz, self.topology = client, db, tz, topology
 
     def stage(self, batch: BatchColumns) -> None:
-        """``_batch``: the batch's events, the one time they are sent."""
+        """``_batch``: the batch's events, the one time they are sent (in a session opened for the
+        topology: sinks/topology.py)."""
+        self.topology.open_session(self.client)
         stage_columns(self.client, "_batch", BATCH_STRUCTURE, batch.columns)
 
     def deduplicate(self) -> None:
@@ -154,13 +156,19 @@ class WriteSession:
             FROM _fresh""", {"received_at": int(received_at.timestamp())})
 
     def observe(self) -> None:
-        """Steps 3-4: ``_stored_now``, read after the INSERT, and ``_obs``, the rows it implies."""
+        """Steps 3-4: ``_stored_now``, read after the INSERT, and ``_obs``, the rows it implies. On a
+        cluster the read waits until every replica it may reach holds every INSERT into ``events``
+        that returned before -- this one's and other writers' (sinks/replicas.py)."""
+        self.topology.await_replicas(self.client, self.db, (EVENTS,))
         replace_session_table(self.client, "_stored_now", stored_revisions_sql(self.db, self.topology))
         replace_session_table(self.client, "_obs", daily_series.implied_rows_sql(self.tz, "_stored_now"))
 
     def settle(self) -> None:
-        """Step 4's per-day series: ``begin`` then ``settle`` on ``_obs`` (sinks/daily_series.py)."""
+        """Step 4's per-day series: ``begin`` then ``settle`` on ``_obs`` (sinks/daily_series.py);
+        on a cluster ``settle`` counts and reads states once every replica holds ``begin``'s rows and
+        every other writer's rows and states that were stored before."""
         daily_series.begin(self.client, self.db, topology=self.topology)
+        self.topology.await_replicas(self.client, self.db, (OBSERVATIONS_BY_SERIES, DAILY_SERIES))
         daily_series.settle(self.client, self.db, topology=self.topology)
 
     def result(self, batch_size: int) -> WriteResult:

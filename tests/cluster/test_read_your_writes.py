@@ -1,0 +1,190 @@
+"""The writer's premise on a replicated cluster, whatever replica a read reaches: a read that starts
+after an INSERT returned sees that INSERT's rows -- the writer's own and another writer's
+(sinks/writer.py; docs/streams.md, "On a cluster: reading one's own writes").
+
+A replica is made to lag on purpose, with ``SYSTEM STOP FETCHES`` (it keeps pulling its shard's log
+but fetches no part), so what a test sees does not depend on the machine's load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from highland.catalog.loader import default_catalog
+from highland.ingest.events import Accepted, validate
+from highland.sinks import audit
+from highland.sinks.client import connect
+from highland.sinks.cluster import data_table
+from highland.sinks.poison import retryable
+from highland.sinks.replicas import ReplicaBehind
+from highland.sinks.tables import DAILY_SERIES, EVENTS, OBSERVATIONS_BY_SERIES
+from highland.sinks.topology import Topology
+from highland.sinks.writer import BatchColumns, write_events
+
+from highland.settings import Settings
+from highland.stack import cluster
+from tests.cluster.conftest import admin_password
+from tests.integration.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+CATALOG = default_catalog()
+TZ = CATALOG.plan.timezone
+WRITTEN = (EVENTS, OBSERVATIONS_BY_SERIES, DAILY_SERIES)
+
+
+def second_replicas(settings: Settings) -> list[cluster.Server]:
+    return [s for s in cluster.servers(settings) if s.replica == 2]
+
+
+@contextmanager
+def not_fetching(settings: Settings, servers: list[cluster.Server]) -> Iterator[None]:
+    """``servers`` pull their shards' logs but fetch no part of the written tables until the block ends."""
+    db = settings.clickhouse_database
+
+    def each(verb: str) -> None:
+        for srv in servers:
+            on_server = connect(cluster.server_settings(settings, srv))
+            for table in WRITTEN:
+                on_server.execute(f"SYSTEM {verb} FETCHES {db}.{data_table(table)}")
+
+    each("STOP")
+    try:
+        yield
+    finally:
+        each("START")
+
+
+def events(revision: int, keys: range) -> BatchColumns:
+    """Revision ``revision`` of observations ``keys``: revision 1 moves each to another region."""
+    accepted = []
+    for n in keys:
+        indicator = CATALOG.indicator("fiber_broadband_ports")
+        verdict = validate(json.dumps({
+            "event_id": f"ryw-{n}", "revision": revision, "agency": indicator.agency, "indicator": indicator.code,
+            "region": "wanzhou" if revision == 0 else "yubei", "value": 1000 + revision, "unit": "ports",
+            "observed_at": "2019-06-01T09:00:00+08:00"}).encode(), CATALOG)
+        assert isinstance(verdict, Accepted), verdict
+        accepted.append(verdict)
+    return BatchColumns.of_events(accepted, [0] * len(accepted), list(keys))
+
+
+def insert(client: Any, db: str, batch: BatchColumns) -> None:
+    """``batch`` straight into ``events`` through the Distributed table (no writer)."""
+    rows = [(*row[:9], 1_600_000_000, *row[9:]) for row in zip(*batch.columns, strict=True)]
+    client.execute(f"INSERT INTO {db}.events ({', '.join(EVENTS.names)}) VALUES", rows)
+
+
+def all_keys(settings: Settings) -> audit.Finding:
+    """The self-check's comparison (no repair) over every stored key, once every replica caught up
+    (made sure of here, by the test itself, whatever the code under test does)."""
+    for srv in cluster.servers(settings):
+        on_server = connect(cluster.server_settings(settings, srv))
+        for table in WRITTEN:
+            on_server.execute(f"SYSTEM SYNC REPLICA {settings.clickhouse_database}.{data_table(table)}")
+    return audit.check(connect(settings), settings.clickhouse_database, TZ,
+                       f"SELECT DISTINCT agency, event_id FROM {settings.clickhouse_database}.events", {},
+                       repair=False, topology=Topology.of(settings.model_copy(
+                           update={"clickhouse_replica_wait_seconds": 120.0})))
+
+
+@pytest.mark.cluster_ci
+def test_a_writing_sessions_temporary_tables_read_the_replica_its_inserts_went_to(on_cluster: Settings):
+    """The writer reads through ``CREATE TEMPORARY TABLE ... AS SELECT``, which 18.16 runs with the
+    session's settings, not the query's: the replica routing of sinks/client.py must be the session's
+    own (``Topology.open_session``). The control, a session whose settings are only sent with each
+    query, reads the second replicas, which fetch nothing here, and misses rows."""
+    db, rounds = on_cluster.clickhouse_database, 30
+    topology = Topology.of(on_cluster)
+
+    def missed(client: Any, base: int) -> int:
+        misses = 0
+        for n in range(rounds):
+            keys = range(base + 20 * n, base + 20 * n + 20)
+            insert(client, db, events(0, keys))
+            client.execute("DROP TEMPORARY TABLE IF EXISTS _seen")
+            client.execute(f"CREATE TEMPORARY TABLE _seen ENGINE = Memory AS SELECT event_id FROM {db}.events "
+                           f"WHERE event_id IN ({', '.join(repr(f'ryw-{k}') for k in keys)})")
+            [(seen,)] = client.execute("SELECT count() FROM _seen")
+            misses += seen != len(keys)
+        return misses
+
+    with not_fetching(on_cluster, second_replicas(on_cluster)):
+        assert missed(connect(on_cluster), 0) > 0, "control: the session's temporary tables read every write"
+        opened = connect(on_cluster)
+        topology.open_session(opened)
+        assert missed(opened, 10_000) == 0
+
+
+@pytest.mark.cluster_ci
+def test_awaiting_the_replicas_returns_only_once_every_replica_holds_what_returned(on_cluster: Settings):
+    """``Topology.await_replicas``: while the second replicas fetch nothing it gives up within its bound
+    with an error the worker retries; once they fetch, it returns, and every replica holds every row."""
+    db = on_cluster.clickhouse_database
+    topology = Topology.of(on_cluster.model_copy(update={"clickhouse_replica_wait_seconds": 3.0}))
+    client = connect(on_cluster)
+    with not_fetching(on_cluster, second_replicas(on_cluster)):
+        insert(client, db, events(0, range(40)))
+        started = time.monotonic()
+        with pytest.raises(ReplicaBehind) as behind:
+            topology.await_replicas(client, db, (EVENTS,))
+        assert retryable(behind.value)
+        assert time.monotonic() - started < 30
+    Topology.of(on_cluster).await_replicas(client, db, (EVENTS,))  # the default bound: 30 s
+    counts = {srv.name: connect(cluster.server_settings(on_cluster, srv)).execute(
+        f"SELECT count() FROM {db}.events_local")[0][0] for srv in cluster.servers(on_cluster)}
+    for shard in (1, 2):
+        assert counts[f"clickhouse-{shard}-1"] == counts[f"clickhouse-{shard}-2"], counts
+    assert counts["clickhouse-1-1"] + counts["clickhouse-2-1"] == 40, counts
+
+
+def test_a_writer_whose_reads_reach_a_replica_behind_waits_and_derives_every_row(on_cluster: Settings):
+    """Writer A's INSERT of revision 0 of 40 observations returned (A is between its INSERT and its
+    read); shard 2's first replica, which holds A's part, is then killed (SIGKILL) before its partner
+    fetched it. Writer B stores revision 1 of each (moving it to another region); its INSERT and reads
+    reach the partner, which lacks revision 0. B's read starts last, so B must write every row the two
+    revisions imply (sinks/writer.py) -- with a read that misses revision 0 it would write only
+    revision 1's +1 row. So B's write fails as the infrastructure's and is retried by the worker's
+    rule until the killed replica is back and its partner caught up; then every row is there."""
+    settings = on_cluster.model_copy(update={"clickhouse_replica_wait_seconds": 3.0})
+    db, topology = settings.clickhouse_database, Topology.of(settings)
+    first, partner = cluster.server(settings, 2, 1), cluster.server(settings, 2, 2)
+    with not_fetching(settings, [partner]):
+        insert(connect(settings), db, events(0, range(40)))  # writer A's INSERT, through the initiator
+        on_shard_2 = connect(cluster.server_settings(settings, first)).execute(
+            f"SELECT count() FROM {db}.events_local")[0][0]
+        assert on_shard_2 > 0, "no observation of the batch is on shard 2"
+        pid = first.service.pid()
+        assert pid is not None
+        subprocess.run(["kill", "-9", str(pid)], check=True)
+        wait_for(lambda: first.service.pid() is None, 10, f"{first.name} to die")
+
+        attempts = 1
+        try:
+            write_events(connect(settings), db, events(1, range(40)), datetime.now(UTC), TZ, topology)
+            stored_while_behind = True
+        except Exception as exc:  # the worker's one rule decides, as in streams.app.retrying
+            assert retryable(exc), exc
+            stored_while_behind = False
+    cluster.start(settings, admin_password(settings))
+
+    deadline = time.monotonic() + 240
+    while not stored_while_behind:
+        attempts += 1
+        try:
+            write_events(connect(settings), db, events(1, range(40)), datetime.now(UTC), TZ, topology)
+            break
+        except Exception as exc:  # the worker's one rule decides, as in streams.app.retrying
+            if not retryable(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    print(f"\nREAD-YOUR-WRITES REPORT writer B stored its batch after {attempts} attempt(s); "
+          f"the first while the partner was behind: {stored_while_behind}")
+    finding = all_keys(settings)
+    assert finding.keys == 40 and finding.clean, finding
