@@ -82,7 +82,8 @@ def test_worker_and_gateway_metrics_add_up_to_the_events_sent(isolated: Settings
     # not JSON at all (one rejection for the whole request), and two requests without a valid token.
     through_gateway = good("gw", 40)
     bad_rows = one_bad_row_per_reason({**GOOD, "event_id": "gw-bad"})
-    body = b"\n".join([*map(line, through_gateway), *map(line, bad_rows.values())])
+    twice = {**GOOD, "event_id": "gw-bad-again", "indicator": "gdp"}  # a reason met twice in one request
+    body = b"\n".join([*map(line, through_gateway), *map(line, bad_rows.values()), line(twice)])
     status, answer = gateway.request("POST", "/v1/events", body, auth(token, "application/x-ndjson"))
     assert status == 400 and answer["accepted"] == len(through_gateway), answer
     assert gateway.request("POST", "/v1/events", b"{not json", auth(token))[0] == 400
@@ -91,7 +92,7 @@ def test_worker_and_gateway_metrics_add_up_to_the_events_sent(isolated: Settings
 
     # Straight onto the events topic: good records and two the worker must reject.
     direct = good("direct", 25)
-    direct_bad = [b"{not json", line({**GOOD, "event_id": "direct-bad", "indicator": "gdp"})]
+    direct_bad = [b"{not json", *(line({**GOOD, "event_id": f"direct-bad-{i}", "indicator": "gdp"}) for i in range(3))]
     producer = KafkaProducer(bootstrap_servers=isolated.bootstrap_servers, acks="all")
     for value in [*map(line, direct), *direct_bad]:
         producer.send(isolated.topic_events, key=b"ecommerce_turnover|chongqing", value=value,
@@ -103,7 +104,7 @@ def test_worker_and_gateway_metrics_add_up_to_the_events_sent(isolated: Settings
     wait_for(lambda: stored(isolated) == len(through_gateway) + len(direct), 120, "every good event stored",
              worker.log)
     # Dead letters: the gateway's (one per bad row, one for the non-JSON body) and the worker's.
-    gateway_rejected = len(bad_rows) + 1
+    gateway_rejected = len(bad_rows) + 2
     wait_for(lambda: json.loads(worker.get("/health"))["counters"]["dead_letters_stored"]
              == gateway_rejected + len(direct_bad), 60, "every dead letter stored", worker.log)
 
@@ -112,7 +113,7 @@ def test_worker_and_gateway_metrics_add_up_to_the_events_sent(isolated: Settings
     wk = Scrape(worker.get("/metrics").decode())
 
     # The gateway: accepted + rejected = sent, every rejection dead-lettered, by its reason.
-    sent_to_gateway = len(through_gateway) + len(bad_rows) + 1
+    sent_to_gateway = len(through_gateway) + len(bad_rows) + 2
     assert gw.total("highland_gateway_events_accepted") == len(through_gateway)
     assert gw.total("highland_gateway_events_accepted") + gw.total("highland_gateway_events_rejected") == \
         sent_to_gateway
@@ -120,8 +121,9 @@ def test_worker_and_gateway_metrics_add_up_to_the_events_sent(isolated: Settings
         gateway_rejected
     expected_reasons = {reason: 1.0 for reason in bad_rows}
     expected_reasons["malformed_json"] += 1  # the body that is not JSON
+    expected_reasons["unknown_indicator"] += 1
     assert gw.by("highland_gateway_events_rejected", "reason") == expected_reasons
-    assert gw.total("highland_gateway_events_received") == len(through_gateway) + len(bad_rows)
+    assert gw.total("highland_gateway_events_received") == len(through_gateway) + len(bad_rows) + 1
     assert gw.total("highland_gateway_unauthenticated_requests") == 2  # token failures
     assert gw.by("highland_gateway_requests", "status") == {"400": 2.0, "401": 2.0}
     assert gw.total("highland_gateway_request_seconds") == 4
@@ -130,7 +132,7 @@ def test_worker_and_gateway_metrics_add_up_to_the_events_sent(isolated: Settings
     assert wk.total("highland_worker_records_consumed") == consumed
     assert wk.total("highland_worker_events_accepted") == len(through_gateway) + len(direct)
     assert wk.total("highland_worker_events_accepted") + wk.total("highland_worker_events_rejected") == consumed
-    assert wk.by("highland_worker_events_rejected", "reason") == {"malformed_json": 1.0, "unknown_indicator": 1.0}
+    assert wk.by("highland_worker_events_rejected", "reason") == {"malformed_json": 1.0, "unknown_indicator": 3.0}
     assert wk.total("highland_worker_dead_letters_sent") == wk.total("highland_worker_events_rejected") == \
         len(direct_bad)
     assert wk.total("highland_worker_events_stored") == len(through_gateway) + len(direct)
