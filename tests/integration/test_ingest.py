@@ -366,6 +366,23 @@ def test_a_client_that_expects_100_continue_is_told_413_before_it_sends_a_body_o
     assert answer_to(100).startswith(b"HTTP/1.1 100 Continue")  # within the limit: send it
 
 
+def test_a_token_over_its_rate_is_told_429_before_it_sends_a_body(isolated: Settings, tmp_path):
+    token = issue(connect(isolated), isolated.clickhouse_database, "cq_commerce")
+    gw = GatewayProcess(isolated, tmp_path, extra={"HIGHLAND_GATEWAY_RATE_BURST_EVENTS": "3",
+                                                   "HIGHLAND_GATEWAY_RATE_EVENTS_PER_S": "0.01"})
+    try:
+        three = [{**GOOD, "event_id": f"r{i}"} for i in range(3)]
+        assert gw.request("POST", "/v1/events", json.dumps(three).encode(), auth(token))[0] == 200  # the burst
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+            s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + token.encode() + b"\r\n"
+                      b"Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
+            answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 429") and b"Retry-After" in answer, answer
+    finally:
+        gw.stop()
+
+
 def test_a_flood_of_a_million_tiny_events_is_refused_at_once_while_health_answers(isolated: Settings, gateway):
     token = issue(connect(isolated), isolated.clickhouse_database, "cq_commerce")
     poller = HealthPoller(gateway)
