@@ -8,6 +8,8 @@ Starts its own stack (state in .highland/bench, ports 27xxx), then measures:
 - processing: raw aiokafka consumer-group read vs. `highland worker` (1 and 2 processes) from topic to
   rows visible in ClickHouse, sustained (first row to last row; the group join is excluded and
   printed separately);
+- CPU: the workers' CPU time per event (their writer processes included), first row to last: on a
+  machine shared with other work it moves less than a rate does;
 - memory: peak RSS of each worker process, its writer processes included
   (HIGHLAND_WORKER_WRITERS=2 .venv/bin/python -m bench.run ... measures two writers per worker).
 Nothing here is asserted: the numbers are printed for people to judge.
@@ -158,6 +160,7 @@ class WorkerRun:
     rate: float
     join_s: float
     peak_rss_mb: list[float]
+    cpu_us: float  # CPU time of the workers and their writer processes per event, first row to last
 
 
 def worker_rate(settings: Settings, n: int, workers: int, tmp: Path) -> WorkerRun:
@@ -172,13 +175,15 @@ def worker_rate(settings: Settings, n: int, workers: int, tmp: Path) -> WorkerRu
     client = connect(settings)
     launched = time.perf_counter()
     first = None
+    cpu = [0.0] * workers
     try:
         while True:
             for i, p in enumerate(ps):
                 peak[i] = max(peak[i], _rss_mb(p))
+                cpu[i] = max(cpu[i], _cpu_s(p))
             (count,) = client.execute("SELECT count() FROM events")[0]
             if count and first is None:
-                first = (time.perf_counter(), count)
+                first = (time.perf_counter(), count, sum(cpu))
             if count >= n:
                 break
             if time.perf_counter() - launched > 1800:
@@ -190,8 +195,8 @@ def worker_rate(settings: Settings, n: int, workers: int, tmp: Path) -> WorkerRu
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
-    t0, c0 = first
-    return WorkerRun((n - c0) / max(done - t0, 1e-9), t0 - launched, peak)
+    t0, c0, cpu0 = first
+    return WorkerRun((n - c0) / max(done - t0, 1e-9), t0 - launched, peak, (sum(cpu) - cpu0) / max(n - c0, 1) * 1e6)
 
 
 def _rss_mb(worker: psutil.Process) -> float:
@@ -199,6 +204,18 @@ def _rss_mb(worker: psutil.Process) -> float:
     try:
         return sum(p.memory_info().rss for p in [worker, *worker.children(recursive=True)]) / 2**20
     except psutil.NoSuchProcess:  # a child that just left
+        return 0.0
+
+
+def _cpu_s(worker: psutil.Process) -> float:
+    """CPU seconds a worker has used so far, its writer process's (and any child's) included. On a
+    machine shared with other work this moves less than a rate does: it counts the worker's own work
+    only, not the time it waited for a core."""
+    try:
+        own = worker.cpu_times()
+        children = sum(c.cpu_times().user + c.cpu_times().system for c in worker.children(recursive=True))
+        return own.user + own.system + own.children_user + own.children_system + children
+    except psutil.NoSuchProcess:
         return 0.0
 
 
@@ -347,15 +364,15 @@ def _backfill(base: Settings, pushed: Settings, n: int, tmp: Path) -> list[tuple
     consume = asyncio.run(_aiokafka_consume(pushed, n))
     rows.append(("processing", "raw aiokafka consumer group", consume, None))
     one = worker_rate(pushed, n, 1, tmp)
-    rows.append(("processing", f"worker x1, backfill (join {one.join_s:.0f} s, RSS {one.peak_rss_mb[0]:.0f} MB)",
-                 one.rate, one.rate / consume))
+    rows.append(("processing", f"worker x1, backfill (join {one.join_s:.0f} s, RSS {one.peak_rss_mb[0]:.0f} MB, "
+                 f"CPU {one.cpu_us:.0f} µs/event)", one.rate, one.rate / consume))
     second = variant(base, "two" + tmp.name)
     second = second.model_copy(update={"topic_events": pushed.topic_events})
     migrate(second)
     two = worker_rate(second, n, 2, tmp)
     rss = "/".join(f"{r:.0f}" for r in two.peak_rss_mb)
-    rows.append(("processing", f"worker x2, backfill (join {two.join_s:.0f} s, RSS {rss} MB)", two.rate,
-                 two.rate / consume))
+    rows.append(("processing", f"worker x2, backfill (join {two.join_s:.0f} s, RSS {rss} MB, CPU {two.cpu_us:.0f} "
+                 "µs/event)", two.rate, two.rate / consume))
     return rows
 
 
@@ -380,7 +397,8 @@ def _live_feed(base: Settings, n: int, tmp: Path) -> list[tuple[str, str, float,
     consume = asyncio.run(_aiokafka_consume(live, n))
     run = worker_rate(live, n, 1, tmp)
     return [("processing", "raw aiokafka consumer group, live feed", consume, None),
-            ("processing", f"worker x1, live feed (RSS {run.peak_rss_mb[0]:.0f} MB)", run.rate, run.rate / consume)]
+            ("processing", f"worker x1, live feed (RSS {run.peak_rss_mb[0]:.0f} MB, CPU {run.cpu_us:.0f} µs/event)",
+             run.rate, run.rate / consume)]
 
 
 def _timed(fn) -> float:
