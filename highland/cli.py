@@ -658,6 +658,8 @@ def report_cmd(
         _fail(f"--period must be one of: {', '.join(p.value for p in Period)}")
     if out_path.suffix.lower() not in {".html", ".pdf"}:
         _fail("--out must end in .html or .pdf")
+    if not out_path.parent.is_dir():  # said now, not after a minute of reading
+        _fail(f"--out: there is no folder {out_path.parent}")
     settings = get_settings()
     lang = lang or settings.lang
     if lang not in LANGUAGES:

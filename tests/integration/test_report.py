@@ -161,6 +161,12 @@ def test_an_unknown_period_or_output_is_refused_with_a_reason(isolated: Settings
                            str(tmp_path / "r.pdf")], env=worker_env(isolated, "report", tmp_path),
                           capture_output=True, text=True)
     assert done.returncode != 0 and "--period must be one of: month, quarter, year" in done.stdout + done.stderr
+    nowhere = tmp_path / "no" / "such" / "folder" / "r.html"
+    done = subprocess.run([sys.executable, "-m", "highland", "report", "--as-of", "2016-01-31", "--out",
+                           str(nowhere)], env=worker_env(isolated, "report", tmp_path), capture_output=True,
+                          text=True, timeout=300)
+    said = done.stdout + done.stderr
+    assert done.returncode == 2 and "there is no folder" in said and "Traceback" not in said, said
 
 
 # --- the report's numbers are `highland progress`'s ---------------------------------------------
