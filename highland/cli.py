@@ -756,17 +756,23 @@ app.add_typer(kafka_app, name="kafka")
 def kafka_grant(
     producers: Annotated[list[str] | None, typer.Option("--producer", help="a trusted internal producer's "
                                                         "principal (repeatable)")] = None,
+    workers: Annotated[list[str] | None, typer.Option("--worker", help="a worker's principal (repeatable)")] = None,
 ) -> None:
-    """Create every catalog agency's own topic and its ACLs (write that topic, nothing else), and the
-    trusted producers' (the shared events and dead-letter topics). Idempotent; run as a super user."""
+    """Create every catalog agency's own topic and its ACLs (write that topic, nothing else) and its
+    producer quota (HIGHLAND_KAFKA_AGENCY_PRODUCER_BYTES_PER_S), the trusted producers' ACLs (the
+    shared events and dead-letter topics) and the workers' (read the events topics, write dead
+    letters and alerts, their groups). Idempotent; run as a super user."""
     from highland.catalog.loader import catalog_at
-    from highland.topics import ensure_topics, grant, topic_names
+    from highland.topics import agency_principal, ensure_topics, grant, set_producer_quota, topic_names
 
     settings = get_settings().model_copy(update={"agency_topics": True})
     agencies = [a.code for a in catalog_at(settings.catalog_dir).agencies]
     created = ensure_topics(settings, topic_names(settings))
-    count = grant(settings, agencies, producers if producers is not None else ["highland-gateway"])
-    out.print(f"{len(created)} topic(s) created; {count} ACLs in place for {len(agencies)} agencies", markup=False)
+    count = grant(settings, agencies, producers if producers is not None else ["highland-gateway"],
+                  workers if workers is not None else ["highland-worker"])
+    set_producer_quota(settings, [agency_principal(a) for a in agencies], settings.kafka_agency_producer_bytes_per_s)
+    out.print(f"{len(created)} topic(s) created; {count} ACLs in place for {len(agencies)} agencies; each "
+              f"agency's producers at most {settings.kafka_agency_producer_bytes_per_s} bytes/s", markup=False)
 
 
 @kafka_app.command("credential")

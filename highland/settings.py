@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # SCRAM principal may write (Kafka ACLs); the worker reads those topics too and dead-letters as
     # forbidden_agency a record in another agency's name (highland/topics.py, docs/agencies.md).
     agency_topics: bool = False
+    # Each agency principal's Kafka producer quota, bytes a second (`highland kafka grant` sets it;
+    # docs/security.md, "Direct Kafka"): past it the broker delays that agency's producer, not others'.
+    kafka_agency_producer_bytes_per_s: int = Field(1024 * 1024, ge=1024)
 
     # --- ClickHouse --------------------------------------------------------------------------
     clickhouse_host: str = "127.0.0.1"

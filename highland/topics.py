@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from kafka.admin import (
     ACL,
@@ -55,11 +57,42 @@ def producer_acls(settings: Settings, principal: str) -> list[ACL]:
             for op in (ACLOperation.WRITE, ACLOperation.DESCRIBE)]
 
 
-def grant(settings: Settings, agencies: list[str], producers: list[str]) -> int:
-    """Create the ACLs of ``agencies`` and of the trusted ``producers`` (idempotent: Kafka keeps one
-    copy of an ACL created twice); the number of ACLs asked for."""
+def _allow(principal: str, resource: ResourcePattern, *operations: ACLOperation) -> list[ACL]:
+    return [ACL(f"User:{principal}", "*", op, ACLPermissionType.ALLOW, resource) for op in operations]
+
+
+def _topic(name: str, pattern: ACLResourcePatternType = ACLResourcePatternType.LITERAL) -> ResourcePattern:
+    return ResourcePattern(ResourceType.TOPIC, name, pattern)
+
+
+def worker_acls(settings: Settings, principal: str) -> list[ACL]:
+    """What a worker does on Kafka, and nothing more (found by running one against a broker that
+    refuses everything else: tests/integration/test_kafka_identity.py): read the shared events topic
+    and every agency's own (a prefix: an agency added to the catalog later is read too), read and
+    write the dead-letter topic (it sends dead letters and stores them from there), write alerts,
+    and commit offsets in its two consumer groups (the events consumer's and Faust's). It cannot
+    write an events topic, so it cannot place an event in any agency's name."""
+    from highland.streams.app import FAUST_GROUP_SUFFIX
+
+    read, write, describe = ACLOperation.READ, ACLOperation.WRITE, ACLOperation.DESCRIBE
+    agency_topics = _topic(wire.agency_topic(settings, ""), ACLResourcePatternType.PREFIXED)
+    return [
+        *_allow(principal, _topic(settings.topic_events), read, describe),
+        *_allow(principal, agency_topics, read, describe),
+        *_allow(principal, _topic(settings.topic_dlq), read, write, describe),
+        *_allow(principal, _topic(settings.topic_alerts), write, describe),
+        *(acl for group in (settings.consumer_group, settings.consumer_group + FAUST_GROUP_SUFFIX)
+          for acl in _allow(principal, ResourcePattern(ResourceType.GROUP, group, ACLResourcePatternType.LITERAL),
+                            read, describe)),
+    ]
+
+
+def grant(settings: Settings, agencies: Sequence[str], producers: Sequence[str], workers: Sequence[str] = ()) -> int:
+    """Create the ACLs of ``agencies``, of the trusted ``producers`` and of the ``workers`` (idempotent:
+    Kafka keeps one copy of an ACL created twice); the number of ACLs asked for."""
     acls = [acl for code in agencies for acl in agency_acls(settings, code)]
     acls += [acl for principal in producers for acl in producer_acls(settings, principal)]
+    acls += [acl for principal in workers for acl in worker_acls(settings, principal)]
     client = admin(settings)
     try:
         result = client.create_acls(acls)
@@ -68,6 +101,35 @@ def grant(settings: Settings, agencies: list[str], producers: list[str]) -> int:
     if result["failed"]:
         raise RuntimeError(f"Kafka refused {len(result['failed'])} ACLs: {result['failed'][0]}")
     return len(acls)
+
+
+def set_producer_quota(settings: Settings, principals: Sequence[str], bytes_per_s: int) -> None:
+    """Kafka's client quota ``producer_byte_rate`` of each principal (the broker delays its answers to
+    a producer past it, and says so in each answer's throttle time): one agency flooding its topic
+    cannot take the brokers from the others (docs/security.md, "Direct Kafka"). Idempotent.
+
+    kafka-python has the AlterClientQuotas request but no admin method for it (3.0): sent through the
+    admin client's connection manager, as its own methods send theirs."""
+    from kafka.protocol.admin import AlterClientQuotasRequest
+
+    entry = AlterClientQuotasRequest.EntryData
+    request = AlterClientQuotasRequest(validate_only=False, entries=[
+        entry(entity=[entry.EntityData(entity_type="user", entity_name=principal)],
+              ops=[entry.OpData(key="producer_byte_rate", value=float(bytes_per_s), remove=False)])
+        for principal in principals])
+    client = admin(settings)
+    manager: Any = client._manager  # a private attribute: see above
+
+    async def send() -> Any:
+        return await manager.send(request)
+
+    try:
+        response = manager.run(send)
+    finally:
+        client.close()
+    refused = [(e.entity[0].entity_name, e.error_message) for e in response.entries if e.error_code]
+    if refused:
+        raise RuntimeError(f"Kafka refused the quota of {len(refused)} principal(s): {refused[0]}")
 
 
 def set_credential(settings: Settings, user: str, password: str) -> None:

@@ -239,6 +239,10 @@ def _write_logging(settings: Settings) -> Path:
         "appender.stdout.layout.pattern=[%d] %p %m (%c)%n\n"
         "logger.server.name=kafka.server.KafkaRaftServer\n"
         "logger.server.level=INFO\n"
+        # Every request an authorizer refuses, with its principal, operation and resource (at INFO;
+        # only a node with SASL has an authorizer): what a principal's ACLs lack shows here.
+        "logger.authorizer.name=kafka.authorizer.logger\n"
+        "logger.authorizer.level=INFO\n"
     )
     return path
 

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.integration
 
 ADMIN = "highland-admin"
 GATEWAY = "highland-gateway"
+WORKER = "highland-worker"
 OWN = "cq_comms_admin"  # the agency whose client the tests run
 OTHER = "cq_commerce"
 PORTS = {"event_id": "p-1", "agency": OWN, "indicator": "fiber_broadband_ports", "value": 1200.0, "unit": "ports",
@@ -85,9 +86,10 @@ def as_agency(settings: Settings, agency: str) -> KafkaProducer:
     return client_of(settings, agency_principal(agency), password)
 
 
-def highland(settings: Settings, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def highland(settings: Settings, *args: str, stdin: str = "", env: dict[str, str] | None = None,
+             ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "highland", *args], input=stdin, capture_output=True, text=True,
-                          env=worker_env(settings, "cli", Path("/tmp")), cwd=ROOT, timeout=120)
+                          env={**worker_env(settings, "cli", Path("/tmp")), **(env or {})}, cwd=ROOT, timeout=120)
 
 
 def client_of(settings: Settings, user: str, password: str) -> KafkaProducer:
@@ -154,3 +156,85 @@ def test_a_record_on_an_agencys_topic_in_another_agencys_name_is_dead_lettered(s
         assert worker.proc.poll() is None
     finally:
         worker.kill(signal.SIGTERM)
+
+
+# --- the worker's own principal (issue 15: it was a super user) -----------------------------------------
+
+def principal(settings: Settings, user: str) -> Settings:
+    """``settings`` as ``user``, a SCRAM credential made for it the way deploy/'s job makes one."""
+    password = secrets.token_urlsafe(18)
+    made = highland(settings, "kafka", "credential", user, stdin=password + "\n")
+    assert made.returncode == 0, made.stdout + made.stderr
+    return settings.model_copy(update={"kafka_username": user, "kafka_password": SecretStr(password)})
+
+
+def refusals(settings: Settings, user: str) -> list[str]:
+    """The broker's log lines of requests its authorizer refused to ``user``."""
+    log = kafka.service(settings).log_file.read_text(errors="replace")
+    return [line for line in log.splitlines() if f"User:{user}" in line and "Denied" in line]
+
+
+def test_a_worker_with_its_own_acls_runs_end_to_end_and_cannot_write_an_events_topic(secure: Settings, tmp_path):
+    earlier = len(refusals(secure, WORKER))  # the broker and its log serve the whole module
+    agency, gateway = as_agency(secure, OWN), principal(secure, GATEWAY)
+    shared = client_of(gateway, GATEWAY, gateway.kafka_password.get_secret_value())
+    try:
+        send(agency, agency_topic(secure, OWN), PORTS)  # the agency's own topic
+        send(agency, agency_topic(secure, OWN), {**PORTS, "event_id": "p-bad", "unit": "kg"})  # a dead letter
+        send(shared, secure.topic_events, TURNOVER)  # the shared topic, through the gateway's door
+    finally:
+        agency.close(timeout=5)
+        shared.close(timeout=5)
+    worker_settings = principal(secure, WORKER)
+    worker = WorkerProcess(worker_settings, "w", tmp_path)
+    try:
+        wait_for(lambda: len(stored(secure)) == 2 and len(letters(secure)) == 1
+                 and connect(secure).execute("SELECT count() FROM alerts")[0][0] >= 1, 120,
+                 "both events, the dead letter (written to and read back from its topic) and an alert stored",
+                 worker.log)
+        assert worker.proc.poll() is None
+    finally:
+        worker.kill(signal.SIGTERM)
+    assert stored(secure) == [(OWN, "p-1"), (OTHER, "t-1")]
+    setup = highland(worker_settings, "setup")  # deploy/'s schema job runs it with the worker's credential
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert refusals(secure, WORKER)[earlier:] == []  # it never asked for more than it was granted
+    # Its credential cannot place an event in anyone's name, on an agency's topic or the shared one.
+    own = client_of(worker_settings, WORKER, worker_settings.kafka_password.get_secret_value())
+    try:
+        for topic in (agency_topic(secure, OWN), secure.topic_events):
+            with pytest.raises(TopicAuthorizationFailedError):
+                send(own, topic, PORTS)
+    finally:
+        own.close(timeout=5)
+    assert refusals(secure, WORKER)[earlier:]  # and the broker says so
+
+
+# --- agencies' producer quotas ---------------------------------------------------------------------------
+
+def throttled_ms(producer: KafkaProducer) -> float:
+    """The longest time the broker asked this producer to wait (its answers' throttle time), in ms:
+    the client's own metric, the largest over its connections."""
+    return max((value for group in producer.metrics().values() for name, value in group.items()
+                if name == "throttle-time-max" and value == value), default=0.0)  # NaN: never measured
+
+
+def test_an_agency_flooding_its_topic_is_throttled_and_another_agency_is_not(secure: Settings):
+    quota = 64 * 1024
+    granted = highland(secure, "kafka", "grant", env={"HIGHLAND_KAFKA_AGENCY_PRODUCER_BYTES_PER_S": str(quota)})
+    assert granted.returncode == 0 and f"at most {quota} bytes/s" in " ".join(granted.stdout.split()), granted.stderr
+    flooder, other = as_agency(secure, OWN), as_agency(secure, OTHER)
+    padding = "x" * 8000
+    try:
+        # 1 MB at once: well over what its quota allows in the broker's 10-second measuring window.
+        for i in range(128):
+            flooder.send(agency_topic(secure, OWN), value=json.dumps({**PORTS, "event_id": f"f-{i}",
+                                                                       "note": padding}).encode())
+        flooder.flush(timeout=60)
+        send(other, agency_topic(secure, OTHER), TURNOVER)  # a few hundred bytes
+        flooded, quiet = throttled_ms(flooder), throttled_ms(other)
+    finally:
+        flooder.close(timeout=5)
+        other.close(timeout=5)
+    print(f"throttle-time-max: flooding agency {flooded:.0f} ms, other agency {quiet:.0f} ms")
+    assert flooded > 0 and quiet == 0

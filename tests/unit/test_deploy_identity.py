@@ -34,13 +34,14 @@ def test_no_kafka_listener_takes_a_client_without_a_password(services):
         assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
         assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
         supers = {u.removeprefix("User:") for u in env["KAFKA_SUPER_USERS"].split(";")}
-        assert "highland-gateway" not in supers and not any(u.startswith("agency-") for u in supers)
+        assert not {"highland-gateway", "highland-worker"} & supers and not any(u.startswith("agency-") for u in supers)
 
 
 def test_the_acls_are_granted_by_a_job_before_anything_writes(services):
     job = services["kafka-access"]
     script = job["command"][0]
-    assert "highland kafka grant" in script and "highland kafka credential highland-gateway" in script
+    assert "highland kafka grant --producer highland-gateway --worker highland-worker" in script
+    assert "highland kafka credential highland-gateway" in script
     for name in ("worker", "gateway", "schema"):
         assert services[name]["depends_on"]["kafka-access"]["condition"] == "service_completed_successfully"
 
@@ -76,7 +77,7 @@ def test_kubernetes_clients_authenticate_and_the_acls_job_runs_grant():
     assert env["HIGHLAND_KAFKA_USERNAME"]["value"] == "highland-gateway"
     assert "secretKeyRef" in env["HIGHLAND_KAFKA_PASSWORD"]["valueFrom"]
     [grant] = k8s("Job", "highland-kafka-access")["spec"]["template"]["spec"]["containers"]
-    assert grant["args"][:2] == ["kafka", "grant"]
+    assert grant["args"] == ["kafka", "grant", "--producer", "highland-gateway", "--worker", "highland-worker"]
 
 
 def test_kubernetes_reaches_the_gateway_and_grafana_through_tls_only():
