@@ -43,9 +43,18 @@ class FakeGateway:
             request.transport.abort()
             return web.Response()
         self.events += len(lines)
-        results = [{"index": i, "status": "accepted", "event_id": json.loads(line)["event_id"]}
-                   for i, line in enumerate(lines)]
-        return web.json_response({"accepted": len(lines), "rejected": 0, "results": results})
+        results = [self.judged(i, json.loads(line)["event_id"]) for i, line in enumerate(lines)]
+        rejected = sum(r["status"] == "rejected" for r in results)
+        return web.json_response({"accepted": len(lines) - rejected, "rejected": rejected, "results": results},
+                                 status=400 if rejected else 200)
+
+    @staticmethod
+    def judged(index: int, event_id: str) -> dict[str, object]:
+        """Events whose id starts with "bad" are rejected (unit_mismatch), the rest accepted."""
+        if event_id.startswith("bad"):
+            return {"index": index, "status": "rejected", "event_id": event_id, "reason": "unit_mismatch",
+                    "detail": "unit 'kg' is not the indicator's"}
+        return {"index": index, "status": "accepted", "event_id": event_id}
 
     def start(self) -> None:
         app = web.Application()
@@ -98,3 +107,19 @@ def test_a_token_is_never_sent_in_clear_text_to_another_machine(rows, url):
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
     assert result.returncode == 2
     assert "https://" in json.loads(result.stdout)["error"] or "not an http(s) URL" in result.stdout
+
+
+def test_a_rerun_that_rejects_nothing_leaves_no_rejected_file_from_before(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    gateway = FakeGateway([])
+    gateway.start()
+    try:
+        path.write_text("".join(json.dumps({**GOOD, "event_id": i}) + "\n" for i in ("e-1", "bad-1")))
+        assert push(path, gateway).returncode == 1
+        rejected = tmp_path / "rows.jsonl.rejected.jsonl"
+        assert "bad-1" in rejected.read_text()
+        path.write_text(json.dumps({**GOOD, "event_id": "e-1"}) + "\n")  # corrected, pushed again
+        assert push(path, gateway).returncode == 0
+    finally:
+        gateway.stop()
+    assert not rejected.exists(), "the first run's rejections still look like this run's"
