@@ -53,6 +53,25 @@ def test_a_slip_is_a_move_to_a_worse_status_during_the_period(before: str, now: 
     assert Entry(row(now), before, (), None).slipped is slipped
 
 
+def test_the_slipped_come_first_then_the_worst_then_catalog_order() -> None:
+    from dataclasses import replace
+
+    from highland.catalog.loader import default_catalog
+    from highland.dashboards.report import build
+
+    catalog = default_catalog()
+    codes = [i.code for i in catalog.indicators[:5]]
+    now = {codes[0]: "on_track", codes[1]: "off_track", codes[2]: "at_risk", codes[3]: "no_data", codes[4]: "at_risk"}
+    before = {codes[0]: "on_track", codes[1]: "off_track", codes[2]: "on_track", codes[3]: "no_data",
+              codes[4]: "at_risk"}
+    rows = [replace(row(status), indicator=code) for code, status in now.items()]
+    olds = [replace(row(status), indicator=code) for code, status in before.items()]
+    report = build(catalog, date(2019, 6, 30), Period.QUARTER, rows, olds, {})
+    # codes[2] slipped (on track -> at risk): before codes[1], off track since before the quarter.
+    assert [e.row.indicator for e in report.entries] == [codes[2], codes[1], codes[4], codes[0], codes[3]]
+    assert [e.row.indicator for e in report.slipped] == [codes[2]]
+
+
 def test_a_stopped_feed_is_named_by_the_plan_day_of_its_last_observation() -> None:
     # 2019-05-28T20:00Z is already 29 May in Chongqing.
     assert stopped_since(row("on_track", "2019-05-28T20:00:00+00:00", stale=True), "Asia/Shanghai") == \
