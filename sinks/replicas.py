@@ -26,6 +26,7 @@ On one server nothing here runs (``Topology.await_replicas``, sinks/topology.py)
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,9 +42,10 @@ class ReplicaBehind(TimeoutError):
 
 Address = tuple[str, int]
 
-# Per process: the cluster's replicas, and one connection to each (the writer runs one call at a time).
+# Per process: the cluster's replicas; per thread (a worker may check while it writes), one connection
+# to each.
 _replicas: dict[str, list[Address]] = {}
-_connections: dict[tuple[str, str, int, float], Client] = {}
+_connections: dict[tuple[int, str, str, int, float], Client] = {}
 
 
 def replicas(client: Any, cluster: str) -> list[Address]:
@@ -58,7 +60,7 @@ def replicas(client: Any, cluster: str) -> list[Address]:
 
 def _connection(client: Any, address: Address, wait_s: float) -> Client:
     conn = client.connection
-    key = (conn.user, *address, wait_s)
+    key = (threading.get_ident(), conn.user, *address, wait_s)
     if key not in _connections:
         _connections[key] = Client(host=address[0], port=address[1], user=conn.user, password=conn.password,
                                    database="default", connect_timeout=conn.connect_timeout,
@@ -86,6 +88,9 @@ def synchronize(client: Any, cluster: str, db: str, tables: Iterable[str], wait_
                 side.disconnect()
                 raise ReplicaBehind(f"replica {address[0]}:{address[1]} did not catch up with {db}.{table} "
                                     f"within {wait_s:g} s") from exc
+            except NetworkError:
+                side.disconnect()
+                break  # it went down since it was last asked (the driver found it gone): as above
             except ClickHouseError:
                 side.disconnect()
                 raise
