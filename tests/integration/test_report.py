@@ -169,6 +169,21 @@ def test_an_unknown_period_or_output_is_refused_with_a_reason(isolated: Settings
     assert done.returncode == 2 and "there is no folder" in said and "Traceback" not in said, said
 
 
+def test_a_slip_on_the_periods_first_day_is_this_periods_slip(isolated: Settings, tmp_path: Path) -> None:
+    """The period's start status is the one on the day before it began (docs/reports.md)."""
+    write(isolated, [
+        event("bb-q1", SLIPPING.agency, SLIPPING.code, at(SLIPPING.code, Q1_END, 1.0), SLIPPING.unit,
+              "2019-03-20T10:00:00+08:00"),
+        event("bb-d1", SLIPPING.agency, SLIPPING.code, at(SLIPPING.code, AS_OF, 0.5), SLIPPING.unit,
+              "2019-04-01T10:00:00+08:00"),  # the quarter's first day
+    ])
+    out = tmp_path / "r.html"
+    said = report(isolated, out, "--lang", "en")
+    assert "1 slipped" in said, said
+    slipped = out.read_text(encoding="utf-8").split("Indicators that slipped this period", 1)[1]
+    assert SLIPPING.name_en in slipped.split("Feeds that stopped", 1)[0]
+
+
 # --- the report's numbers are `highland progress`'s ---------------------------------------------
 
 FLOW = CATALOG.indicator("ecommerce_turnover")  # year to date: its sum restarts each January
