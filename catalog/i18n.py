@@ -149,8 +149,17 @@ def alert_since(detail: str) -> datetime | None:
         return None
 
 
-def _number(value: float) -> str:
-    return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.0f}"
+def number(value: float | None, abbreviate: bool = False) -> str:
+    """A value as every surface prints it -- `highland progress`, reports, alert texts and chat
+    messages -- so a reader who compares two sees the same digits: two decimals, whole from 1,000.
+    ``abbreviate=True`` (the terminal's tables): at most 8 cells for any value an event may carry (up
+    to 1e15): 12.35, 4,512, 15.0M, 2.5G, 1.0T."""
+    if value is None:
+        return "—"
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if abbreviate and abs(value) >= scale:
+            return f"{value / scale:,.1f}{suffix}"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.2f}"
 
 
 def alert_detail(alert: dict[str, Any], catalog: Catalog, lang: Lang) -> str:
@@ -165,7 +174,7 @@ def alert_detail(alert: dict[str, Any], catalog: Catalog, lang: Lang) -> str:
         if actual is None or wanted is None:
             return f"截至 {alert['as_of']}"
         share = f"（完成预期的 {actual / wanted:.1%}）" if wanted else ""
-        return f"实际 {_number(actual)} {unit}，预期 {_number(wanted)} {unit}{share}，截至 {alert['as_of']}"
+        return f"实际 {number(actual)} {unit}，预期 {number(wanted)} {unit}{share}，截至 {alert['as_of']}"
     since = alert_since(str(alert["detail"]))
     when = report_day(since, tz).isoformat() if since else ""  # the plan's calendar day
     if alert["kind"] == "stale":

@@ -16,9 +16,9 @@ from importlib import resources
 from typing import Any
 
 from highland.catalog.i18n import Lang, agency_name, indicator_name, local_time, status_word, zone_note
+from highland.catalog.i18n import number as one_number
 from highland.catalog.models import Catalog
 from highland.dashboards.report import STATUSES, Entry, Period, Report
-from highland.dashboards.terminal import number as terminal_number
 from jinja2 import Environment, StrictUndefined
 from matplotlib.dates import DateFormatter, YearLocator
 from matplotlib.figure import Figure
@@ -75,7 +75,7 @@ def title(report: Report, catalog: Catalog, lang: str) -> str:
 def number(value: float | None) -> str:
     """As `highland progress` prints it (two decimals, whole from 1,000), so a reader who checks a
     report against the terminal sees the same digits; never abbreviated (15,012,345, not 15.0M)."""
-    return terminal_number(value, abbreviate=False)
+    return one_number(value)
 
 
 def chart_png(entry: Entry) -> bytes:

@@ -30,15 +30,9 @@ def plain(value: object) -> Text:
     return Text("".join(ch if ch.isprintable() else "\ufffd" for ch in str(value)))
 
 
-def number(v: float | None, abbreviate: bool = True) -> str:
-    """At most 8 cells for any value an event may carry (up to 1e15): 12.35, 4,512, 15.0M, 2.5G, 1.0T.
-    ``abbreviate=False`` (reports, which have the room): the same digits, whole from a million on."""
-    if v is None:
-        return "—"
-    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
-        if abbreviate and abs(v) >= scale:
-            return f"{v / scale:,.1f}{suffix}"
-    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.2f}"
+def number(v: float | None) -> str:
+    """The one number format (catalog/i18n.py), abbreviated to fit the tables' columns."""
+    return i18n.number(v, abbreviate=True)
 
 
 def _table(title: str | None = None) -> Table:

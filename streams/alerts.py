@@ -15,6 +15,7 @@ import hashlib
 from datetime import date, datetime, timedelta
 
 from highland.catalog.domain import FRESH, STALE, STATUS, Alert, AlertState, ProgressRow
+from highland.catalog.i18n import number
 from highland.catalog.models import Catalog
 
 
@@ -42,7 +43,7 @@ def status_alerts(state: AlertState, rows: list[ProgressRow], as_of: date, now: 
         if row.status == prev.state or row.status in ("no_data", "pending"):
             continue
         detail = (f"{row.indicator}: {prev.state} -> {row.status} "
-                  f"(actual {row.actual:.6g} vs expected {row.expected:.6g} {row.unit}, as of {as_of})"
+                  f"(actual {number(row.actual)} vs expected {number(row.expected)} {row.unit}, as of {as_of})"
                   if row.actual is not None and row.expected is not None else f"{row.indicator}: {row.status}")
         alerts.append(_make(state, STATUS, STATUS, row.indicator, row.agency, row.status, as_of, now,
                             detail, row.actual, row.expected))

@@ -135,10 +135,6 @@ def status_zh(status: str) -> str:
     return STATUS_ZH.get(status, status)
 
 
-def _number(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.0f}"
-
-
 def _local(instant: datetime, tz: str) -> str:
     return f"{instant.astimezone(ZoneInfo(tz)):%Y-%m-%d %H:%M}（北京时间）" if tz == "Asia/Shanghai" else \
         f"{instant.astimezone(ZoneInfo(tz)):%Y-%m-%d %H:%M} ({tz})"
@@ -157,7 +153,8 @@ def message(alert: Alert, catalog: Catalog, dashboard_url: str | None = None) ->
         lines = [f"指标：{name}", who, f"状态变化：{change}"]
         if alert.actual is not None and alert.expected is not None:
             share = f"（完成预期的 {alert.actual / alert.expected:.1%}）" if alert.expected else ""
-            lines.append(f"实际值 {_number(alert.actual)} {unit}，预期值 {_number(alert.expected)} {unit}{share}")
+            actual, expected = i18n.number(alert.actual), i18n.number(alert.expected)
+            lines.append(f"实际值 {actual} {unit}，预期值 {expected} {unit}{share}")
         lines.append(f"数据截至：{alert.as_of}")
         return Message(f"【规划监测】{ind.name_zh if ind else alert.indicator}：{change}", lines, link)
     since = i18n.alert_since(alert.detail)
