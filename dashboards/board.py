@@ -28,7 +28,7 @@ from highland.catalog.i18n import Lang
 from highland.catalog.loader import catalog_at
 from highland.catalog.models import Catalog
 from highland.catalog.trajectory import performance
-from highland.dashboards.terminal import plain
+from highland.dashboards.terminal import number, plain
 from highland.sinks.alerts import list_alerts
 from highland.sinks.client import connect
 from highland.sinks.progress import default_as_of, progress
@@ -139,18 +139,6 @@ def fetch(client: Any, db: str, catalog: Catalog, as_of: date, now: datetime) ->
 
 # --- formatting -----------------------------------------------------------------------------------
 
-def fmt_value(v: float | None) -> str:
-    """At most 9 characters: 2 decimals below 10,000, whole numbers below a million, then M / G."""
-    if v is None:
-        return "—"
-    size = abs(v)
-    if size < 1e4:
-        return f"{v:,.2f}"
-    if size < 1e6:
-        return f"{v:,.0f}"
-    if size < 1e9:
-        return f"{v / 1e6:,.2f}M"
-    return f"{v / 1e9:,.2f}G"
 
 
 def fmt_pct(p: float | None) -> str:
@@ -261,7 +249,7 @@ def indicator_table(rows: list[BoardRow], width: int, as_of: date, tz: ZoneInfo,
                          justify="right")
     for item in rows:
         r = item.row
-        cells = {"actual": fmt_value(r.actual), "expected": fmt_value(r.expected),
+        cells = {"actual": number(r.actual), "expected": number(r.expected),
                  "%tgt": fmt_pct(r.pct_of_target), "30d": item.trend,
                  "last update": Text(fmt_last(r.last_observed_at, as_of, tz, r.stale),
                                      style="bold red" if r.stale else "")}

@@ -1,15 +1,17 @@
-"""One value, the same digits wherever a person reads it: `highland progress`, the report, the alert's
+"""One value, the same digits wherever a person reads it: `highland progress`, the board, the report, the alert's
 stored detail, its Chinese line in `highland alerts` and the chat message duty staff receive. A duty
 officer who checks an alert against the terminal must not find 1,234.57 in one and 1,235 in the other."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from highland.catalog.domain import AlertState, ProgressRow
 from highland.catalog.i18n import alert_detail
 from highland.catalog.loader import default_catalog
+from highland.dashboards.board import board_rows, indicator_table
 from highland.dashboards.report_render import number as report_number
 from highland.dashboards.terminal import progress_table
 from highland.streams import notify
@@ -28,10 +30,10 @@ def row(actual: float, expected: float) -> ProgressRow:
                        2020, 8_000.0, 50.0, "off_track", None, "2019-06-29T00:00:00+00:00")
 
 
-def progress_text(r: ProgressRow) -> str:
+def printed(table: object) -> str:
     console = Console(width=160, record=True, color_system=None, legacy_windows=False)
     with console.capture() as cap:
-        console.print(progress_table([r], CATALOG, "en", DAY))
+        console.print(table)
     return cap.get()
 
 
@@ -42,7 +44,9 @@ def progress_text(r: ProgressRow) -> str:
 ])
 def test_every_surface_prints_a_value_as_progress_does(actual, expected, actual_shown, expected_shown):
     r = row(actual, expected)
-    assert f"{actual_shown} " in progress_text(r) and f"{expected_shown} " in progress_text(r)
+    for table in (progress_table([r], CATALOG, "en", DAY),
+                  indicator_table(board_rows(CATALOG, [r], [r]), 160, DAY, ZoneInfo("Asia/Shanghai"))):
+        assert f"{actual_shown} " in printed(table) and f"{expected_shown} " in printed(table)
     assert (report_number(actual), report_number(expected)) == (actual_shown, expected_shown)
 
     [alert] = status_alerts(AlertState(), [r], DAY, NOW)
