@@ -107,9 +107,15 @@ def demo_cmd() -> None:
 def setup_cmd(
     wait: Annotated[float, typer.Option("--wait", help="first wait up to this many seconds for Kafka and "
                                         "ClickHouse to answer (a deployment starts its parts in any order)")] = 0,
+    print_sql: Annotated[bool, typer.Option("--print-sql", help="only print what setup would run on an "
+                                            "empty database (DDL, data steps named), for review; connect to "
+                                            "nothing")] = False,
 ) -> None:
     """Create the topics, apply the ClickHouse migrations and load the plan tables, on whatever
     Kafka and ClickHouse the settings name (production's one-off step; `stack up` does it locally)."""
+    if print_sql:
+        _print_schema(get_settings())
+        return
     if wait > 0:
         from highland.wait import wait_for_services
 
@@ -128,6 +134,15 @@ def setup_cmd(
     out.print(f"migrations applied: {', '.join(migrate(settings)) or 'none (up to date)'}")
     sync_plan_tables(connect(settings), settings.clickhouse_database, catalog_at(get_settings().catalog_dir))
     out.print("plan tables: in sync with the catalog")
+
+
+def _print_schema(settings: Settings) -> None:
+    """The database administrator's review of a first `setup`: on one server or ON CLUSTER, as the
+    settings say (sinks/migrate.py, ``review_script``)."""
+    from highland.sinks.migrate import review_script
+    from highland.sinks.topology import Topology
+
+    typer.echo(review_script(settings.clickhouse_database, Topology.of(settings)))
 
 
 # --- progress -------------------------------------------------------------------------------------

@@ -39,6 +39,24 @@ def schema_statements(db: str, topology: Topology = SINGLE_NODE) -> list[str]:
     return [sql for m in load_migrations() for sql in m.statements(db, topology)]
 
 
+def review_script(db: str, topology: Topology = SINGLE_NODE) -> str:
+    """What `highland setup` runs on an empty database, for a database administrator to read: each
+    migration's DDL, ``;``-terminated, under its name, and its data steps named in comments (they run
+    code: on an empty database they only drop the tables an earlier version used). Not a script to
+    apply by hand: `setup` records each migration and runs the data steps in between."""
+    from highland.sinks.migrations.operations import RunData
+
+    lines = [f"{sql.strip()};\n" for sql in bootstrap_statements(db, topology)]
+    for migration in load_migrations():
+        lines.append(f"-- {migration.name}")
+        for op in migration.operations:
+            if isinstance(op, RunData):
+                summary = (op.step.__doc__ or "").strip().split(".")[0].replace("\n", " ")
+                lines.append(f"-- data step {op.step.__name__}: {' '.join(summary.split())}\n")
+            lines.extend(f"{sql.strip()};\n" for sql in op.statements(db, topology, migration.version))
+    return "\n".join(lines)
+
+
 def migrate(settings: Settings, database: str | None = None) -> list[str]:
     """Apply the pending migrations to ``database`` (default: the configured one). On the local stack,
     the read-only user is allowed the database first, and it can read it on return (sinks/reader_access.py)."""
