@@ -2,8 +2,10 @@
 after an INSERT returned sees that INSERT's rows -- the writer's own and another writer's
 (sinks/writer.py; docs/streams.md, "On a cluster: reading one's own writes").
 
-A replica is made to lag on purpose, with ``SYSTEM STOP FETCHES`` (it keeps pulling its shard's log
-but fetches no part), so what a test sees does not depend on the machine's load."""
+Replicas are made to lag on purpose, with ``SYSTEM STOP FETCHES`` (a replica keeps pulling its shard's
+log but fetches no part), so what a test sees does not depend on the machine's load. Every replica of
+a shard stops fetching, because which one the initiator writes to is its choice (the first in the
+cluster's config that has had no recent errors: earlier fault tests leave some)."""
 
 from __future__ import annotations
 
@@ -39,17 +41,16 @@ TZ = CATALOG.plan.timezone
 WRITTEN = (EVENTS, OBSERVATIONS_BY_SERIES, DAILY_SERIES)
 
 
-def second_replicas(settings: Settings) -> list[cluster.Server]:
-    return [s for s in cluster.servers(settings) if s.replica == 2]
-
-
 @contextmanager
 def not_fetching(settings: Settings, servers: list[cluster.Server]) -> Iterator[None]:
-    """``servers`` pull their shards' logs but fetch no part of the written tables until the block ends."""
+    """``servers`` pull their shards' logs but fetch no part of the written tables until the block ends
+    (a server killed meanwhile starts again fetching)."""
     db = settings.clickhouse_database
 
     def each(verb: str) -> None:
         for srv in servers:
+            if srv.service.pid() is None:
+                continue
             on_server = connect(cluster.server_settings(settings, srv))
             for table in WRITTEN:
                 on_server.execute(f"SYSTEM {verb} FETCHES {db}.{data_table(table)}")
@@ -59,6 +60,12 @@ def not_fetching(settings: Settings, servers: list[cluster.Server]) -> Iterator[
         yield
     finally:
         each("START")
+
+
+def rows_on(settings: Settings, srv: cluster.Server) -> int:
+    [(rows,)] = connect(cluster.server_settings(settings, srv)).execute(
+        f"SELECT count() FROM {settings.clickhouse_database}.events_local")
+    return int(rows)
 
 
 def events(revision: int, keys: range) -> BatchColumns:
@@ -98,10 +105,16 @@ def all_keys(settings: Settings) -> audit.Finding:
 def test_a_writing_sessions_temporary_tables_read_the_replica_its_inserts_went_to(on_cluster: Settings):
     """The writer reads through ``CREATE TEMPORARY TABLE ... AS SELECT``, which 18.16 runs with the
     session's settings, not the query's: the replica routing of sinks/client.py must be the session's
-    own (``Topology.open_session``). The control, a session whose settings are only sent with each
-    query, reads the second replicas, which fetch nothing here, and misses rows."""
+    own (``Topology.open_session``), so that a read goes to the replica the INSERT went to. The
+    control, a session whose settings are only sent with each query, reads replicas at random, which
+    fetch nothing here, and misses rows. The sessions go through an initiator of their own (shard 2's
+    first server), whose connections have failed nowhere: every ``load_balancing`` mode prefers the
+    replica with fewer recent errors, so after a fault test the clients' initiator reads and writes
+    one replica of a shard even at random, and the control would read every write. (An initiator
+    writes its own shard locally whatever the settings, and the control reads it locally too.)"""
     db, rounds = on_cluster.clickhouse_database, 30
     topology = Topology.of(on_cluster)
+    fresh = cluster.server_settings(on_cluster, cluster.server(on_cluster, 2, 1))
 
     def missed(client: Any, base: int) -> int:
         misses = 0
@@ -115,21 +128,21 @@ def test_a_writing_sessions_temporary_tables_read_the_replica_its_inserts_went_t
             misses += seen != len(keys)
         return misses
 
-    with not_fetching(on_cluster, second_replicas(on_cluster)):
-        assert missed(connect(on_cluster), 0) > 0, "control: the session's temporary tables read every write"
-        opened = connect(on_cluster)
+    with not_fetching(on_cluster, cluster.servers(on_cluster)):
+        assert missed(connect(fresh), 0) > 0, "control: the session's temporary tables read every write"
+        opened = connect(fresh)
         topology.open_session(opened)
         assert missed(opened, 10_000) == 0
 
 
 @pytest.mark.cluster_ci
 def test_awaiting_the_replicas_returns_only_once_every_replica_holds_what_returned(on_cluster: Settings):
-    """``Topology.await_replicas``: while the second replicas fetch nothing it gives up within its bound
-    with an error the worker retries; once they fetch, it returns, and every replica holds every row."""
+    """``Topology.await_replicas``: while the replicas fetch nothing it gives up within its bound with
+    an error the worker retries; once they fetch, it returns, and every replica holds every row."""
     db = on_cluster.clickhouse_database
     topology = Topology.of(on_cluster.model_copy(update={"clickhouse_replica_wait_seconds": 3.0}))
     client = connect(on_cluster)
-    with not_fetching(on_cluster, second_replicas(on_cluster)):
+    with not_fetching(on_cluster, cluster.servers(on_cluster)):
         insert(client, db, events(0, range(40)))
         started = time.monotonic()
         with pytest.raises(ReplicaBehind) as behind:
@@ -137,8 +150,7 @@ def test_awaiting_the_replicas_returns_only_once_every_replica_holds_what_return
         assert retryable(behind.value)
         assert time.monotonic() - started < 30
     Topology.of(on_cluster).await_replicas(client, db, (EVENTS,))  # the default bound: 30 s
-    counts = {srv.name: connect(cluster.server_settings(on_cluster, srv)).execute(
-        f"SELECT count() FROM {db}.events_local")[0][0] for srv in cluster.servers(on_cluster)}
+    counts = {srv.name: rows_on(on_cluster, srv) for srv in cluster.servers(on_cluster)}
     for shard in (1, 2):
         assert counts[f"clickhouse-{shard}-1"] == counts[f"clickhouse-{shard}-2"], counts
     assert counts["clickhouse-1-1"] + counts["clickhouse-2-1"] == 40, counts
@@ -146,7 +158,7 @@ def test_awaiting_the_replicas_returns_only_once_every_replica_holds_what_return
 
 def test_a_writer_whose_reads_reach_a_replica_behind_waits_and_derives_every_row(on_cluster: Settings):
     """Writer A's INSERT of revision 0 of 40 observations returned (A is between its INSERT and its
-    read); shard 2's first replica, which holds A's part, is then killed (SIGKILL) before its partner
+    read); the replica of shard 2 that holds A's part is then killed (SIGKILL) before its partner
     fetched it. Writer B stores revision 1 of each (moving it to another region); its INSERT and reads
     reach the partner, which lacks revision 0. B's read starts last, so B must write every row the two
     revisions imply (sinks/writer.py) -- with a read that misses revision 0 it would write only
@@ -154,12 +166,10 @@ def test_a_writer_whose_reads_reach_a_replica_behind_waits_and_derives_every_row
     rule until the killed replica is back and its partner caught up; then every row is there."""
     settings = on_cluster.model_copy(update={"clickhouse_replica_wait_seconds": 3.0})
     db, topology = settings.clickhouse_database, Topology.of(settings)
-    first, partner = cluster.server(settings, 2, 1), cluster.server(settings, 2, 2)
-    with not_fetching(settings, [partner]):
+    shard_2 = [cluster.server(settings, 2, 1), cluster.server(settings, 2, 2)]
+    with not_fetching(settings, shard_2):
         insert(connect(settings), db, events(0, range(40)))  # writer A's INSERT, through the initiator
-        on_shard_2 = connect(cluster.server_settings(settings, first)).execute(
-            f"SELECT count() FROM {db}.events_local")[0][0]
-        assert on_shard_2 > 0, "no observation of the batch is on shard 2"
+        [first] = [srv for srv in shard_2 if rows_on(settings, srv)]  # the one written; its partner has none
         pid = first.service.pid()
         assert pid is not None
         subprocess.run(["kill", "-9", str(pid)], check=True)
