@@ -135,7 +135,6 @@ def test_a_writing_sessions_temporary_tables_read_the_replica_its_inserts_went_t
         assert missed(opened, 10_000) == 0
 
 
-@pytest.mark.cluster_ci
 def test_awaiting_the_replicas_returns_only_once_every_replica_holds_what_returned(on_cluster: Settings):
     """``Topology.await_replicas``: while the replicas fetch nothing it gives up within its bound with
     an error the worker retries; once they fetch, it returns, and every replica holds every row."""
