@@ -144,7 +144,11 @@ class WriteSession:
         stage_columns(self.client, "_batch", BATCH_STRUCTURE, batch.columns)
 
     def deduplicate(self) -> None:
-        """Steps 1-2: ``_stored`` (what is stored of the batch's keys), ``_fresh`` (what is new)."""
+        """Steps 1-2: ``_stored`` (what is stored of the batch's keys), ``_fresh`` (what is new). On a
+        cluster the read waits as ``observe``'s does: a replica behind would make a revision already
+        stored (a re-delivered batch's) look fresh, and its second copy in ``events`` would be counted
+        again by the live windows, which that INSERT feeds."""
+        self.topology.await_replicas(self.client, self.db, (EVENTS,))
         replace_session_table(self.client, "_stored", stored_revisions_sql(self.db, self.topology))
         replace_session_table(self.client, "_fresh", FRESH)
 

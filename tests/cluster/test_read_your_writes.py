@@ -25,9 +25,9 @@ from highland.sinks.client import connect
 from highland.sinks.cluster import data_table
 from highland.sinks.poison import retryable
 from highland.sinks.replicas import ReplicaBehind
-from highland.sinks.tables import DAILY_SERIES, EVENTS, OBSERVATIONS_BY_SERIES
+from highland.sinks.tables import DAILY_SERIES, EVENT_WINDOWS_1M, EVENTS, OBSERVATIONS_BY_SERIES
 from highland.sinks.topology import Topology
-from highland.sinks.writer import BatchColumns, write_events
+from highland.sinks.writer import BatchColumns, WriteSession, write_events
 
 from highland.settings import Settings
 from highland.stack import cluster
@@ -196,4 +196,70 @@ def test_a_writer_whose_reads_reach_a_replica_behind_waits_and_derives_every_row
     print(f"\nREAD-YOUR-WRITES REPORT writer B stored its batch after {attempts} attempt(s); "
           f"the first while the partner was behind: {stored_while_behind}")
     finding = all_keys(settings)
+    assert finding.keys == 40 and finding.clean, finding
+
+
+def written_until_stored(settings: Settings, batch: BatchColumns, received_at: datetime) -> int:
+    """Write ``batch`` as the worker does: again after every failure its one retry rule retries, until
+    stored (within a bound). Returns the attempts it took."""
+    deadline, attempts = time.monotonic() + 240, 0
+    while True:
+        attempts += 1
+        try:
+            write_events(connect(settings), settings.clickhouse_database, batch, received_at, TZ,
+                         Topology.of(settings))
+            return attempts
+        except Exception as exc:  # the worker's one rule decides, as in streams.app.retrying
+            if not retryable(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+def test_a_batch_delivered_again_while_its_first_copy_sits_on_a_replica_behind_is_stored_once(
+        on_cluster: Settings):
+    """A worker stored revision 0 of 40 observations in ``events`` and died before its next step (the
+    INSERT returned: the shard-2 replica written holds the part, its partner has not fetched it); the
+    written replica is then killed (SIGKILL), so every read of shard 2 reaches the partner. The batch
+    is delivered again. The writer's first read (``_stored``, what is already stored) must not take
+    the partner's answer for the truth: with it, the stored revisions look fresh and a second copy goes
+    into ``events`` -- and into the live windows, which count every row the INSERT adds. So the
+    re-delivery fails as the infrastructure's until the killed replica is back and its partner caught
+    up; then ``events`` holds each (agency, event_id, revision) once and the windows count each
+    arrival once."""
+    settings = on_cluster.model_copy(update={"clickhouse_replica_wait_seconds": 3.0})
+    db, topology = settings.clickhouse_database, Topology.of(settings)
+    batch = events(0, range(40))
+    first_delivery, again = datetime(2026, 11, 30, 9, 0, tzinfo=UTC), datetime(2026, 11, 30, 9, 5, tzinfo=UTC)
+    shard_2 = [cluster.server(settings, 2, 1), cluster.server(settings, 2, 2)]
+    with not_fetching(settings, shard_2):
+        dying = WriteSession(connect(settings), db, TZ, topology)  # the worker that dies after its INSERT
+        dying.stage(batch)
+        dying.deduplicate()
+        dying.insert_events(first_delivery)
+        [written] = [srv for srv in shard_2 if rows_on(settings, srv)]  # its partner has none
+        pid = written.service.pid()
+        assert pid is not None
+        subprocess.run(["kill", "-9", str(pid)], check=True)
+        wait_for(lambda: written.service.pid() is None, 10, f"{written.name} to die")
+        try:
+            write_events(connect(settings), db, batch, again, TZ, topology)
+            stored_while_behind = True
+        except Exception as exc:  # the worker's one rule decides, as in streams.app.retrying
+            assert retryable(exc), exc
+            stored_while_behind = False
+    cluster.start(settings, admin_password(settings))
+    attempts = 1 + (0 if stored_while_behind else written_until_stored(settings, batch, again))
+    print(f"\nREAD-YOUR-WRITES REPORT the re-delivered batch was stored after {attempts} attempt(s); "
+          f"the first while the partner was behind: {stored_while_behind}")
+
+    finding = all_keys(settings)  # every replica caught up with the written tables first
+    for srv in cluster.servers(settings):
+        connect(cluster.server_settings(settings, srv)).execute(
+            f"SYSTEM SYNC REPLICA {db}.{data_table(EVENT_WINDOWS_1M)}")
+    client = connect(settings)
+    copies = client.execute(f"SELECT agency, event_id, revision, count() AS copies FROM {db}.events "
+                            "GROUP BY agency, event_id, revision HAVING copies > 1")
+    [(rows,)] = client.execute(f"SELECT count() FROM {db}.events")
+    [(arrivals,)] = client.execute(f"SELECT sum(events) FROM {db}.{EVENT_WINDOWS_1M.name}")
+    assert (copies, rows, arrivals) == ([], 40, 40)
     assert finding.keys == 40 and finding.clean, finding
