@@ -16,9 +16,13 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from highland.sinks.tables import AUTH_SUFFIX
+from highland.sinks.cluster import local_name
+from highland.sinks.tables import AUTH_SUFFIX, TABLES, Sharded
+
+from tests.conftest import ROOT
 
 DEPLOY_DB = "highland"
+USERS_XML = ROOT / "deploy" / "compose" / "clickhouse" / "users.d" / "highland.xml"
 # A table of the auth database (the token tables), as ``needs`` reads it: ``<db>.<AUTH_MARK><table>``.
 AUTH_MARK = "auth__"
 TEMPORARY = ("CREATE TEMPORARY TABLE", "*.*")
@@ -81,6 +85,10 @@ def needs(sql: str, db: str) -> set[tuple[str, str]]:
     if head.startswith(("CREATE TEMPORARY TABLE", "DROP TEMPORARY TABLE")) or re.search(
             r"\bFROM _\w+|\bIN _\w+|\bJOIN _\w+|INTO _\w+", text):
         out.add(TEMPORARY)
+    if re.match(r"SET \w+ = ", text):  # a session's settings (on a cluster): no grant, a profile not readonly
+        return out
+    if m := re.match(rf"SYSTEM SYNC REPLICA {re.escape(db)}\.(\w+)$", text):  # the waits on a cluster
+        return {("SYSTEM SYNC REPLICA", obj(m.group(1)))}
     if re.match(r"SYSTEM |SELECT (version|timezone|1)\b", text):
         return out
     tables = _tables(text, db)
@@ -119,6 +127,16 @@ def needs(sql: str, db: str) -> set[tuple[str, str]]:
     if "ALTER DELETE" in {p for p, _ in out}:  # a mutation reads the rows it deletes
         out |= _select(next(iter(written)), "")
     return out
+
+
+def on_a_cluster(need: tuple[str, str]) -> set[tuple[str, str]]:
+    """``need`` and, for a sharded table, the same on its <name>_local: on the cluster a Distributed
+    table reads and writes the shards' <name>_local tables as the initial user (sinks/cluster.py)."""
+    privilege, target = need
+    db, _, table = target.partition(".")
+    if table in TABLES and isinstance(TABLES[table].layout, Sharded):
+        return {need, (privilege, f"{db}.{local_name(table)}")}
+    return {need}
 
 
 def parse_grant(query: str) -> set[tuple[str, str]]:

@@ -31,10 +31,9 @@ from highland.dashboards.queries import Sql
 from highland.ingest.events import SCHEMA_HEADER
 from highland.sinks import audit
 from highland.sinks.client import connect
-from highland.sinks.cluster import local_name
 from highland.sinks.migrate import migrate
 from highland.sinks.plan_tables import sync_plan_tables
-from highland.sinks.tables import AUTH_SUFFIX, TABLES, Sharded, auth_database
+from highland.sinks.tables import AUTH_SUFFIX, auth_database
 from kafka import KafkaProducer
 from pydantic import SecretStr
 
@@ -48,7 +47,7 @@ from tests.integration.test_migrations import restore_aa7b72c
 
 pytestmark = pytest.mark.integration
 
-USERS_XML = ROOT / "deploy" / "compose" / "clickhouse" / "users.d" / "highland.xml"
+USERS_XML = privileges.USERS_XML
 # Which deploy/ user each role runs as.
 DEPLOY_USER = {"schema": "highland", "worker": "highland", "operator": "highland", "tokens": "highland_tokens",
                "reader": "highland_reader"}
@@ -62,14 +61,7 @@ MARKUP_UNIT = "[/oops]"
 ESCAPES = "\x1b[2J\x1b]0;owned\x07"
 
 
-def _on_a_cluster(need: tuple[str, str]) -> set[tuple[str, str]]:
-    """``need`` and, for a sharded table, the same on its <name>_local: on the cluster a Distributed
-    table reads and writes the shards' <name>_local tables as the initial user (sinks/cluster.py)."""
-    privilege, target = need
-    db, _, table = target.partition(".")
-    if table in TABLES and isinstance(TABLES[table].layout, Sharded):
-        return {need, (privilege, f"{db}.{local_name(table)}")}
-    return {need}
+_on_a_cluster = privileges.on_a_cluster
 
 
 @dataclass
