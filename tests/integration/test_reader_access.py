@@ -50,3 +50,27 @@ def test_a_database_migrated_later_is_readable_at_once(isolated: Settings, uniqu
     finally:
         connect(other, database="default").execute(f"DROP DATABASE IF EXISTS {other.clickhouse_database}")
         connect(other, database="default").execute(f"DROP DATABASE IF EXISTS {other.clickhouse_database}_auth")
+
+
+def test_lists_written_within_one_second_are_each_read_by_the_server(isolated: Settings, unique: str):
+    """18.16 notices a changed users.d file by its modification time in whole seconds: a list written in
+    the second of the one it last read was never read (seen in CI: a test database migrated right after
+    another stayed closed to the reader). Every list written gets a second of its own."""
+    from highland.sinks.reader_access import allow, wait_until_readable
+
+    listing = isolated.clickhouse_reader_databases_file
+    assert listing is not None
+    admin = connect(isolated, database="default")
+    names = [f"t_{unique}_a", f"t_{unique}_b"]
+    try:
+        seconds = []
+        for name in names:  # back to back, well within one second
+            admin.execute(f"CREATE DATABASE {name}")
+            allow(isolated, admin, name)
+            seconds.append(int(listing.stat().st_mtime))
+        assert seconds[1] > seconds[0]
+        for name in names:
+            wait_until_readable(isolated, name)
+    finally:
+        for name in names:
+            admin.execute(f"DROP DATABASE IF EXISTS {name}")
